@@ -1,0 +1,35 @@
+"""Metric records: what a training run reports per step and per evaluation."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StepMetrics(BaseModel):
+    """One synchronous step, summed or averaged over all workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int = Field(ge=0)
+    loss: float = Field(description="Mean minibatch objective over the workers.")
+    lr: float
+    bytes_sent: int = Field(ge=0, description="Wire bytes sent by all workers this step.")
+    bytes_per_worker: list[int] = Field(description="Wire bytes sent by each rank this step.")
+    density: float = Field(ge=0.0, le=1.0, description="Mean fraction of coordinates sent.")
+    compute_s: float = Field(ge=0.0, description="Slowest rank's gradient time.")
+    compress_s: float = Field(ge=0.0, description="Slowest rank's memory + compression time.")
+    exchange_s: float = Field(ge=0.0, description="Time to aggregate and apply the update.")
+
+
+class EvalMetrics(BaseModel):
+    """Full-data evaluation of the current (and, with averaging, the averaged) iterate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int = Field(ge=0, description="Number of steps applied before this evaluation.")
+    train_loss: float = Field(description="Training objective f(x), regulariser included.")
+    train_accuracy: float
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    avg_train_loss: float | None = Field(default=None, description="f(x̄) of the average.")
+    avg_test_accuracy: float | None = None

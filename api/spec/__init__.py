@@ -1,0 +1,62 @@
+"""The job spec models: what a user may submit."""
+
+from sparsetrain.spec.compression import (
+    COMPRESSION_SPECS,
+    CompressionSpec,
+    DenseSpec,
+    RandKSpec,
+    ThresholdSpec,
+    TopKSpec,
+    ValueDtype,
+)
+from sparsetrain.spec.data import DATA_SPECS, DataSpec, LibSVMSpec, SklearnSpec, SyntheticSpec
+from sparsetrain.spec.job import EvalSpec, JobSpec, MemoryKind, WorkersSpec
+from sparsetrain.spec.model import (
+    MODEL_SPECS,
+    CNNSpec,
+    LogisticRegressionSpec,
+    MLPSpec,
+    ModelSpec,
+)
+from sparsetrain.spec.optim import (
+    AveragingSpec,
+    ConstantLR,
+    CosineLR,
+    InverseTimeLR,
+    OptimizerSpec,
+    ScheduleSpec,
+    SGDSpec,
+    StepLR,
+)
+
+__all__ = [
+    "COMPRESSION_SPECS",
+    "DATA_SPECS",
+    "MODEL_SPECS",
+    "AveragingSpec",
+    "CNNSpec",
+    "CompressionSpec",
+    "ConstantLR",
+    "CosineLR",
+    "DataSpec",
+    "DenseSpec",
+    "EvalSpec",
+    "InverseTimeLR",
+    "JobSpec",
+    "LibSVMSpec",
+    "LogisticRegressionSpec",
+    "MLPSpec",
+    "MemoryKind",
+    "ModelSpec",
+    "OptimizerSpec",
+    "RandKSpec",
+    "SGDSpec",
+    "ScheduleSpec",
+    "SklearnSpec",
+    "StepLR",
+    "SyntheticSpec",
+    "ThresholdSpec",
+    "TopKSpec",
+    "ValueDtype",
+    "WorkersSpec",
+]

@@ -1,0 +1,119 @@
+"""Compression specs: one model per compressor kind, discriminated on ``kind``.
+
+The compressor classes live in ``sparsetrain.workers.compression``; this module only says
+what a user may ask for. ``COMPRESSION_SPECS`` maps each kind to its spec class, so the
+registry of implementations and the API listing can be checked against each other.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from sparsetrain.errors import SpecError
+from sparsetrain.spec._base import StrictModel
+
+ValueDtype = Literal["float32", "float16", "bfloat16"]
+
+
+class _Budget(StrictModel):
+    """A sparsity budget given either as a fraction of the coordinates or as a count."""
+
+    ratio: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        default=None, description="Fraction of coordinates to send, in (0, 1]."
+    )
+    k: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Number of coordinates to send; at most the model size d."
+    )
+    value_dtype: ValueDtype = Field(
+        default="float32", description="Precision of the values on the wire."
+    )
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> _Budget:
+        if self.ratio is not None and self.k is not None:
+            raise ValueError("give either 'ratio' or 'k', not both")
+        if self.ratio is None and self.k is None:
+            object.__setattr__(self, "ratio", 0.01)
+        return self
+
+    def resolve_k(self, d: int) -> int:
+        """Return the number of coordinates sent for a vector of ``d`` entries.
+
+        Raises ``SpecError`` (field ``k``) when ``k`` exceeds ``d``.
+        """
+        if self.k is not None:
+            if self.k > d:
+                raise SpecError(("k",), f"k={self.k} exceeds the model size d={d}")
+            return self.k
+        assert self.ratio is not None
+        return max(1, min(d, math.floor(self.ratio * d + 0.5)))
+
+
+class DenseSpec(StrictModel):
+    """No compression: the whole vector is sent (plain distributed SGD)."""
+
+    kind: Literal["none"] = "none"
+    value_dtype: ValueDtype = Field(
+        default="float32", description="Precision of the values on the wire."
+    )
+
+
+class TopKSpec(_Budget):
+    """Exact top-k: the k entries of largest magnitude."""
+
+    kind: Literal["topk"] = "topk"
+
+
+class RandKSpec(_Budget):
+    """Random-k: k coordinates drawn uniformly without replacement."""
+
+    kind: Literal["randk"] = "randk"
+    shared_seed: bool = Field(
+        default=False,
+        description=(
+            "All workers pick the same coordinates each step (drawn from the job seed and the "
+            "step), so the indices need not be sent and the aggregate stays k-sparse."
+        ),
+    )
+    rescale: bool = Field(
+        default=False,
+        description=(
+            "Multiply the kept values by d/k so the update is an unbiased estimate; "
+            "meant for use without memory."
+        ),
+    )
+
+
+class ThresholdSpec(StrictModel):
+    """Send every entry whose magnitude reaches a threshold (the count varies per step)."""
+
+    kind: Literal["threshold"] = "threshold"
+    threshold: Annotated[float, Field(gt=0.0)] = Field(
+        description="Absolute magnitude, or a fraction of max|x| when 'relative' is set."
+    )
+    relative: bool = Field(default=False, description="Threshold relative to max|x|.")
+    value_dtype: ValueDtype = Field(
+        default="float32", description="Precision of the values on the wire."
+    )
+
+    @model_validator(mode="after")
+    def _relative_in_unit_interval(self) -> ThresholdSpec:
+        if self.relative and self.threshold > 1.0:
+            raise ValueError("a relative threshold must lie in (0, 1]")
+        return self
+
+
+CompressionSpec = Annotated[
+    DenseSpec | TopKSpec | RandKSpec | ThresholdSpec,
+    Field(discriminator="kind"),
+]
+
+COMPRESSION_SPECS: dict[str, type[StrictModel]] = {
+    "none": DenseSpec,
+    "topk": TopKSpec,
+    "randk": RandKSpec,
+    "threshold": ThresholdSpec,
+}

@@ -1,0 +1,70 @@
+"""Dataset specs, discriminated on ``kind``. Implementations: ``sparsetrain.workers.data``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from sparsetrain.spec._base import StrictModel
+
+TestFraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class SyntheticSpec(StrictModel):
+    """Dense epsilon-like binary problem: unit-norm rows, labels from a planted model + noise."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    n: Annotated[int, Field(ge=2, le=10_000_000)] = 10_000
+    d: Annotated[int, Field(ge=1, le=10_000_000)] = 2_000
+    label_noise: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
+        default=0.05, description="Probability that a label is flipped."
+    )
+    seed: int | None = Field(default=None, description="Data seed; default the job seed.")
+    test_fraction: TestFraction = 0.1
+
+
+class LibSVMSpec(StrictModel):
+    """Any LIBSVM/svmlight text file (optionally .gz or .bz2)."""
+
+    kind: Literal["libsvm"] = "libsvm"
+    path: str = Field(min_length=1, max_length=4096)
+    test_path: str | None = Field(default=None, min_length=1, max_length=4096)
+    n_features: Annotated[int, Field(ge=1)] | None = None
+    normalize: bool = Field(default=False, description="Scale every row to unit L2 norm.")
+    test_fraction: TestFraction = Field(
+        default=0.1, description="Held-out fraction when no test_path is given."
+    )
+
+    @field_validator("path", "test_path")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("path must not contain NUL bytes")
+        return value
+
+
+class SklearnSpec(StrictModel):
+    """A dataset that ships with scikit-learn (no download needed)."""
+
+    kind: Literal["sklearn"] = "sklearn"
+    name: Literal["digits", "breast_cancer"]
+    positive_classes: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="Make a binary task: these classes are label 1, the rest label 0.",
+    )
+    normalize: bool = Field(default=False, description="Scale every row to unit L2 norm.")
+    test_fraction: TestFraction = 0.2
+
+
+DataSpec = Annotated[
+    SyntheticSpec | LibSVMSpec | SklearnSpec,
+    Field(discriminator="kind"),
+]
+
+DATA_SPECS: dict[str, type[StrictModel]] = {
+    "synthetic": SyntheticSpec,
+    "libsvm": LibSVMSpec,
+    "sklearn": SklearnSpec,
+}

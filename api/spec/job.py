@@ -1,0 +1,91 @@
+"""``JobSpec``: everything a user submits to train one model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from sparsetrain.spec._base import StrictModel
+from sparsetrain.spec.compression import CompressionSpec, RandKSpec, TopKSpec
+from sparsetrain.spec.data import DataSpec
+from sparsetrain.spec.model import ModelSpec
+from sparsetrain.spec.optim import (
+    AveragingSpec,
+    ConstantLR,
+    OptimizerSpec,
+    ScheduleSpec,
+    SGDSpec,
+)
+
+MemoryKind = Literal["none", "error_feedback"]
+
+
+class WorkersSpec(StrictModel):
+    """How many data-parallel workers train the model."""
+
+    count: Annotated[int, Field(ge=1, le=1024)] = 2
+
+
+class EvalSpec(StrictModel):
+    """When to evaluate the full training objective and the held-out set."""
+
+    every: Annotated[int, Field(ge=0)] = Field(
+        default=100, description="Evaluate every this many steps (0: only at the end)."
+    )
+    max_rows: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Evaluate on at most this many rows of each split."
+    )
+
+
+class JobSpec(StrictModel):
+    """A training job: model, data, optimisation, compression and workers."""
+
+    name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="A label."
+    )
+    model: ModelSpec
+    data: DataSpec
+    optimizer: OptimizerSpec = Field(default_factory=SGDSpec)
+    schedule: ScheduleSpec = Field(default_factory=ConstantLR)
+    averaging: AveragingSpec | None = Field(
+        default=None, description="Weighted iterate averaging (reported as the averaged model)."
+    )
+    compression: CompressionSpec = Field(default_factory=TopKSpec)
+    memory: MemoryKind = Field(
+        default="error_feedback",
+        description="error_feedback keeps what was not sent and adds it to the next step.",
+    )
+    workers: WorkersSpec = Field(default_factory=WorkersSpec)
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=32, description="Minibatch size per worker."
+    )
+    steps: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+    epochs: Annotated[float, Field(gt=0.0, le=100_000.0)] | None = None
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> JobSpec:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give either 'steps' or 'epochs', not both")
+        if self.steps is None and self.epochs is None:
+            raise ValueError("give 'steps' or 'epochs'")
+        if (
+            self.memory == "error_feedback"
+            and isinstance(self.compression, RandKSpec)
+            and self.compression.rescale
+        ):
+            raise ValueError(
+                "compression.rescale multiplies values by d/k, which makes error-feedback memory "
+                "grow without bound: use memory 'none' with rescale, or rescale false"
+            )
+        return self
+
+    def total_steps(self, n_train: int) -> int:
+        """Number of synchronous steps, resolving ``epochs`` against ``n_train`` rows."""
+        if self.steps is not None:
+            return self.steps
+        assert self.epochs is not None
+        per_step = self.batch_size * self.workers.count
+        return max(1, round(self.epochs * n_train / per_step))

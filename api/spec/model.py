@@ -1,0 +1,56 @@
+"""Model specs, discriminated on ``kind``. Implementations: ``sparsetrain.workers.models``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from sparsetrain.spec._base import StrictModel
+
+Activation = Literal["relu", "tanh", "gelu"]
+
+
+class LogisticRegressionSpec(StrictModel):
+    """Linear model with logistic loss plus (l2/2)·‖x‖² (softmax loss for more than 2 classes)."""
+
+    kind: Literal["logistic_regression"] = "logistic_regression"
+    l2: Annotated[float, Field(ge=0.0)] | None = Field(
+        default=None, description="Regularisation λ; default 1/n, n the number of training rows."
+    )
+    bias: bool = Field(default=False, description="Add an intercept term.")
+
+
+class MLPSpec(StrictModel):
+    """Fully connected network on flattened inputs."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [64], max_length=16, description="Width of each hidden layer."
+    )
+    activation: Activation = "relu"
+    l2: Annotated[float, Field(ge=0.0)] = Field(default=0.0, description="Weight decay λ.")
+
+
+class CNNSpec(StrictModel):
+    """Small convolutional network: conv-relu-pool blocks, then one hidden dense layer."""
+
+    kind: Literal["cnn"] = "cnn"
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [16, 32], min_length=1, max_length=8
+    )
+    kernel_size: Annotated[int, Field(ge=1, le=11)] = 3
+    hidden: Annotated[int, Field(ge=1, le=65536)] = 64
+    l2: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+ModelSpec = Annotated[
+    LogisticRegressionSpec | MLPSpec | CNNSpec,
+    Field(discriminator="kind"),
+]
+
+MODEL_SPECS: dict[str, type[StrictModel]] = {
+    "logistic_regression": LogisticRegressionSpec,
+    "mlp": MLPSpec,
+    "cnn": CNNSpec,
+}
