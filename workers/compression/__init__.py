@@ -1,0 +1,60 @@
+"""The compression library: a plain-dict registry of compressors over flat vectors."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from sparsetrain.errors import SpecError
+from sparsetrain.workers.compression.base import Compressor
+from sparsetrain.workers.compression.dense import Dense
+from sparsetrain.workers.compression.payload import (
+    DenseUpdate,
+    Payload,
+    SparseUpdate,
+    decode,
+    encode,
+)
+from sparsetrain.workers.compression.randk import RandK
+from sparsetrain.workers.compression.threshold import Threshold
+from sparsetrain.workers.compression.topk import TopK
+
+COMPRESSORS: dict[str, type] = {
+    "none": Dense,
+    "topk": TopK,
+    "randk": RandK,
+    "threshold": Threshold,
+}
+
+
+def build_compressor(spec: BaseModel, numel: int, seed: int) -> Compressor:
+    """Instantiate the compressor ``spec`` asks for, for vectors of ``numel`` entries.
+
+    Raises ``SpecError`` with a ``compression.*`` field path for an unknown kind or a budget
+    the model cannot satisfy (e.g. ``k`` > ``numel``).
+    """
+    kind = getattr(spec, "kind", None)
+    cls = COMPRESSORS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        known = ", ".join(sorted(COMPRESSORS))
+        raise SpecError(("compression", "kind"), f"unknown compressor {kind!r}; known: {known}")
+    try:
+        compressor: Compressor = cls(spec, numel, seed)
+    except SpecError as error:
+        raise error.under("compression") from None
+    return compressor
+
+
+__all__ = [
+    "COMPRESSORS",
+    "Compressor",
+    "Dense",
+    "DenseUpdate",
+    "Payload",
+    "RandK",
+    "SparseUpdate",
+    "Threshold",
+    "TopK",
+    "build_compressor",
+    "decode",
+    "encode",
+]

@@ -1,0 +1,45 @@
+"""The compressor contract.
+
+A compressor is a stateless function of (flat tensor, step, random generator): it never
+mutates its input and keeps nothing between calls. Whatever must persist across steps (the
+residual that was not sent) lives in ``sparsetrain.workers.memory``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+import torch
+
+from sparsetrain.workers.compression.payload import DenseUpdate, SparseUpdate
+
+
+class Compressor(Protocol):
+    """Compresses a flat fp32 vector of a fixed length ``numel``."""
+
+    kind: ClassVar[str]
+    unbiased: bool
+    """True when E[decode(compress(x))] == x up to the wire value precision, so the
+    compressor is safe to use without memory."""
+
+    numel: int
+    k: int | None
+    """The exact number of values every payload carries, when the compressor promises one."""
+
+    def compress(
+        self, x: torch.Tensor, *, step: int, generator: torch.Generator | None = None
+    ) -> DenseUpdate | SparseUpdate:
+        """Return the compressed form of ``x`` (a 1-D tensor of ``numel`` entries).
+
+        Does not mutate ``x``; the payload never aliases ``x``'s storage.
+        """
+        ...
+
+
+def check_input(x: torch.Tensor, numel: int) -> None:
+    """Raise ``ValueError`` unless ``x`` is a flat floating-point vector of ``numel`` entries."""
+    if x.dim() != 1 or x.numel() != numel or not x.is_floating_point():
+        raise ValueError(
+            f"expected a flat floating-point vector of {numel} entries, got {tuple(x.shape)} "
+            f"{x.dtype}"
+        )

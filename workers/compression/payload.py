@@ -1,0 +1,211 @@
+"""What a compressor produces and what crosses the wire.
+
+Two payloads cover the compressors of this package: ``SparseUpdate`` (indices + values)
+and ``DenseUpdate`` (all values). Both know their exact wire size (``nbytes`` equals
+``len(encode(payload))``), how to add themselves into a dense buffer, and how to move
+between devices. Values travel in fp32, fp16 or bf16; indices as int32 when the vector has
+fewer than 2**31 entries, else int64. A random-k update with a shared seed sends no indices
+at all: the receiver regenerates them from the seed in the header.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+VALUE_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+_DTYPE_CODES: dict[torch.dtype, int] = {
+    torch.float32: 0,
+    torch.float16: 1,
+    torch.bfloat16: 2,
+    torch.int32: 3,
+    torch.int64: 4,
+}
+_CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
+
+_MAGIC = b"SPT1"
+_DENSE, _SPARSE, _SPARSE_IMPLICIT = 0, 1, 2
+# magic, payload kind, value dtype, index dtype, pad, numel, nnz
+_HEADER = struct.Struct("<4sBBBxQQ")
+_SEED = struct.Struct("<Q")
+HEADER_NBYTES = _HEADER.size
+
+
+def index_dtype(numel: int) -> torch.dtype:
+    """The narrowest index type that addresses ``numel`` entries."""
+    return torch.int32 if numel < 2**31 else torch.int64
+
+
+def shared_indices(
+    numel: int, k: int, seed: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``k`` distinct coordinates of ``range(numel)``, a pure function of ``seed``.
+
+    Every worker (and every receiver of a shared-seed update) calls this with the same
+    arguments and gets the same indices, sorted ascending.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    chosen = torch.randperm(numel, generator=generator)[:k].sort().values
+    return chosen.to(dtype=index_dtype(numel), device=device)
+
+
+class Payload(Protocol):
+    """A compressed update for a flat vector of ``numel`` entries."""
+
+    numel: int
+
+    @property
+    def nbytes(self) -> int:
+        """Exactly the number of bytes ``encode`` produces for this payload."""
+        ...
+
+    @property
+    def nnz(self) -> int:
+        """Number of values sent."""
+        ...
+
+    def add_to(self, out: torch.Tensor, alpha: float = 1.0) -> None:
+        """Add ``alpha`` times the decoded update into ``out`` in place (mutates ``out`` only)."""
+        ...
+
+    def to_dense(self) -> torch.Tensor:
+        """The decoded update as a new dense fp32 vector."""
+        ...
+
+    def to(self, device: torch.device | str) -> Payload:
+        """The same payload with its tensors on ``device``."""
+        ...
+
+
+@dataclass(frozen=True)
+class DenseUpdate:
+    """Every coordinate, in the wire value dtype."""
+
+    values: torch.Tensor
+
+    @property
+    def numel(self) -> int:
+        return self.values.numel()
+
+    @property
+    def nnz(self) -> int:
+        return self.values.numel()
+
+    @property
+    def nbytes(self) -> int:
+        return HEADER_NBYTES + self.values.numel() * self.values.element_size()
+
+    def add_to(self, out: torch.Tensor, alpha: float = 1.0) -> None:
+        out.add_(self.values.to(out.dtype), alpha=alpha)
+
+    def to_dense(self) -> torch.Tensor:
+        return self.values.to(torch.float32, copy=True)
+
+    def to(self, device: torch.device | str) -> DenseUpdate:
+        return DenseUpdate(self.values.to(device))
+
+
+@dataclass(frozen=True)
+class SparseUpdate:
+    """``values[i]`` belongs at coordinate ``indices[i]`` of a vector of ``numel`` entries.
+
+    Indices are distinct. When ``seed`` is set the indices are ``shared_indices(numel, nnz,
+    seed)`` and are not sent.
+    """
+
+    indices: torch.Tensor
+    values: torch.Tensor
+    numel: int
+    seed: int | None = None
+
+    @property
+    def nnz(self) -> int:
+        return self.values.numel()
+
+    @property
+    def nbytes(self) -> int:
+        value_bytes = self.values.numel() * self.values.element_size()
+        if self.seed is not None:
+            return HEADER_NBYTES + _SEED.size + value_bytes
+        return HEADER_NBYTES + self.indices.numel() * self.indices.element_size() + value_bytes
+
+    def add_to(self, out: torch.Tensor, alpha: float = 1.0) -> None:
+        out.index_add_(0, self.indices, self.values.to(out.dtype), alpha=alpha)
+
+    def to_dense(self) -> torch.Tensor:
+        dense = torch.zeros(self.numel, dtype=torch.float32, device=self.values.device)
+        self.add_to(dense)
+        return dense
+
+    def to(self, device: torch.device | str) -> SparseUpdate:
+        return SparseUpdate(self.indices.to(device), self.values.to(device), self.numel, self.seed)
+
+
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().contiguous().cpu()
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.view(torch.int16)
+    return flat.numpy().tobytes()
+
+
+def _from_bytes(buffer: bytes, dtype: torch.dtype, count: int, offset: int) -> torch.Tensor:
+    if count == 0:
+        return torch.empty(0, dtype=dtype)
+    return torch.frombuffer(bytearray(buffer), dtype=dtype, count=count, offset=offset)
+
+
+def encode(payload: DenseUpdate | SparseUpdate) -> bytes:
+    """Serialise a payload to its wire form; ``len(result) == payload.nbytes``."""
+    value_code = _DTYPE_CODES[payload.values.dtype]
+    if isinstance(payload, DenseUpdate):
+        header = _HEADER.pack(_MAGIC, _DENSE, value_code, 0, payload.numel, payload.nnz)
+        return header + _raw_bytes(payload.values)
+    index_code = _DTYPE_CODES[payload.indices.dtype]
+    if payload.seed is not None:
+        header = _HEADER.pack(
+            _MAGIC, _SPARSE_IMPLICIT, value_code, index_code, payload.numel, payload.nnz
+        )
+        return header + _SEED.pack(payload.seed) + _raw_bytes(payload.values)
+    header = _HEADER.pack(_MAGIC, _SPARSE, value_code, index_code, payload.numel, payload.nnz)
+    return header + _raw_bytes(payload.indices) + _raw_bytes(payload.values)
+
+
+def decode(buffer: bytes) -> DenseUpdate | SparseUpdate:
+    """Parse the wire form written by ``encode``; raises ``ValueError`` on a malformed buffer."""
+    if len(buffer) < HEADER_NBYTES:
+        raise ValueError(f"update of {len(buffer)} bytes is shorter than its header")
+    magic, kind, value_code, index_code, numel, nnz = _HEADER.unpack_from(buffer)
+    if magic != _MAGIC or value_code not in _CODE_DTYPES or index_code not in _CODE_DTYPES:
+        raise ValueError("not a sparsetrain update (bad magic or dtype code)")
+    value_dtype = _CODE_DTYPES[value_code]
+    value_size = torch.empty(0, dtype=value_dtype).element_size()
+    offset = HEADER_NBYTES
+    if kind == _DENSE:
+        expected = offset + nnz * value_size
+    elif kind == _SPARSE_IMPLICIT:
+        expected = offset + _SEED.size + nnz * value_size
+    elif kind == _SPARSE:
+        index_size = torch.empty(0, dtype=_CODE_DTYPES[index_code]).element_size()
+        expected = offset + nnz * (index_size + value_size)
+    else:
+        raise ValueError(f"unknown update kind {kind}")
+    if len(buffer) != expected:
+        raise ValueError(f"update is {len(buffer)} bytes, its header promises {expected}")
+    if kind == _DENSE:
+        return DenseUpdate(_from_bytes(buffer, value_dtype, nnz, offset))
+    if kind == _SPARSE_IMPLICIT:
+        (seed,) = _SEED.unpack_from(buffer, offset)
+        values = _from_bytes(buffer, value_dtype, nnz, offset + _SEED.size)
+        return SparseUpdate(shared_indices(numel, nnz, seed), values, numel, seed)
+    index_dtype_ = _CODE_DTYPES[index_code]
+    indices = _from_bytes(buffer, index_dtype_, nnz, offset)
+    index_bytes = nnz * indices.element_size()
+    values = _from_bytes(buffer, value_dtype, nnz, offset + index_bytes)
+    return SparseUpdate(indices, values, numel)

@@ -1,0 +1,38 @@
+"""``threshold``: every entry whose magnitude reaches a fixed or relative threshold."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from sparsetrain.spec.compression import ThresholdSpec
+from sparsetrain.workers.compression.base import check_input
+from sparsetrain.workers.compression.payload import VALUE_DTYPES, SparseUpdate, index_dtype
+
+
+class Threshold:
+    """Sends {i : |x_i| ≥ τ}; τ absolute, or τ·max|x| when relative. The count varies."""
+
+    kind: ClassVar[str] = "threshold"
+
+    def __init__(self, spec: ThresholdSpec, numel: int, seed: int) -> None:
+        self.numel = numel
+        self.unbiased = False
+        self.k: int | None = None
+        self.threshold = spec.threshold
+        self.relative = spec.relative
+        self.value_dtype = VALUE_DTYPES[spec.value_dtype]
+        self.index_dtype = index_dtype(numel)
+
+    def compress(
+        self, x: torch.Tensor, *, step: int, generator: torch.Generator | None = None
+    ) -> SparseUpdate:
+        check_input(x, self.numel)
+        magnitude = x.detach().abs()
+        tau = self.threshold * float(magnitude.max()) if self.relative else self.threshold
+        indices = torch.nonzero(magnitude >= tau, as_tuple=True)[0] if tau > 0 else None
+        if indices is None:  # relative threshold of an all-zero vector: nothing to send
+            indices = torch.empty(0, dtype=torch.int64, device=x.device)
+        values = x.detach()[indices].to(self.value_dtype)
+        return SparseUpdate(indices.to(self.index_dtype), values, self.numel)
