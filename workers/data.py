@@ -1,0 +1,371 @@
+"""Datasets as in-memory tensors, deterministic sharding and per-shard minibatch sampling.
+
+Every random choice is drawn from a ``torch.Generator`` seeded by a stable integer mix of
+the job seed and a per-purpose salt, so the same ``(spec, seed)`` always gives the same data.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from sparsetrain.errors import DataError, SpecError
+from sparsetrain.spec.data import DataSpec, LibSVMSpec, SklearnSpec, SyntheticSpec
+
+_MASK64 = (1 << 64) - 1
+_SALT_SPLIT, _SALT_SYNTHETIC, _SALT_SHARD, _SALT_SAMPLER = 1, 2, 3, 4
+_F32_MAX = float(np.finfo(np.float32).max)
+_MAX_CLASSES = 1000
+
+
+def _mix(*parts: int) -> int:
+    """Stable (never ``hash()``-based) splitmix64 mix of integers into a seed in [0, 2**63)."""
+    h = 0x9E3779B97F4A7C15
+    for part in parts:
+        z = (h ^ (part & _MASK64)) + 0x9E3779B97F4A7C15 & _MASK64
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK64
+        h = z ^ (z >> 31)
+    return h >> 1
+
+
+def _generator(*parts: int) -> torch.Generator:
+    """A fresh CPU generator seeded with ``_mix(*parts)``."""
+    return torch.Generator().manual_seed(_mix(*parts))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification dataset held in memory; rows of ``x_*`` match entries of ``y_*``."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        """Check the dtype/shape contract; raises ``ValueError`` on a broken invariant."""
+        for x, y in ((self.x_train, self.y_train), (self.x_test, self.y_test)):
+            if x.dtype != torch.float32 or y.dtype != torch.int64:
+                raise ValueError("x must be float32 and y int64")
+            if tuple(x.shape[1:]) != self.input_shape or y.shape != (x.shape[0],):
+                raise ValueError(f"shapes {tuple(x.shape)}/{tuple(y.shape)} do not match")
+        if self.num_classes < 2:
+            raise ValueError("num_classes must be >= 2")
+
+    @property
+    def n_train(self) -> int:
+        """Number of training rows."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        """Number of held-out rows (may be 0)."""
+        return int(self.x_test.shape[0])
+
+
+def _split(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Return ``(train_rows, test_rows)`` int64 index tensors (each sorted) for ``n`` rows.
+
+    ``floor(n * test_fraction)`` rows go to the test split (a tiny epsilon absorbs float
+    round-off such as ``0.29 * 100``), chosen by a permutation seeded from ``seed``.
+    """
+    n_test = min(n - 1, math.floor(n * test_fraction + 1e-9))
+    perm = torch.randperm(n, generator=_generator(_SALT_SPLIT, seed))
+    return perm[n_test:].sort().values, perm[:n_test].sort().values
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    """Return ``x`` with every row (flattened) scaled to unit L2 norm; zero rows stay zero."""
+    norms = x.reshape(x.shape[0], -1).norm(dim=1).clamp_min(1e-12)
+    return x / norms.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _finish(name: str, x: Tensor, y: Tensor, split: tuple[Tensor, Tensor], k: int) -> Dataset:
+    """Index float32 ``x`` / int64 ``y`` by the ``(train, test)`` rows of ``split``; ``k`` classes.
+
+    Advanced indexing copies, so the result is contiguous and shares no memory with ``x``.
+    """
+    train, test = split
+    return Dataset(name, x[train], y[train], x[test], y[test], tuple(x.shape[1:]), k)
+
+
+def build_synthetic(spec: SyntheticSpec, seed: int) -> Dataset:
+    """Unit-norm Gaussian rows labelled by a planted linear model, labels flipped w.p. noise."""
+    gen = _generator(_SALT_SYNTHETIC, spec.seed if spec.seed is not None else seed)
+    x = _unit_rows(torch.randn(spec.n, spec.d, generator=gen))
+    w_star = torch.randn(spec.d, generator=gen)
+    y = (x @ w_star > 0).to(torch.int64)
+    flip = torch.rand(spec.n, generator=gen) < spec.label_noise
+    y = torch.where(flip, 1 - y, y)
+    return _finish("synthetic", x, y, _split(spec.n, spec.test_fraction, seed), 2)
+
+
+def build_sklearn(spec: SklearnSpec, seed: int) -> Dataset:
+    """A scikit-learn bundled dataset (digits as (1, 8, 8) images in [0, 1], breast_cancer
+    standardised with train-split statistics), optionally binarised and row-normalised."""
+    from sklearn import datasets
+
+    bunch = datasets.load_digits() if spec.name == "digits" else datasets.load_breast_cancer()
+    x = torch.from_numpy(np.asarray(bunch.data, dtype=np.float32))
+    target = np.asarray(bunch.target, dtype=np.int64)
+    present = sorted(int(c) for c in np.unique(target))
+    num_classes = len(present)
+    if spec.positive_classes is not None:
+        loc, missing = ("data", "positive_classes"), set(spec.positive_classes) - set(present)
+        if missing:
+            message = f"class(es) {sorted(missing)} not in '{spec.name}' (classes: {present})"
+            raise SpecError(loc, message)
+        if set(spec.positive_classes) >= set(present):
+            raise SpecError(loc, "every class is positive; label 0 would be empty")
+        target = np.isin(target, spec.positive_classes).astype(np.int64)
+        num_classes = 2
+    y = torch.from_numpy(target)
+    train, test = _split(x.shape[0], spec.test_fraction, seed)
+    if spec.name == "digits":
+        x = (x / 16.0).reshape(-1, 1, 8, 8)
+    else:
+        mean = x[train].mean(dim=0)
+        std = x[train].std(dim=0, unbiased=False)
+        x = (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+    if spec.normalize:
+        x = _unit_rows(x)
+    return _finish(spec.name, x, y, (train, test), num_classes)
+
+
+def _open_binary(path: str) -> Any:
+    """Open ``path`` for reading bytes, decompressing ``.gz``/``.bz2`` like scikit-learn."""
+    ext = os.path.splitext(path)[1]
+    if ext == ".gz":
+        return gzip.open(path, "rb")
+    if ext == ".bz2":
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def _check_number(token: bytes, what: str) -> None:
+    """Raise ``ValueError`` unless ``token`` parses as a finite float32; ``what`` names it."""
+    try:
+        value = float(token)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or abs(value) > _F32_MAX:
+        raise ValueError(f"{what} {token.decode(errors='replace')!r} is not a finite float32")
+
+
+def _parse_line(raw: bytes) -> list[int] | None:
+    """Check one ``label [qid:N] idx:val ... [# comment]`` line and return its feature
+    indices (None for a blank line); raises ``ValueError`` naming the problem."""
+    tokens = raw.split(b"#", 1)[0].split()
+    if not tokens:
+        return None
+    _check_number(tokens[0], "label")
+    features = tokens[1:]
+    if features and features[0].startswith(b"qid"):
+        if not features[0].startswith(b"qid:") or not features[0][4:].isdigit():
+            raise ValueError(f"bad query id {features[0].decode(errors='replace')!r}")
+        features = features[1:]
+    indices: list[int] = []
+    for token in features:
+        idx_s, colon, value = token.partition(b":")
+        try:
+            idx = int(idx_s) if colon else -1
+        except ValueError:
+            idx = -1
+        if not 0 <= idx < 2**31:
+            text = token.decode(errors="replace")
+            raise ValueError(f"feature {text!r} is not index:value with an index in [0, 2**31)")
+        if indices and idx <= indices[-1]:
+            raise ValueError(f"feature indices must be ascending and unique (at {idx})")
+        _check_number(value, f"value of feature {idx}")
+        indices.append(idx)
+    return indices
+
+
+def _data_lines(path: str) -> Iterator[tuple[int, list[int] | None]]:
+    """Yield ``(1-based line number, feature indices or None if blank)`` of ``path``;
+    raises DataError (with the line) at the first malformed line."""
+    with _open_binary(path) as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                yield lineno, _parse_line(raw)
+            except ValueError as exc:
+                raise DataError(path, str(exc), line=lineno) from None
+
+
+def _line_of(path: str, row: int | None = None, max_index: int | None = None) -> int:
+    """1-based line of data row ``row``, or of the first row with an index above ``max_index``."""
+    seen = -1
+    for lineno, parsed in _data_lines(path):
+        if parsed is None:
+            continue
+        seen += 1
+        if seen == row or (max_index is not None and parsed and parsed[-1] > max_index):
+            return lineno
+    raise DataError(path, "could not locate the offending line")  # pragma: no cover
+
+
+def _load_raw(paths: list[str]) -> list[tuple[sp.csr_array, np.ndarray]]:
+    """Load LIBSVM files with raw (unshifted) column indices; mutates nothing.
+
+    Any parse failure is re-scanned in Python to raise DataError with the line number.
+    """
+    from sklearn.datasets import load_svmlight_files
+
+    try:
+        loaded = load_svmlight_files(paths, dtype=np.float32, zero_based=True)
+    except (ValueError, OverflowError) as exc:
+        for path in paths:
+            for _ in _data_lines(path):
+                pass
+        raise DataError(paths[0], f"cannot parse: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(paths[0], f"cannot read: {exc}") from None
+    pairs = [(sp.csr_array(loaded[i]), np.asarray(loaded[i + 1])) for i in range(0, len(loaded), 2)]
+    for path, (mat, labels) in zip(paths, pairs, strict=True):
+        if not (np.isfinite(mat.data).all() and np.isfinite(labels).all()):
+            list(_data_lines(path))
+            raise DataError(path, "contains a non-finite value")
+    return pairs
+
+
+def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
+    """A LIBSVM/svmlight file densified to float32, labels mapped to 0..C-1 in sorted order.
+
+    Indices are one-based unless some file uses index 0 (scikit-learn's "auto" rule).
+    """
+    paths = [spec.path] if spec.test_path is None else [spec.path, spec.test_path]
+    for path in paths:
+        if not os.path.exists(path):
+            raise DataError(path, "file not found")
+        if os.path.isdir(path):
+            raise DataError(path, "is a directory, expected a LIBSVM file")
+    pairs = _load_raw(paths)
+    for i, (path, (mat, _)) in enumerate(zip(paths, pairs, strict=True)):
+        need = 1 if i else 2
+        if mat.shape[0] < need:
+            raise DataError(path, f"has {mat.shape[0]} data rows; need at least {need}")
+    offset = 1 if all(m.nnz and m.indices.min() > 0 for m, _ in pairs) else 0
+    width = max(m.shape[1] for m, _ in pairs) - offset
+    if spec.n_features is not None:
+        for path, (mat, _) in zip(paths, pairs, strict=True):
+            if mat.shape[1] - offset > spec.n_features:
+                line = _line_of(path, max_index=spec.n_features - 1 + offset)
+                raise DataError(path, f"feature index beyond n_features={spec.n_features}", line)
+        width = spec.n_features
+    dense = []
+    for mat, _ in pairs:
+        mat = mat[:, offset:]
+        mat = sp.csr_array((mat.data, mat.indices, mat.indptr), shape=(mat.shape[0], width))
+        dense.append(torch.from_numpy(mat.toarray().astype(np.float32, copy=False)))
+    classes = np.unique(pairs[0][1])
+    if not 2 <= len(classes) <= _MAX_CLASSES:
+        raise DataError(spec.path, f"has {len(classes)} distinct labels; need 2..{_MAX_CLASSES}")
+    ys = []
+    for path, (_, labels) in zip(paths, pairs, strict=True):
+        pos = np.minimum(np.searchsorted(classes, labels), len(classes) - 1)
+        unseen = np.flatnonzero(classes[pos] != labels)
+        if unseen.size:
+            row = int(unseen[0])
+            message = f"label {labels[row]:g} does not occur in the training file"
+            raise DataError(path, message, line=_line_of(path, row=row))
+        ys.append(torch.from_numpy(pos.astype(np.int64)))
+    if spec.normalize:
+        dense = [_unit_rows(x) for x in dense]
+    name, k = os.path.basename(spec.path), len(classes)
+    if spec.test_path is None:
+        return _finish(name, dense[0], ys[0], _split(len(ys[0]), spec.test_fraction, seed), k)
+    return Dataset(name, dense[0], ys[0], dense[1], ys[1], (width,), k)
+
+
+DATASETS: dict[str, Callable[[Any, int], Dataset]] = {
+    "synthetic": build_synthetic,
+    "libsvm": build_libsvm,
+    "sklearn": build_sklearn,
+}
+
+
+def build_dataset(spec: DataSpec, seed: int) -> Dataset:
+    """Build the dataset ``spec`` describes via ``DATASETS[spec.kind]``; ``seed`` is the job
+    seed (train/test split, and synthetic data when ``spec.seed`` is None)."""
+    kind = getattr(spec, "kind", None)
+    builder = DATASETS.get(kind) if isinstance(kind, str) else None
+    if builder is None:
+        known = ", ".join(sorted(DATASETS))
+        raise SpecError(("data", "kind"), f"unknown dataset kind {kind!r}; known: {known}")
+    return builder(spec, seed)
+
+
+def shard_indices(n: int, world: int, rank: int, seed: int) -> Tensor:
+    """Rows of shard ``rank`` of ``world``: ``perm[rank::world]`` of a permutation of
+    ``range(n)`` seeded from ``seed``. Shards are disjoint and cover every row; int64."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, {world})")
+    if n < world:
+        raise DataError("shards", f"cannot split n={n} rows into world={world} non-empty shards")
+    perm = torch.randperm(n, generator=_generator(_SALT_SHARD, seed))
+    return perm[rank::world].contiguous()
+
+
+class ShardSampler:
+    """Minibatches of a fixed size drawn without replacement from one shard, reshuffled every
+    epoch. The permutation of epoch ``e`` is a pure function of ``(seed, rank, e)``."""
+
+    def __init__(self, indices: Tensor, batch_size: int, seed: int, rank: int) -> None:
+        """Sample from ``indices`` (copied to int64); starts at epoch 0, position 0."""
+        if indices.numel() == 0:
+            raise DataError("shards", f"shard of rank {rank} is empty")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.indices = indices.reshape(-1).to(torch.int64).clone()
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.epoch = 0
+        self.position = 0
+        self._perm: tuple[int, Tensor] | None = None
+
+    def _epoch_order(self) -> Tensor:
+        """Shard rows in the order of the current epoch (cached per epoch)."""
+        if self._perm is None or self._perm[0] != self.epoch:
+            gen = _generator(_SALT_SAMPLER, self.seed, self.rank, self.epoch)
+            perm = torch.randperm(self.indices.numel(), generator=gen)
+            self._perm = (self.epoch, self.indices[perm])
+        return self._perm[1]
+
+    def next_batch(self) -> Tensor:
+        """Return the next ``batch_size`` row indices (int64) and advance epoch/position;
+        a batch continues into the next epoch(s) when the current one runs out."""
+        parts, needed, size = [], self.batch_size, self.indices.numel()
+        while needed:
+            take = min(needed, size - self.position)
+            parts.append(self._epoch_order()[self.position : self.position + take])
+            self.position += take
+            needed -= take
+            if self.position == size:
+                self.epoch, self.position = self.epoch + 1, 0
+        return torch.cat(parts)
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "position"}``: with the constructor args, enough to resume exactly."""
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at ``state`` (from ``state_dict``); mutates epoch and position."""
+        epoch, position = int(state["epoch"]), int(state["position"])
+        if epoch < 0 or not 0 <= position < self.indices.numel():
+            raise ValueError(f"invalid sampler state {state!r}")
+        self.epoch, self.position = epoch, position
