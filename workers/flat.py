@@ -1,0 +1,80 @@
+"""One flat parameter vector per model, with per-tensor views for the forward pass.
+
+Compression, memory and exchange all work on this single vector, so nothing downstream
+loops over tensors in Python. The gradient comes back flat as well: autograd differentiates
+through the views straight into one buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+
+@dataclass(frozen=True)
+class _Slot:
+    name: str
+    shape: torch.Size
+    offset: int
+    numel: int
+
+
+class FlatModel:
+    """Holds ``module``'s parameters as one contiguous fp32 vector ``flat``.
+
+    The module itself keeps its structure (and buffers) but its parameters are only used to
+    know names and shapes; every forward pass reads from ``flat`` (or a vector passed in).
+    """
+
+    def __init__(self, module: nn.Module, device: torch.device | str = "cpu") -> None:
+        self.module = module.to(device)
+        self.slots: list[_Slot] = []
+        offset = 0
+        for name, param in module.named_parameters():
+            self.slots.append(_Slot(name, param.shape, offset, param.numel()))
+            offset += param.numel()
+        self.numel = offset
+        with torch.no_grad():
+            self.flat = torch.cat(
+                [p.detach().reshape(-1).to(torch.float32) for p in module.parameters()]
+            ).to(device)
+        self.buffers = dict(module.named_buffers())
+
+    @property
+    def device(self) -> torch.device:
+        return self.flat.device
+
+    def views(self, flat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-parameter views into ``flat`` (default: the model's own vector)."""
+        source = self.flat if flat is None else flat
+        return {s.name: source[s.offset : s.offset + s.numel].view(s.shape) for s in self.slots}
+
+    def forward(self, inputs: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the module on ``inputs`` with parameters taken from ``flat``."""
+        params = self.views(flat)
+        return functional_call(self.module, {**params, **self.buffers}, (inputs,))
+
+    def loss_and_grad(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean minibatch loss and its gradient w.r.t. the flat vector (a new tensor).
+
+        Mutates nothing: ``flat`` is read, not written.
+        """
+        flat = self.flat.detach().requires_grad_(True)
+        loss = loss_fn(self.forward(inputs, flat), targets)
+        (grad,) = torch.autograd.grad(loss, flat)
+        return loss.detach(), grad
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """A regular ``nn.Module`` state dict (CPU copies) built from the flat vector."""
+        state = {name: view.detach().cpu().clone() for name, view in self.views().items()}
+        state.update({name: buf.detach().cpu().clone() for name, buf in self.buffers.items()})
+        return state

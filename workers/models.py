@@ -1,0 +1,127 @@
+"""Model registry: the paper's logistic regression, an MLP and a small CNN.
+
+``build_model`` returns the model as a ``FlatModel`` plus its ``Objective`` (data loss and
+L2 term). All replicas built from the same spec and seed start from identical parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsetrain.errors import SpecError
+from sparsetrain.workers.data import Dataset
+from sparsetrain.workers.flat import FlatModel
+
+
+@dataclass(frozen=True)
+class Objective:
+    """f(x) = mean data loss + (l2 / 2)·‖x‖². Binary tasks use one logit and logistic loss."""
+
+    binary: bool
+    l2: float
+
+    def data_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean logistic (binary) or softmax cross-entropy loss of a batch."""
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(logits.squeeze(-1), targets.float())
+        return F.cross_entropy(logits, targets)
+
+    def regularizer(self, flat: torch.Tensor) -> torch.Tensor:
+        """(l2 / 2)·‖flat‖²."""
+        return 0.5 * self.l2 * torch.dot(flat, flat)
+
+    def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> int:
+        """Number of correctly classified rows."""
+        predicted = (logits.squeeze(-1) > 0).long() if self.binary else logits.argmax(dim=-1)
+        return int((predicted == targets).sum())
+
+
+def _outputs(dataset: Dataset) -> int:
+    return 1 if dataset.num_classes == 2 else dataset.num_classes
+
+
+def _features(dataset: Dataset) -> int:
+    return math.prod(dataset.input_shape)
+
+
+def _activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}[name]()
+
+
+def _logistic_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
+    linear = nn.Linear(_features(dataset), _outputs(dataset), bias=spec.bias)
+    nn.init.zeros_(linear.weight)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+    l2 = spec.l2 if spec.l2 is not None else 1.0 / dataset.n_train
+    return nn.Sequential(nn.Flatten(), linear), l2
+
+
+def _mlp(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = _features(dataset)
+    for hidden in spec.hidden:
+        layers += [nn.Linear(width, hidden), _activation(spec.activation)]
+        width = hidden
+    layers.append(nn.Linear(width, _outputs(dataset)))
+    return nn.Sequential(*layers), spec.l2
+
+
+def _cnn(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
+    if len(dataset.input_shape) != 3:
+        raise SpecError(
+            ("model", "kind"),
+            f"cnn needs image data shaped (channels, height, width); dataset "
+            f"{dataset.name!r} has rows shaped {dataset.input_shape}",
+        )
+    channels, height, width = dataset.input_shape
+    layers: list[nn.Module] = []
+    for out_channels in spec.channels:
+        layers += [
+            nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2),
+            nn.ReLU(),
+        ]
+        if min(height, width) >= 2:
+            layers.append(nn.MaxPool2d(2))
+            height, width = height // 2, width // 2
+        channels = out_channels
+    layers += [
+        nn.Flatten(),
+        nn.Linear(channels * height * width, spec.hidden),
+        nn.ReLU(),
+        nn.Linear(spec.hidden, _outputs(dataset)),
+    ]
+    return nn.Sequential(*layers), spec.l2
+
+
+MODELS: dict[str, Callable[[Any, Dataset], tuple[nn.Module, float]]] = {
+    "logistic_regression": _logistic_regression,
+    "mlp": _mlp,
+    "cnn": _cnn,
+}
+
+
+def build_model(
+    spec: Any, dataset: Dataset, seed: int, device: torch.device | str = "cpu"
+) -> tuple[FlatModel, Objective]:
+    """Build the model ``spec`` names for ``dataset``, initialised from ``seed``.
+
+    Does not disturb the global torch RNG. Raises ``SpecError`` (``model.kind``) for an
+    unknown kind or a model that does not fit the data.
+    """
+    kind = getattr(spec, "kind", None)
+    builder = MODELS.get(kind) if isinstance(kind, str) else None
+    if builder is None:
+        known = ", ".join(sorted(MODELS))
+        raise SpecError(("model", "kind"), f"unknown model {kind!r}; known: {known}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module, l2 = builder(spec, dataset)
+    return FlatModel(module, device=device), Objective(binary=dataset.num_classes == 2, l2=l2)
