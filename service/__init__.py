@@ -1,0 +1,1 @@
+"""The control plane (FastAPI + job store). Needs the ``server`` extra."""

@@ -1,0 +1,8 @@
+"""What runs on the workers: compression, memory, models, data and the training step.
+
+Needs the ``server`` extra (torch). ``simulate`` runs a job's W workers in one process.
+"""
+
+from sparsetrain.workers.simulator import SimulationResult, simulate
+
+__all__ = ["SimulationResult", "simulate"]

@@ -1,0 +1,47 @@
+"""Build everything a job needs from its spec: data, model, objective, compressor, schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sparsetrain.spec import JobSpec
+from sparsetrain.workers.compression import Compressor, build_compressor
+from sparsetrain.workers.data import Dataset, build_dataset
+from sparsetrain.workers.flat import FlatModel
+from sparsetrain.workers.models import Objective, build_model
+from sparsetrain.workers.schedules import Schedule, build_schedule
+
+
+@dataclass
+class JobSetup:
+    """The parts of a job every replica builds identically from the same spec."""
+
+    spec: JobSpec
+    dataset: Dataset
+    model: FlatModel
+    objective: Objective
+    compressor: Compressor
+    schedule: Schedule
+    total_steps: int
+
+    @property
+    def world(self) -> int:
+        return self.spec.workers.count
+
+
+def prepare(
+    spec: JobSpec, *, device: torch.device | str = "cpu", dataset: Dataset | None = None
+) -> JobSetup:
+    """Build the job's parts; ``dataset`` may be passed in to skip loading it again.
+
+    Raises ``SpecError`` / ``DataError`` naming the field or file at fault.
+    """
+    if dataset is None:
+        dataset = build_dataset(spec.data, spec.seed)
+    model, objective = build_model(spec.model, dataset, spec.seed, device=device)
+    compressor = build_compressor(spec.compression, model.numel, spec.seed)
+    total_steps = spec.total_steps(dataset.n_train)
+    schedule = build_schedule(spec.schedule, total_steps, objective.l2)
+    return JobSetup(spec, dataset, model, objective, compressor, schedule, total_steps)

@@ -1,0 +1,141 @@
+"""One training step, shared by the single-process simulator and the Ray workers.
+
+A worker's step: draw its minibatch, compute the gradient on the shared parameters, fold
+it through momentum and memory, compress. The parameter update is the mean of all workers'
+payloads, applied identically by every replica.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sparsetrain.errors import TrainingError
+from sparsetrain.workers.compression import Compressor, Payload
+from sparsetrain.workers.data import Dataset, ShardSampler, shard_indices
+from sparsetrain.workers.flat import FlatModel
+from sparsetrain.workers.memory import Memory, build_memory
+from sparsetrain.workers.models import Objective
+
+
+def worker_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s private generator, a pure function of the job seed."""
+    return (seed * 7919 + rank * 104_729 + 1) % 2**63
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one worker produced in one step."""
+
+    payload: Payload
+    loss: float
+    compute_s: float
+    compress_s: float
+
+
+class WorkerState:
+    """Everything one rank keeps across steps besides the (shared) parameters.
+
+    Its data shard sampler, its private generator, its error-feedback memory and its
+    momentum buffer. ``state_dict`` captures all of it for checkpoints.
+    """
+
+    def __init__(
+        self,
+        *,
+        rank: int,
+        world: int,
+        spec: Any,
+        dataset: Dataset,
+        numel: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.rank = rank
+        device = torch.device(device)
+        self.generator = torch.Generator(device=device).manual_seed(worker_seed(spec.seed, rank))
+        shard = shard_indices(dataset.n_train, world, rank, spec.seed)
+        self.sampler = ShardSampler(shard, spec.batch_size, spec.seed, rank)
+        self.memory: Memory = build_memory(spec.memory, numel, device)
+        self.momentum = float(spec.optimizer.momentum)
+        self.velocity = torch.zeros(numel, device=device) if self.momentum > 0 else None
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "rank": self.rank,
+            "sampler": self.sampler.state_dict(),
+            "generator": self.generator.get_state(),
+            "memory": self.memory.state_dict(),
+        }
+        if self.velocity is not None:
+            state["velocity"] = self.velocity.detach().cpu().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.generator.set_state(state["generator"])
+        self.memory.load_state_dict(state["memory"])
+        if self.velocity is not None:
+            self.velocity.copy_(state["velocity"])
+
+
+def compute_update(
+    model: FlatModel,
+    objective: Objective,
+    state: WorkerState,
+    dataset: Dataset,
+    compressor: Compressor,
+    lr: float,
+    step: int,
+) -> StepOutput:
+    """Run rank ``state.rank``'s part of step ``step`` and return its payload.
+
+    Mutates ``state`` (sampler position, generator, memory, momentum); reads the model's
+    parameters without changing them. Raises ``TrainingError`` naming the step and rank when
+    the loss or gradient is not finite.
+    """
+    device = model.device
+    start = time.perf_counter()
+    rows = state.sampler.next_batch()
+    inputs = dataset.x_train[rows].to(device, non_blocking=True)
+    targets = dataset.y_train[rows].to(device, non_blocking=True)
+    loss, grad = model.loss_and_grad(inputs, targets, objective.data_loss)
+    if objective.l2:
+        grad.add_(model.flat, alpha=objective.l2)
+        loss = loss + objective.regularizer(model.flat)
+    if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
+        raise TrainingError("non-finite loss or gradient", step=step, rank=state.rank)
+    if state.velocity is not None:
+        state.velocity.mul_(state.momentum).add_(grad)
+        grad = state.velocity
+    _sync(device)
+    computed = time.perf_counter()
+    payload = state.memory.compress(grad, lr, compressor, step=step, generator=state.generator)
+    _sync(device)
+    return StepOutput(
+        payload=payload,
+        loss=float(loss),
+        compute_s=computed - start,
+        compress_s=time.perf_counter() - computed,
+    )
+
+
+def mean_update(payloads: Sequence[Payload], numel: int, device: torch.device) -> torch.Tensor:
+    """The dense mean (1/W)·Σ_w c_w of the workers' payloads, as a new fp32 vector."""
+    total = torch.zeros(numel, dtype=torch.float32, device=device)
+    for payload in payloads:
+        payload.add_to(total)
+    return total.div_(len(payloads))
+
+
+def apply_update(flat: torch.Tensor, update: torch.Tensor) -> None:
+    """x ← x - update (mutates ``flat`` in place)."""
+    flat.sub_(update)
