@@ -1,0 +1,111 @@
+"""Job spec validation at the boundary: bad input is refused with the field path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from sparsetrain import JobSpec, RandKSpec, TopKSpec
+from sparsetrain.spec import COMPRESSION_SPECS, DATA_SPECS, MODEL_SPECS
+
+BASE: dict[str, Any] = {
+    "model": {"kind": "logistic_regression"},
+    "data": {"kind": "synthetic", "n": 100, "d": 10},
+    "steps": 10,
+}
+
+
+def _locs(error: ValidationError) -> list[tuple[str | int, ...]]:
+    return [tuple(item["loc"]) for item in error.errors()]
+
+
+def _spec(**overrides: Any) -> JobSpec:
+    return JobSpec.model_validate({**BASE, **overrides})
+
+
+def test_minimal_spec_has_working_defaults() -> None:
+    spec = _spec()
+    assert spec.compression.kind == "topk"
+    assert spec.memory == "error_feedback"
+    assert spec.workers.count == 2
+    assert spec.total_steps(1000) == 10
+
+
+def test_round_trips_through_json() -> None:
+    spec = _spec(compression={"kind": "randk", "k": 3, "shared_seed": True})
+    assert JobSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+@pytest.mark.parametrize(
+    ("override", "loc"),
+    [
+        ({"compression": {"kind": "topk", "ratio": 0}}, ("compression", "topk", "ratio")),
+        ({"compression": {"kind": "topk", "ratio": 1.5}}, ("compression", "topk", "ratio")),
+        ({"compression": {"kind": "randk", "k": 0}}, ("compression", "randk", "k")),
+        ({"compression": {"kind": "gzip"}}, ("compression",)),
+        ({"model": {"kind": "transformer"}}, ("model",)),
+        ({"schedule": {"kind": "constant", "lr": -0.1}}, ("schedule", "constant", "lr")),
+        ({"schedule": {"kind": "inverse_time", "gamma": 0}}, ("schedule", "inverse_time", "gamma")),
+        ({"batch_size": 0}, ("batch_size",)),
+        ({"workers": {"count": 0}}, ("workers", "count")),
+        ({"memory": "sometimes"}, ("memory",)),
+        ({"name": "../etc"}, ("name",)),
+        ({"data": {"kind": "synthetic", "label_noise": 0.7}}, ("data", "synthetic", "label_noise")),
+    ],
+)
+def test_bad_values_name_their_field(override: dict[str, Any], loc: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError) as info:
+        _spec(**override)
+    assert loc in _locs(info.value)
+
+
+def test_unknown_keys_are_rejected_by_name() -> None:
+    with pytest.raises(ValidationError) as info:
+        _spec(compression={"kind": "topk", "ratio": 0.1, "ratoi": 0.2})
+    assert ("compression", "topk", "ratoi") in _locs(info.value)
+    with pytest.raises(ValidationError) as info:
+        _spec(learning_rate=0.1)
+    assert ("learning_rate",) in _locs(info.value)
+
+
+def test_steps_xor_epochs() -> None:
+    with pytest.raises(ValidationError, match="not both"):
+        _spec(epochs=1.0)
+    with pytest.raises(ValidationError, match="give 'steps' or 'epochs'"):
+        JobSpec.model_validate({**BASE, "steps": None})
+    spec = JobSpec.model_validate({**BASE, "steps": None, "epochs": 2, "batch_size": 10})
+    assert spec.total_steps(1000) == 100  # 2 epochs of 1000 rows, 2 workers x 10 rows
+
+
+def test_budget_is_ratio_or_k() -> None:
+    assert TopKSpec().ratio == 0.01
+    assert TopKSpec(k=5).resolve_k(100) == 5
+    assert TopKSpec(ratio=0.01).resolve_k(2000) == 20
+    assert TopKSpec(ratio=1e-9).resolve_k(100) == 1
+    with pytest.raises(ValidationError, match="not both"):
+        TopKSpec(ratio=0.1, k=3)
+
+
+def test_rescaled_randk_with_memory_is_refused() -> None:
+    with pytest.raises(ValidationError, match="rescale"):
+        _spec(compression={"kind": "randk", "k": 2, "rescale": True})
+    spec = _spec(compression=RandKSpec(k=2, rescale=True), memory="none")
+    assert spec.compression.kind == "randk"
+
+
+def test_relative_threshold_must_be_a_fraction() -> None:
+    with pytest.raises(ValidationError, match="relative"):
+        _spec(compression={"kind": "threshold", "threshold": 2.0, "relative": True})
+
+
+def test_spec_registries_name_their_kinds() -> None:
+    for registry in (COMPRESSION_SPECS, MODEL_SPECS, DATA_SPECS):
+        for kind, cls in registry.items():
+            assert cls.model_fields["kind"].default == kind
+
+
+def test_json_schema_is_generated() -> None:
+    schema = JobSpec.model_json_schema()
+    assert {"model", "data", "compression"} <= set(schema["properties"])
