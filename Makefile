@@ -33,6 +33,7 @@ demo: $(SOURCES)
 test: $(SOURCES)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy api workers
 	$(PY) -m pytest
 
 lint: $(SOURCES)

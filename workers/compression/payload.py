@@ -59,7 +59,10 @@ def shared_indices(
 class Payload(Protocol):
     """A compressed update for a flat vector of ``numel`` entries."""
 
-    numel: int
+    @property
+    def numel(self) -> int:
+        """Length of the dense vector this payload updates."""
+        ...
 
     @property
     def nbytes(self) -> int:
