@@ -3,6 +3,7 @@
 Needs the ``server`` extra (torch). ``simulate`` runs a job's W workers in one process.
 """
 
-from sparsetrain.workers.simulator import SimulationResult, simulate
+from sparsetrain.workers.result import TrainResult
+from sparsetrain.workers.simulator import simulate
 
-__all__ = ["SimulationResult", "simulate"]
+__all__ = ["TrainResult", "simulate"]

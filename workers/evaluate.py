@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from sparsetrain.metrics import EvalMetrics
 from sparsetrain.workers.flat import FlatModel
 from sparsetrain.workers.models import Objective
+from sparsetrain.workers.setup import JobSetup
 
 
 @torch.no_grad()
@@ -38,3 +40,25 @@ def evaluate(
     if regularize and objective.l2:
         loss += float(objective.regularizer(params))
     return loss, correct / n
+
+
+def evaluate_setup(setup: JobSetup, step: int, averaged: torch.Tensor | None = None) -> EvalMetrics:
+    """Evaluate the current parameters (and ``averaged``, if given) on train and test."""
+    data, limit = setup.dataset, setup.spec.eval.max_rows
+    x_train, y_train = data.x_train[:limit], data.y_train[:limit]
+    x_test, y_test = data.x_test[:limit], data.y_test[:limit]
+    train_loss, train_acc = evaluate(setup.model, setup.objective, x_train, y_train)
+    record = EvalMetrics(step=step, train_loss=train_loss, train_accuracy=train_acc)
+    if data.n_test:
+        record.test_loss, record.test_accuracy = evaluate(
+            setup.model, setup.objective, x_test, y_test, regularize=False
+        )
+    if averaged is not None:
+        record.avg_train_loss, _ = evaluate(
+            setup.model, setup.objective, x_train, y_train, averaged
+        )
+        if data.n_test:
+            _, record.avg_test_accuracy = evaluate(
+                setup.model, setup.objective, x_test, y_test, averaged, regularize=False
+            )
+    return record

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from sparsetrain.errors import TrainingError
+from sparsetrain.metrics import StepMetrics
 from sparsetrain.workers.compression import Compressor, Payload
 from sparsetrain.workers.data import Dataset, ShardSampler, shard_indices
 from sparsetrain.workers.flat import FlatModel
@@ -139,3 +140,46 @@ def mean_update(payloads: Sequence[Payload], numel: int, device: torch.device) -
 def apply_update(flat: torch.Tensor, update: torch.Tensor) -> None:
     """x ← x - update (mutates ``flat`` in place)."""
     flat.sub_(update)
+
+
+@dataclass(frozen=True)
+class RankStats:
+    """The small, per-rank facts of one step that the metrics are made of."""
+
+    rank: int
+    loss: float
+    nbytes: int
+    nnz: int
+    compute_s: float
+    compress_s: float
+    exchange_s: float = 0.0
+
+    @classmethod
+    def of(cls, rank: int, output: StepOutput, exchange_s: float = 0.0) -> RankStats:
+        return cls(
+            rank=rank,
+            loss=output.loss,
+            nbytes=output.payload.nbytes,
+            nnz=output.payload.nnz,
+            compute_s=output.compute_s,
+            compress_s=output.compress_s,
+            exchange_s=exchange_s,
+        )
+
+
+def step_metrics(
+    step: int, lr: float, ranks: Sequence[RankStats], numel: int, exchange_s: float
+) -> StepMetrics:
+    """Combine every rank's stats (in rank order) into the step's metrics record."""
+    sizes = [r.nbytes for r in ranks]
+    return StepMetrics(
+        step=step,
+        loss=sum(r.loss for r in ranks) / len(ranks),
+        lr=lr,
+        bytes_sent=sum(sizes),
+        bytes_per_worker=sizes,
+        density=sum(r.nnz for r in ranks) / (len(ranks) * numel),
+        compute_s=max(r.compute_s for r in ranks),
+        compress_s=max(r.compress_s for r in ranks),
+        exchange_s=exchange_s,
+    )

@@ -10,7 +10,7 @@ from sparsetrain.spec.compression import (
     ValueDtype,
 )
 from sparsetrain.spec.data import DATA_SPECS, DataSpec, LibSVMSpec, SklearnSpec, SyntheticSpec
-from sparsetrain.spec.job import EvalSpec, JobSpec, MemoryKind, WorkersSpec
+from sparsetrain.spec.job import EvalSpec, ExchangeSpec, JobSpec, MemoryKind, WorkersSpec
 from sparsetrain.spec.model import (
     MODEL_SPECS,
     CNNSpec,
@@ -41,6 +41,7 @@ __all__ = [
     "DataSpec",
     "DenseSpec",
     "EvalSpec",
+    "ExchangeSpec",
     "InverseTimeLR",
     "JobSpec",
     "LibSVMSpec",

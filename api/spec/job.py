@@ -22,9 +22,31 @@ MemoryKind = Literal["none", "error_feedback"]
 
 
 class WorkersSpec(StrictModel):
-    """How many data-parallel workers train the model."""
+    """How many data-parallel workers train the model, and what each one needs."""
 
     count: Annotated[int, Field(ge=1, le=1024)] = 2
+    cpus: Annotated[float, Field(gt=0.0, le=512.0)] = Field(
+        default=1.0, description="CPUs reserved for each worker."
+    )
+    gpus: Annotated[float, Field(ge=0.0, le=16.0)] = Field(
+        default=0.0, description="GPUs for each worker; fractions share a GPU. > 0 trains on CUDA."
+    )
+    placement: Literal["PACK", "SPREAD"] = Field(
+        default="PACK", description="Ray placement-group strategy for the workers."
+    )
+
+
+class ExchangeSpec(StrictModel):
+    """How workers exchange their compressed updates."""
+
+    mode: Literal["sync"] = Field(
+        default="sync", description="sync: every step waits for all workers' updates."
+    )
+    transport: Literal["allgather"] = Field(
+        default="allgather",
+        description="allgather: each worker reads every other worker's update from the "
+        "Ray object store and applies their mean.",
+    )
 
 
 class EvalSpec(StrictModel):
@@ -57,6 +79,7 @@ class JobSpec(StrictModel):
         description="error_feedback keeps what was not sent and adds it to the next step.",
     )
     workers: WorkersSpec = Field(default_factory=WorkersSpec)
+    exchange: ExchangeSpec = Field(default_factory=ExchangeSpec)
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=32, description="Minibatch size per worker."
     )

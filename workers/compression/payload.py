@@ -164,8 +164,10 @@ def _from_bytes(buffer: bytes, dtype: torch.dtype, count: int, offset: int) -> t
     return torch.frombuffer(bytearray(buffer), dtype=dtype, count=count, offset=offset)
 
 
-def encode(payload: DenseUpdate | SparseUpdate) -> bytes:
+def encode(payload: Payload) -> bytes:
     """Serialise a payload to its wire form; ``len(result) == payload.nbytes``."""
+    if not isinstance(payload, DenseUpdate | SparseUpdate):
+        raise TypeError(f"cannot encode a {type(payload).__name__}")
     value_code = _DTYPE_CODES[payload.values.dtype]
     if isinstance(payload, DenseUpdate):
         header = _HEADER.pack(_MAGIC, _DENSE, value_code, 0, payload.numel, payload.nnz)

@@ -1,0 +1,24 @@
+"""One local Ray cluster for the whole integration session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import ray
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray head with 4 logical CPUs (workers reserve 1 each) and no GPU."""
+    ray.init(
+        num_cpus=4,
+        num_gpus=0,
+        namespace="sparsetrain",
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()

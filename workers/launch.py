@@ -1,0 +1,96 @@
+"""Run a job on the current Ray cluster: ``run_job(spec)``.
+
+Creates the job's supervisor as a detached, named actor (``job-<id>`` in the ``sparsetrain``
+namespace), starts it, and follows it until it ends. Connects to Ray if the process has not
+(``RAY_ADDRESS`` or a new local cluster).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from sparsetrain.errors import SpecError, TrainingError
+from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.spec import JobSpec
+from sparsetrain.workers.result import TrainResult
+from sparsetrain.workers.supervisor import NAMESPACE, Supervisor
+
+POLL_S = 0.2
+_ERRORS: dict[str, type[Exception]] = {"SpecError": SpecError, "TrainingError": TrainingError}
+
+
+def supervisor_name(job_id: str) -> str:
+    return f"job-{job_id}"
+
+
+def start_job(spec: JobSpec, job_id: str | None = None, *, verify_replicas: bool = False) -> Any:
+    """Create and start the job's detached supervisor; returns its actor handle."""
+    if not ray.is_initialized():
+        ray.init(namespace=NAMESPACE, log_to_driver=False)
+    job_id = job_id or uuid.uuid4().hex[:12]
+    actor = ray.remote(Supervisor).options(
+        name=supervisor_name(job_id),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        num_cpus=0,
+        max_concurrency=4,
+    )
+    supervisor: Any = actor.remote(job_id, spec.model_dump_json(), verify_replicas)
+    ray.get(supervisor.start.remote())
+    return supervisor
+
+
+def run_job(
+    spec: JobSpec,
+    job_id: str | None = None,
+    *,
+    verify_replicas: bool = False,
+    on_step: Callable[[StepMetrics], None] | None = None,
+    timeout_s: float | None = None,
+) -> TrainResult:
+    """Run ``spec`` to completion on Ray and return its metrics and final parameters.
+
+    Raises ``SpecError`` for a job the cluster cannot place, ``TrainingError`` (naming the
+    rank and step) when a worker fails, ``TimeoutError`` after ``timeout_s``.
+    """
+    supervisor = start_job(spec, job_id, verify_replicas=verify_replicas)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    seen = 0
+    try:
+        while True:
+            progress = ray.get(supervisor.progress.remote())
+            if on_step is not None:
+                batch = ray.get(supervisor.metrics.remote(seen))["steps"]
+                for record in batch:
+                    on_step(StepMetrics(**record))
+                seen += len(batch)
+            if progress["state"] not in ("created", "running"):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                supervisor.stop.remote()
+                raise TimeoutError(f"job did not finish within {timeout_s}s")
+            time.sleep(POLL_S)
+        if progress["state"] == "failed":
+            error = _ERRORS.get(progress["error_kind"], TrainingError)
+            if error is SpecError:
+                raise SpecError((), progress["error"])
+            raise error(progress["error"])
+        records = ray.get(supervisor.metrics.remote(0))
+        final = ray.get(supervisor.result.remote())
+    finally:
+        ray.kill(supervisor)
+    return TrainResult(
+        steps=[StepMetrics(**r) for r in records["steps"]],
+        evals=[EvalMetrics(**e) for e in records["evals"]],
+        params=torch.from_numpy(np.array(final["params"])) if final else None,
+        memories=[
+            None if m is None else torch.from_numpy(np.array(m)) for m in final.get("memories", [])
+        ],
+    )

@@ -1,0 +1,28 @@
+"""The outcome of a training run, in-process or on Ray."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from sparsetrain.metrics import EvalMetrics, StepMetrics
+
+
+@dataclass
+class TrainResult:
+    """Every step's metrics, every evaluation, the final parameters and each rank's memory."""
+
+    steps: list[StepMetrics] = field(default_factory=list)
+    evals: list[EvalMetrics] = field(default_factory=list)
+    params: torch.Tensor | None = None
+    averaged: torch.Tensor | None = None
+    memories: list[torch.Tensor | None] = field(default_factory=list)
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(record.bytes_sent for record in self.steps)
+
+    @property
+    def final(self) -> EvalMetrics:
+        return self.evals[-1]

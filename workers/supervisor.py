@@ -1,0 +1,236 @@
+"""The job supervisor: places the workers, drives the steps, keeps the metrics.
+
+A plain class; ``launch.py`` makes it a detached, named Ray actor (``job-<id>`` in the
+``sparsetrain`` namespace) so a job outlives the process that started it. ``start`` returns
+at once and training runs on a background thread, so ``progress``, ``metrics`` and ``stop``
+calls stay responsive while a job runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import traceback
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from sparsetrain.errors import SpecError, TrainingError
+from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.spec import JobSpec
+from sparsetrain.workers.setup import prepare
+from sparsetrain.workers.step import RankStats, step_metrics
+from sparsetrain.workers.worker import TrainingWorker
+
+NAMESPACE = "sparsetrain"
+PLACEMENT_TIMEOUT_S = 60.0
+
+
+def worker_name(job_id: str, rank: int) -> str:
+    return f"job-{job_id}-worker-{rank}"
+
+
+def check_resources(spec: JobSpec, available: dict[str, float]) -> None:
+    """Raise ``SpecError`` when the cluster can never hold the job's workers."""
+    count = spec.workers.count
+    asks = {"CPU": spec.workers.cpus * count, "GPU": spec.workers.gpus * count}
+    for resource, asked in asks.items():
+        have = float(available.get(resource, 0.0))
+        if asked > have + 1e-9:
+            field = "cpus" if resource == "CPU" else "gpus"
+            raise SpecError(
+                ("workers", field),
+                f"{count} workers x {asked / count:g} {resource} = {asked:g} {resource} asked, "
+                f"the Ray cluster has {have:g}",
+            )
+
+
+class Supervisor:
+    """Runs one job to completion on the current Ray cluster."""
+
+    def __init__(self, job_id: str, spec_json: str, verify_replicas: bool = False) -> None:
+        self.job_id = job_id
+        self.spec = JobSpec.model_validate_json(spec_json)
+        self.verify_replicas = verify_replicas
+        self.steps: list[StepMetrics] = []
+        self.evals: list[EvalMetrics] = []
+        self.total_steps: int | None = None
+        self.state = "created"
+        self.error: str | None = None
+        self.error_kind: str | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._workers: list[Any] = []
+        self._group: PlacementGroup | None = None
+        self._final: dict[str, Any] = {}
+
+    # ---- control, callable while the job runs -------------------------------------------
+    def start(self) -> None:
+        """Start training on a background thread; returns immediately."""
+        if self._thread is None:
+            self.state = "running"
+            self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the job to stop at the next step boundary."""
+        self._stop.set()
+
+    def progress(self) -> dict[str, Any]:
+        """State, steps done, total steps, and the error if the job failed."""
+        with self._lock:
+            return {
+                "state": self.state,
+                "step": len(self.steps),
+                "total_steps": self.total_steps,
+                "error": self.error,
+                "error_kind": self.error_kind,
+            }
+
+    def metrics(self, since: int = 0) -> dict[str, list[dict[str, Any]]]:
+        """Step records with step >= ``since`` and every evaluation at step >= ``since``."""
+        with self._lock:
+            return {
+                "steps": [m.model_dump() for m in self.steps[since:]],
+                "evals": [e.model_dump() for e in self.evals if e.step >= since],
+            }
+
+    def result(self) -> dict[str, Any]:
+        """Final parameters and memories (numpy), available once the job has succeeded."""
+        return self._final
+
+    # ---- the training loop ---------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._train()
+            with self._lock:
+                self.state = "stopped" if self._stop.is_set() else "succeeded"
+        except (SpecError, TrainingError) as error:
+            self._fail(type(error).__name__, str(error))
+        except Exception as error:  # reported through progress(); the traceback goes to the log
+            traceback.print_exc(file=sys.stderr)
+            self._fail(type(error).__name__, f"{type(error).__name__}: {error}")
+        finally:
+            self._release()
+
+    def _fail(self, kind: str, message: str) -> None:
+        with self._lock:
+            self.state = "failed"
+            self.error_kind = kind
+            self.error = message
+
+    def _train(self) -> None:
+        spec = self.spec
+        check_resources(spec, ray.cluster_resources())
+        setup = prepare(spec)  # validates the spec against the data and builds x_0
+        self.total_steps = total = setup.total_steps
+        numel = setup.model.numel
+        initial = ray.put(setup.model.flat.numpy())
+        self._workers = self._launch_workers(initial)
+        every = spec.eval.every
+        updates: list[Any] = []
+        for step in range(total):
+            if self._stop.is_set():
+                return
+            evaluate = step == 0 or bool(every and step % every == 0)
+            calls = [
+                worker.step.options(num_returns=2).remote(
+                    step, *updates, evaluate=evaluate and rank == 0, digest=self.verify_replicas
+                )
+                for rank, worker in enumerate(self._workers)
+            ]
+            updates = [call[0] for call in calls]
+            infos = self._gather([call[1] for call in calls], step)
+            self._record(step, infos, numel, evaluate)
+        finals = self._gather(
+            [
+                w.finish.remote(total, *updates, evaluate=rank == 0)
+                for rank, w in enumerate(self._workers)
+            ],
+            total,
+        )
+        self._check_digests(finals, total)
+        with self._lock:
+            self.evals.append(EvalMetrics(**finals[0]["eval"]))
+        self._final = {
+            "params": ray.get(self._workers[0].parameters.remote()),
+            "memories": ray.get([w.memory.remote() for w in self._workers]),
+        }
+
+    def _launch_workers(self, initial: Any) -> list[Any]:
+        spec = self.spec
+        bundle = {"CPU": spec.workers.cpus}
+        if spec.workers.gpus:
+            bundle["GPU"] = spec.workers.gpus
+        self._group = placement_group(
+            [dict(bundle)] * spec.workers.count, strategy=spec.workers.placement
+        )
+        try:
+            ray.get(self._group.ready(), timeout=PLACEMENT_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise SpecError(
+                ("workers",),
+                f"could not place {spec.workers.count} workers x {bundle} within "
+                f"{PLACEMENT_TIMEOUT_S:g}s; the cluster has {ray.available_resources()} free",
+            ) from None
+        actor = ray.remote(TrainingWorker)
+        spec_json = spec.model_dump_json()
+        return [
+            actor.options(
+                name=worker_name(self.job_id, rank),
+                namespace=NAMESPACE,
+                num_cpus=spec.workers.cpus,
+                num_gpus=spec.workers.gpus,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=self._group, placement_group_bundle_index=rank
+                ),
+            ).remote(spec_json, rank, spec.workers.count, initial)
+            for rank in range(spec.workers.count)
+        ]
+
+    def _gather(self, refs: list[Any], step: int) -> list[Any]:
+        """``ray.get`` each rank's result; a failure names the rank and its error."""
+        results = []
+        for rank, ref in enumerate(refs):
+            try:
+                results.append(ray.get(ref))
+            except RayTaskError as error:
+                cause = error.cause if error.cause is not None else error
+                if isinstance(cause, TrainingError):
+                    raise cause from None
+                raise TrainingError(
+                    f"worker {rank} failed: {type(cause).__name__}: {cause}", step=step, rank=rank
+                ) from None
+            except RayActorError:
+                raise TrainingError(f"worker {rank} died", step=step, rank=rank) from None
+        return results
+
+    def _record(self, step: int, infos: list[dict[str, Any]], numel: int, evaluate: bool) -> None:
+        if self.verify_replicas:
+            self._check_digests(infos, step)
+        ranks: list[RankStats] = [info["stats"] for info in infos]
+        metrics = step_metrics(
+            step, infos[0]["lr"], ranks, numel, exchange_s=max(r.exchange_s for r in ranks)
+        )
+        with self._lock:
+            if evaluate:
+                self.evals.append(EvalMetrics(**infos[0]["eval"]))
+            self.steps.append(metrics)
+
+    @staticmethod
+    def _check_digests(infos: list[dict[str, Any]], step: int) -> None:
+        digests = {info["digest"] for info in infos}
+        if len(digests) != 1:
+            raise TrainingError("replicas diverged: parameters differ across ranks", step=step)
+
+    def _release(self) -> None:
+        for worker in self._workers:
+            ray.kill(worker)
+        self._workers = []
+        if self._group is not None:
+            remove_placement_group(self._group)
+            self._group = None

@@ -1,0 +1,123 @@
+"""One data-parallel rank. A plain class; the supervisor makes it a Ray actor.
+
+Per step the supervisor makes exactly one call, ``step(t, *updates)``: the worker applies the
+mean of the previous step's W updates (Ray resolves the object references before the call,
+zero-copy for same-node numpy buffers), then computes, compresses and returns its own update
+for step t as a numpy byte buffer that Ray puts in the object store for the other ranks.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparsetrain.spec import JobSpec
+from sparsetrain.workers.compression import decode, encode
+from sparsetrain.workers.evaluate import evaluate_setup
+from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
+from sparsetrain.workers.setup import prepare
+from sparsetrain.workers.step import (
+    RankStats,
+    WorkerState,
+    apply_update,
+    compute_update,
+    mean_update,
+)
+
+
+class TrainingWorker:
+    """Holds a model replica, the rank's data shard, memory and compressor."""
+
+    def __init__(self, spec_json: str, rank: int, world: int, initial: np.ndarray) -> None:
+        spec = JobSpec.model_validate_json(spec_json)
+        device = torch.device("cuda" if spec.workers.gpus > 0 else "cpu")
+        self.spec = spec
+        self.rank = rank
+        self.setup = prepare(spec, device=device)
+        model = self.setup.model
+        model.flat.copy_(torch.from_numpy(np.array(initial, dtype=np.float32)).to(device))
+        self.state = WorkerState(
+            rank=rank,
+            world=world,
+            spec=spec,
+            dataset=self.setup.dataset,
+            numel=model.numel,
+            device=device,
+        )
+        self.averager = (
+            WeightedAverage(model.flat, averaging_shift(spec.averaging, spec.schedule))
+            if spec.averaging is not None
+            else None
+        )
+
+    def _apply(self, updates: tuple[np.ndarray, ...]) -> float:
+        """Apply the mean of ``updates`` to this replica; returns the seconds it took."""
+        if not updates:
+            return 0.0
+        started = time.perf_counter()
+        model = self.setup.model
+        payloads = [decode(bytes(buffer)).to(model.device) for buffer in updates]
+        apply_update(model.flat, mean_update(payloads, model.numel, model.device))
+        return time.perf_counter() - started
+
+    def step(
+        self, step: int, *updates: np.ndarray, evaluate: bool = False, digest: bool = False
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Apply the previous step's updates, then produce this rank's update for ``step``.
+
+        Returns (wire bytes as a uint8 array, stats). Stats carry a ``RankStats``, the
+        parameter digest when ``digest`` is set, and on request an evaluation of the
+        parameters the step started from. Mutates the replica and the rank's state.
+        """
+        exchange_s = self._apply(updates)
+        info: dict[str, Any] = {}
+        if digest:
+            info["digest"] = self.digest()
+        if evaluate:
+            info["eval"] = self.evaluate(step).model_dump()
+        if self.averager is not None:
+            self.averager.update(self.setup.model.flat, step)
+        lr = self.setup.schedule(step)
+        output = compute_update(
+            self.setup.model,
+            self.setup.objective,
+            self.state,
+            self.setup.dataset,
+            self.setup.compressor,
+            lr,
+            step,
+        )
+        info["lr"] = lr
+        info["stats"] = RankStats.of(self.rank, output, exchange_s)
+        return np.frombuffer(encode(output.payload), dtype=np.uint8), info
+
+    def finish(self, steps: int, *updates: np.ndarray, evaluate: bool = True) -> dict[str, Any]:
+        """Apply the last step's updates; return the digest and, on request, the final eval."""
+        self._apply(updates)
+        info: dict[str, Any] = {"digest": self.digest()}
+        if evaluate:
+            info["eval"] = self.evaluate(steps).model_dump()
+        return info
+
+    def evaluate(self, step: int) -> Any:
+        averaged = self.averager.value if self.averager is not None else None
+        return evaluate_setup(self.setup, step, averaged)
+
+    def digest(self) -> int:
+        """CRC32 of the parameter bytes: equal digests mean bit-identical replicas."""
+        flat = self.setup.model.flat.detach().cpu().contiguous()
+        return zlib.crc32(flat.numpy().tobytes())
+
+    def parameters(self) -> np.ndarray:
+        return self.setup.model.flat.detach().cpu().numpy().copy()
+
+    def memory(self) -> np.ndarray | None:
+        residual = self.state.memory.residual()
+        return None if residual is None else residual.detach().cpu().numpy().copy()
+
+    def numel(self) -> int:
+        return self.setup.model.numel
