@@ -21,8 +21,10 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from sparsetrain.errors import SpecError, TrainingError
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
+from sparsetrain.workers.reducer import Reducer
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import RankStats, step_metrics
+from sparsetrain.workers.telemetry import JobTelemetry
 from sparsetrain.workers.worker import TrainingWorker
 
 NAMESPACE = "sparsetrain"
@@ -66,6 +68,8 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._workers: list[Any] = []
         self._group: PlacementGroup | None = None
+        self._reducer: Any = None
+        self._telemetry: JobTelemetry | None = None
         self._final: dict[str, Any] = {}
 
     # ---- control, callable while the job runs -------------------------------------------
@@ -131,31 +135,43 @@ class Supervisor:
         numel = setup.model.numel
         initial = ray.put(setup.model.flat.numpy())
         self._workers = self._launch_workers(initial)
+        self._telemetry = JobTelemetry(self.job_id)
+        reduced = spec.exchange.transport == "reduce"
+        if reduced:
+            self._reducer = (
+                ray.remote(Reducer)
+                .options(name=f"job-{self.job_id}-reducer", namespace=NAMESPACE, num_cpus=0)
+                .remote()
+            )
         every = spec.eval.every
-        updates: list[Any] = []
+        inputs: list[Any] = []
         for step in range(total):
             if self._stop.is_set():
                 return
             evaluate = step == 0 or bool(every and step % every == 0)
             calls = [
                 worker.step.options(num_returns=2).remote(
-                    step, *updates, evaluate=evaluate and rank == 0, digest=self.verify_replicas
+                    step,
+                    *inputs,
+                    reduced=reduced,
+                    evaluate=evaluate and rank == 0,
+                    digest=self.verify_replicas,
                 )
                 for rank, worker in enumerate(self._workers)
             ]
             updates = [call[0] for call in calls]
+            inputs = [self._reducer.reduce.remote(*updates)] if reduced else updates
             infos = self._gather([call[1] for call in calls], step)
             self._record(step, infos, numel, evaluate)
         finals = self._gather(
             [
-                w.finish.remote(total, *updates, evaluate=rank == 0)
+                w.finish.remote(total, *inputs, reduced=reduced, evaluate=rank == 0)
                 for rank, w in enumerate(self._workers)
             ],
             total,
         )
         self._check_digests(finals, total)
-        with self._lock:
-            self.evals.append(EvalMetrics(**finals[0]["eval"]))
+        self._record_eval(EvalMetrics(**finals[0]["eval"]))
         self._final = {
             "params": ray.get(self._workers[0].parameters.remote()),
             "memories": ray.get([w.memory.remote() for w in self._workers]),
@@ -216,10 +232,18 @@ class Supervisor:
         metrics = step_metrics(
             step, infos[0]["lr"], ranks, numel, exchange_s=max(r.exchange_s for r in ranks)
         )
+        if evaluate:
+            self._record_eval(EvalMetrics(**infos[0]["eval"]))
         with self._lock:
-            if evaluate:
-                self.evals.append(EvalMetrics(**infos[0]["eval"]))
             self.steps.append(metrics)
+        if self._telemetry is not None:
+            self._telemetry.record_step(ranks, numel)
+
+    def _record_eval(self, metrics: EvalMetrics) -> None:
+        with self._lock:
+            self.evals.append(metrics)
+        if self._telemetry is not None:
+            self._telemetry.record_eval(metrics)
 
     @staticmethod
     def _check_digests(infos: list[dict[str, Any]], step: int) -> None:
@@ -231,6 +255,9 @@ class Supervisor:
         for worker in self._workers:
             ray.kill(worker)
         self._workers = []
+        if self._reducer is not None:
+            ray.kill(self._reducer)
+            self._reducer = None
         if self._group is not None:
             remove_placement_group(self._group)
             self._group = None

@@ -54,26 +54,38 @@ class TrainingWorker:
             else None
         )
 
-    def _apply(self, updates: tuple[np.ndarray, ...]) -> float:
-        """Apply the mean of ``updates`` to this replica; returns the seconds it took."""
+    def _apply(self, updates: tuple[np.ndarray, ...], reduced: bool) -> float:
+        """Apply the mean of ``updates`` (or the one already ``reduced`` aggregate) to this
+        replica; returns the seconds it took. Mutates the replica's parameters."""
         if not updates:
             return 0.0
         started = time.perf_counter()
         model = self.setup.model
         payloads = [decode(bytes(buffer)).to(model.device) for buffer in updates]
-        apply_update(model.flat, mean_update(payloads, model.numel, model.device))
+        if reduced:
+            payloads[0].add_to(model.flat, alpha=-1.0)
+        else:
+            apply_update(model.flat, mean_update(payloads, model.numel, model.device))
         return time.perf_counter() - started
 
     def step(
-        self, step: int, *updates: np.ndarray, evaluate: bool = False, digest: bool = False
+        self,
+        step: int,
+        *updates: np.ndarray,
+        reduced: bool = False,
+        evaluate: bool = False,
+        digest: bool = False,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Apply the previous step's updates, then produce this rank's update for ``step``.
+
+        ``updates`` are the W workers' encoded updates, or with ``reduced`` the one encoded
+        mean from the reducer.
 
         Returns (wire bytes as a uint8 array, stats). Stats carry a ``RankStats``, the
         parameter digest when ``digest`` is set, and on request an evaluation of the
         parameters the step started from. Mutates the replica and the rank's state.
         """
-        exchange_s = self._apply(updates)
+        exchange_s = self._apply(updates, reduced)
         info: dict[str, Any] = {}
         if digest:
             info["digest"] = self.digest()
@@ -95,9 +107,11 @@ class TrainingWorker:
         info["stats"] = RankStats.of(self.rank, output, exchange_s)
         return np.frombuffer(encode(output.payload), dtype=np.uint8), info
 
-    def finish(self, steps: int, *updates: np.ndarray, evaluate: bool = True) -> dict[str, Any]:
+    def finish(
+        self, steps: int, *updates: np.ndarray, reduced: bool = False, evaluate: bool = True
+    ) -> dict[str, Any]:
         """Apply the last step's updates; return the digest and, on request, the final eval."""
-        self._apply(updates)
+        self._apply(updates, reduced)
         info: dict[str, Any] = {"digest": self.digest()}
         if evaluate:
             info["eval"] = self.evaluate(steps).model_dump()

@@ -42,10 +42,11 @@ class ExchangeSpec(StrictModel):
     mode: Literal["sync"] = Field(
         default="sync", description="sync: every step waits for all workers' updates."
     )
-    transport: Literal["allgather"] = Field(
+    transport: Literal["allgather", "reduce"] = Field(
         default="allgather",
         description="allgather: each worker reads every other worker's update from the "
-        "Ray object store and applies their mean.",
+        "Ray object store and applies their mean. reduce: a reducer actor averages them and "
+        "every worker reads the one aggregate (sparse or dense, whichever is smaller).",
     )
 
 

@@ -32,13 +32,14 @@ def _spec(**overrides: Any) -> JobSpec:
     return JobSpec.model_validate(base)
 
 
-def test_topk_with_memory_matches_the_simulator_step_for_step() -> None:
+@pytest.mark.parametrize("transport", ["allgather", "reduce"])
+def test_topk_with_memory_matches_the_simulator_step_for_step(transport: str) -> None:
     """Same seeds: identical losses, bytes and evaluations every step, identical weights.
 
     ``verify_replicas`` makes the supervisor compare every rank's parameter digest after
     every step, so the run also proves the replicas stayed bit-identical throughout.
     """
-    spec = _spec(averaging={})
+    spec = _spec(averaging={}, exchange={"transport": transport})
     distributed = run_job(spec, verify_replicas=True, timeout_s=120)
     local = simulate(spec)
     assert distributed.params is not None and local.params is not None
