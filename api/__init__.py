@@ -5,7 +5,13 @@ neither torch nor ray; the control plane (``sparsetrain.service``) and the Ray w
 (``sparsetrain.workers``) come with the ``server`` extra.
 """
 
-from sparsetrain.errors import DataError, SparsetrainError, SpecError, TrainingError
+from sparsetrain.errors import (
+    CheckpointError,
+    DataError,
+    SparsetrainError,
+    SpecError,
+    TrainingError,
+)
 from sparsetrain.spec import (
     CNNSpec,
     ConstantLR,
@@ -33,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AveragingSpec",
     "CNNSpec",
+    "CheckpointError",
     "ConstantLR",
     "CosineLR",
     "DataError",

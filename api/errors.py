@@ -45,6 +45,10 @@ class DataError(SparsetrainError, ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class CheckpointError(SparsetrainError, ValueError):
+    """A checkpoint that cannot be used: missing, partial, corrupt, or written for another job."""
+
+
 class TrainingError(SparsetrainError, RuntimeError):
     """Training cannot continue (e.g. a non-finite gradient)."""
 
