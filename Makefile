@@ -33,13 +33,13 @@ demo: $(SOURCES)
 test: $(SOURCES)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy api workers
+	$(PY) -m mypy -p sparsetrain
 	$(PY) -m pytest
 
 lint: $(SOURCES)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy api workers
+	$(PY) -m mypy -p sparsetrain
 
 bench-paper: $(SOURCES)
 	$(PY) -m benchmarks.paper_memsgd --out results/paper_memsgd.json

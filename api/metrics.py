@@ -19,6 +19,11 @@ class StepMetrics(BaseModel):
     compute_s: float = Field(ge=0.0, description="Slowest rank's gradient time.")
     compress_s: float = Field(ge=0.0, description="Slowest rank's memory + compression time.")
     exchange_s: float = Field(ge=0.0, description="Time to aggregate and apply the update.")
+    staleness: list[int] | None = Field(
+        default=None,
+        description="async: for each update applied in this round, how many updates were "
+        "applied between its parameters being read and it being applied.",
+    )
 
 
 class EvalMetrics(BaseModel):

@@ -7,6 +7,7 @@ namespace), starts it, and follows it until it ends. Connects to Ray if the proc
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -16,22 +17,40 @@ import numpy as np
 import ray
 import torch
 
-from sparsetrain.errors import SpecError, TrainingError
+from sparsetrain.errors import CheckpointError, SpecError, TrainingError
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.result import TrainResult
 from sparsetrain.workers.supervisor import NAMESPACE, Supervisor
 
 POLL_S = 0.2
-_ERRORS: dict[str, type[Exception]] = {"SpecError": SpecError, "TrainingError": TrainingError}
+_ERRORS: dict[str, type[Exception]] = {
+    "SpecError": SpecError,
+    "TrainingError": TrainingError,
+    "CheckpointError": CheckpointError,
+}
+
+
+def default_storage() -> str:
+    """``SPARSETRAIN_STORAGE``, else ``.sparsetrain/checkpoints`` under the working folder."""
+    return os.environ.get("SPARSETRAIN_STORAGE") or os.path.abspath(".sparsetrain/checkpoints")
 
 
 def supervisor_name(job_id: str) -> str:
     return f"job-{job_id}"
 
 
-def start_job(spec: JobSpec, job_id: str | None = None, *, verify_replicas: bool = False) -> Any:
-    """Create and start the job's detached supervisor; returns its actor handle."""
+def start_job(
+    spec: JobSpec,
+    job_id: str | None = None,
+    *,
+    storage: str | None = None,
+    verify_replicas: bool = False,
+) -> Any:
+    """Create and start the job's detached supervisor; returns its actor handle.
+
+    Checkpoints go to ``spec.checkpoint.path``, else ``<storage>/<job id>``.
+    """
     if not ray.is_initialized():
         ray.init(namespace=NAMESPACE, log_to_driver=False)
     job_id = job_id or uuid.uuid4().hex[:12]
@@ -42,7 +61,9 @@ def start_job(spec: JobSpec, job_id: str | None = None, *, verify_replicas: bool
         num_cpus=0,
         max_concurrency=4,
     )
-    supervisor: Any = actor.remote(job_id, spec.model_dump_json(), verify_replicas)
+    supervisor: Any = actor.remote(
+        job_id, spec.model_dump_json(), storage or default_storage(), verify_replicas
+    )
     ray.get(supervisor.start.remote())
     return supervisor
 
@@ -51,6 +72,7 @@ def run_job(
     spec: JobSpec,
     job_id: str | None = None,
     *,
+    storage: str | None = None,
     verify_replicas: bool = False,
     on_step: Callable[[StepMetrics], None] | None = None,
     timeout_s: float | None = None,
@@ -60,7 +82,7 @@ def run_job(
     Raises ``SpecError`` for a job the cluster cannot place, ``TrainingError`` (naming the
     rank and step) when a worker fails, ``TimeoutError`` after ``timeout_s``.
     """
-    supervisor = start_job(spec, job_id, verify_replicas=verify_replicas)
+    supervisor = start_job(spec, job_id, storage=storage, verify_replicas=verify_replicas)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     seen = 0
     try:
@@ -81,7 +103,7 @@ def run_job(
             error = _ERRORS.get(progress["error_kind"], TrainingError)
             if error is SpecError:
                 raise SpecError((), progress["error"])
-            raise error(progress["error"])
+            raise error(progress["error"])  # type: ignore[call-arg]
         records = ray.get(supervisor.metrics.remote(0))
         final = ray.get(supervisor.result.remote())
     finally:

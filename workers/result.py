@@ -20,6 +20,15 @@ class TrainResult:
     memories: list[torch.Tensor | None] = field(default_factory=list)
 
     @property
+    def staleness(self) -> dict[int, int]:
+        """How many updates were applied at each staleness (async jobs; empty for sync)."""
+        histogram: dict[int, int] = {}
+        for record in self.steps:
+            for value in record.staleness or []:
+                histogram[value] = histogram.get(value, 0) + 1
+        return dict(sorted(histogram.items()))
+
+    @property
     def bytes_sent(self) -> int:
         return sum(record.bytes_sent for record in self.steps)
 

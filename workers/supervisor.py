@@ -13,14 +13,24 @@ import threading
 import traceback
 from typing import Any
 
+import numpy as np
 import ray
+import torch
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from sparsetrain.errors import SpecError, TrainingError
+from sparsetrain.errors import CheckpointError, SpecError, TrainingError
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
+from sparsetrain.workers.async_mode import train_async
+from sparsetrain.workers.checkpoint import (
+    Checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from sparsetrain.workers.reducer import Reducer
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import RankStats, step_metrics
@@ -53,9 +63,13 @@ def check_resources(spec: JobSpec, available: dict[str, float]) -> None:
 class Supervisor:
     """Runs one job to completion on the current Ray cluster."""
 
-    def __init__(self, job_id: str, spec_json: str, verify_replicas: bool = False) -> None:
+    def __init__(
+        self, job_id: str, spec_json: str, storage: str, verify_replicas: bool = False
+    ) -> None:
         self.job_id = job_id
         self.spec = JobSpec.model_validate_json(spec_json)
+        self.checkpoint_root = self.spec.checkpoint.path or f"{storage.rstrip('/')}/{job_id}"
+        self.checkpoints: list[dict[str, Any]] = []
         self.verify_replicas = verify_replicas
         self.steps: list[StepMetrics] = []
         self.evals: list[EvalMetrics] = []
@@ -66,9 +80,9 @@ class Supervisor:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._workers: list[Any] = []
+        self.workers: list[Any] = []
         self._group: PlacementGroup | None = None
-        self._reducer: Any = None
+        self.helpers: list[Any] = []  # reducer / parameter server actors, killed at the end
         self._telemetry: JobTelemetry | None = None
         self._final: dict[str, Any] = {}
 
@@ -113,7 +127,7 @@ class Supervisor:
             self._train()
             with self._lock:
                 self.state = "stopped" if self._stop.is_set() else "succeeded"
-        except (SpecError, TrainingError) as error:
+        except (SpecError, TrainingError, CheckpointError) as error:
             self._fail(type(error).__name__, str(error))
         except Exception as error:  # reported through progress(); the traceback goes to the log
             traceback.print_exc(file=sys.stderr)
@@ -133,20 +147,38 @@ class Supervisor:
         setup = prepare(spec)  # validates the spec against the data and builds x_0
         self.total_steps = total = setup.total_steps
         numel = setup.model.numel
-        initial = ray.put(setup.model.flat.numpy())
-        self._workers = self._launch_workers(initial)
+        start, initial_params = 0, setup.model.flat.numpy()
+        states: list[dict[str, Any]] | None = None
+        averager: dict[str, Any] | None = None
+        if spec.resume_from is not None:
+            resumed = resume_point(spec.resume_from, numel, spec.workers.count)
+            start, initial_params = resumed.step, resumed.params.numpy()
+            states, averager = resumed.workers, resumed.averager
+        initial = ray.put(initial_params)
+        self.workers = self._launch_workers(initial, states, averager)
         self._telemetry = JobTelemetry(self.job_id)
+        if spec.exchange.mode == "async":
+            server = train_async(self, total, numel, initial)
+            if not self.stopping():
+                self._final = {
+                    "params": ray.get(server.params.remote()),
+                    "memories": ray.get([w.memory.remote() for w in self.workers]),
+                }
+            return
         reduced = spec.exchange.transport == "reduce"
+        reducer: Any = None
         if reduced:
-            self._reducer = (
+            reducer = (
                 ray.remote(Reducer)
                 .options(name=f"job-{self.job_id}-reducer", namespace=NAMESPACE, num_cpus=0)
                 .remote()
             )
+            self.helpers.append(reducer)
         every = spec.eval.every
         inputs: list[Any] = []
-        for step in range(total):
-            if self._stop.is_set():
+        checkpoint_every = spec.checkpoint.every
+        for step in range(start, total):
+            if self.stopping():
                 return
             evaluate = step == 0 or bool(every and step % every == 0)
             calls = [
@@ -157,27 +189,65 @@ class Supervisor:
                     evaluate=evaluate and rank == 0,
                     digest=self.verify_replicas,
                 )
-                for rank, worker in enumerate(self._workers)
+                for rank, worker in enumerate(self.workers)
             ]
             updates = [call[0] for call in calls]
-            inputs = [self._reducer.reduce.remote(*updates)] if reduced else updates
-            infos = self._gather([call[1] for call in calls], step)
+            inputs = [reducer.reduce.remote(*updates)] if reduced else updates
+            infos = self.gather([call[1] for call in calls], step)
             self._record(step, infos, numel, evaluate)
-        finals = self._gather(
-            [
-                w.finish.remote(total, *inputs, reduced=reduced, evaluate=rank == 0)
-                for rank, w in enumerate(self._workers)
-            ],
-            total,
-        )
-        self._check_digests(finals, total)
-        self._record_eval(EvalMetrics(**finals[0]["eval"]))
+            done = step + 1
+            if checkpoint_every and done % checkpoint_every == 0 and done < total:
+                self._apply_pending(done, inputs, reduced, evaluate=False)
+                self._checkpoint(done)
+                inputs = []
+        finals = self._apply_pending(total, inputs, reduced, evaluate=True)
+        self.record_eval(EvalMetrics(**finals[0]["eval"]))
+        params = self._checkpoint(total)
         self._final = {
-            "params": ray.get(self._workers[0].parameters.remote()),
-            "memories": ray.get([w.memory.remote() for w in self._workers]),
+            "params": params,
+            "memories": ray.get([w.memory.remote() for w in self.workers]),
         }
 
-    def _launch_workers(self, initial: Any) -> list[Any]:
+    def _apply_pending(
+        self, done: int, inputs: list[Any], reduced: bool, *, evaluate: bool
+    ) -> list[dict[str, Any]]:
+        """Have every worker apply the last step's updates; check the replicas agree."""
+        finals = self.gather(
+            [
+                w.finish.remote(done, *inputs, reduced=reduced, evaluate=evaluate and rank == 0)
+                for rank, w in enumerate(self.workers)
+            ],
+            done,
+        )
+        self._check_digests(finals, done)
+        return finals
+
+    def _checkpoint(self, done: int) -> Any:
+        """Write the checkpoint of step boundary ``done`` atomically; returns the params."""
+        snapshots = ray.get([w.snapshot.remote() for w in self.workers])
+        params = ray.get(self.workers[0].parameters.remote())
+        info = save_checkpoint(
+            self.checkpoint_root,
+            Checkpoint(
+                step=done,
+                params=torch.from_numpy(np.array(params)),
+                workers=[snapshot["state"] for snapshot in snapshots],
+                averager=snapshots[0]["averager"],
+                spec_json=self.spec.model_dump_json(),
+                extra={"job_id": self.job_id},
+            ),
+        )
+        prune_checkpoints(self.checkpoint_root, self.spec.checkpoint.keep)
+        with self._lock:
+            self.checkpoints.append({"step": info.step, "path": info.path, "nbytes": info.nbytes})
+        return params
+
+    def _launch_workers(
+        self,
+        initial: Any,
+        states: list[dict[str, Any]] | None = None,
+        averager: dict[str, Any] | None = None,
+    ) -> list[Any]:
         spec = self.spec
         bundle = {"CPU": spec.workers.cpus}
         if spec.workers.gpus:
@@ -204,14 +274,28 @@ class Supervisor:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=self._group, placement_group_bundle_index=rank
                 ),
-            ).remote(spec_json, rank, spec.workers.count, initial)
+            ).remote(
+                spec_json,
+                rank,
+                spec.workers.count,
+                initial,
+                states[rank] if states is not None else None,
+                averager,
+            )
             for rank in range(spec.workers.count)
         ]
 
-    def _gather(self, refs: list[Any], step: int) -> list[Any]:
-        """``ray.get`` each rank's result; a failure names the rank and its error."""
+    def stopping(self) -> bool:
+        """True once ``stop`` was called."""
+        return self._stop.is_set()
+
+    def gather(self, refs: list[Any], step: int, ranks: list[int] | None = None) -> list[Any]:
+        """``ray.get`` each rank's result; a failure names the rank and its error.
+
+        ``ranks`` names the rank behind each reference (default: 0, 1, ...).
+        """
         results = []
-        for rank, ref in enumerate(refs):
+        for rank, ref in zip(ranks or range(len(refs)), refs, strict=True):
             try:
                 results.append(ray.get(ref))
             except RayTaskError as error:
@@ -233,13 +317,18 @@ class Supervisor:
             step, infos[0]["lr"], ranks, numel, exchange_s=max(r.exchange_s for r in ranks)
         )
         if evaluate:
-            self._record_eval(EvalMetrics(**infos[0]["eval"]))
+            self.record_eval(EvalMetrics(**infos[0]["eval"]))
+        self.record_step(metrics, ranks, numel)
+
+    def record_step(self, metrics: StepMetrics, ranks: list[RankStats], numel: int) -> None:
+        """Keep a step's metrics and export them."""
         with self._lock:
             self.steps.append(metrics)
         if self._telemetry is not None:
             self._telemetry.record_step(ranks, numel)
 
-    def _record_eval(self, metrics: EvalMetrics) -> None:
+    def record_eval(self, metrics: EvalMetrics) -> None:
+        """Keep an evaluation and export it."""
         with self._lock:
             self.evals.append(metrics)
         if self._telemetry is not None:
@@ -252,12 +341,40 @@ class Supervisor:
             raise TrainingError("replicas diverged: parameters differ across ranks", step=step)
 
     def _release(self) -> None:
-        for worker in self._workers:
+        for worker in self.workers:
             ray.kill(worker)
-        self._workers = []
-        if self._reducer is not None:
-            ray.kill(self._reducer)
-            self._reducer = None
+        for helper in self.helpers:
+            ray.kill(helper)
+        self.workers, self.helpers = [], []
         if self._group is not None:
             remove_placement_group(self._group)
             self._group = None
+
+
+def resume_point(source: str, numel: int, world: int) -> Checkpoint:
+    """Load the checkpoint ``source`` names: a ``.ckpt`` file, or a folder's newest checkpoint
+    that loads. Raises ``CheckpointError`` if none fits a model of ``numel`` parameters
+    trained by ``world`` workers."""
+    if source.endswith(".ckpt"):
+        candidates = [source]
+    else:
+        candidates = [info.path for info in reversed(list_checkpoints(source))]
+        if not candidates:
+            raise CheckpointError(f"{source}: no complete checkpoint in this folder")
+    problems = []
+    for path in candidates:
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        if checkpoint.params.numel() != numel:
+            raise CheckpointError(
+                f"{path}: holds {checkpoint.params.numel()} parameters, the model has {numel}"
+            )
+        if len(checkpoint.workers) != world:
+            raise CheckpointError(
+                f"{path}: written by {len(checkpoint.workers)} workers, the job has {world}"
+            )
+        return checkpoint
+    raise CheckpointError("; ".join(problems))

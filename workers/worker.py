@@ -32,11 +32,22 @@ from sparsetrain.workers.step import (
 class TrainingWorker:
     """Holds a model replica, the rank's data shard, memory and compressor."""
 
-    def __init__(self, spec_json: str, rank: int, world: int, initial: np.ndarray) -> None:
+    def __init__(
+        self,
+        spec_json: str,
+        rank: int,
+        world: int,
+        initial: np.ndarray,
+        state: dict[str, Any] | None = None,
+        averager: dict[str, Any] | None = None,
+    ) -> None:
+        """Build the replica from ``initial`` parameters; ``state`` and ``averager`` (from a
+        checkpoint) restore the rank's sampler, generator, memory, momentum and average."""
         spec = JobSpec.model_validate_json(spec_json)
         device = torch.device("cuda" if spec.workers.gpus > 0 else "cpu")
         self.spec = spec
         self.rank = rank
+        self.world = world
         self.setup = prepare(spec, device=device)
         model = self.setup.model
         model.flat.copy_(torch.from_numpy(np.array(initial, dtype=np.float32)).to(device))
@@ -53,6 +64,10 @@ class TrainingWorker:
             if spec.averaging is not None
             else None
         )
+        if state is not None:
+            self.state.load_state_dict(state)
+        if averager is not None and self.averager is not None:
+            self.averager.load_state_dict(averager)
 
     def _apply(self, updates: tuple[np.ndarray, ...], reduced: bool) -> float:
         """Apply the mean of ``updates`` (or the one already ``reduced`` aggregate) to this
@@ -107,6 +122,30 @@ class TrainingWorker:
         info["stats"] = RankStats.of(self.rank, output, exchange_s)
         return np.frombuffer(encode(output.payload), dtype=np.uint8), info
 
+    def compute_at(
+        self, step: int, params: np.ndarray, version: int
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Async mode: load ``params`` (the server's version ``version``) and return this
+        rank's encoded update for its local step ``step``, with its stats.
+
+        The learning rate follows the server's round, version // W. Mutates the replica's
+        parameters and the rank's state (sampler, generator, memory).
+        """
+        model = self.setup.model
+        model.flat.copy_(torch.from_numpy(np.array(params, dtype=np.float32)).to(model.device))
+        lr = self.setup.schedule(version // self.world)
+        output = compute_update(
+            model,
+            self.setup.objective,
+            self.state,
+            self.setup.dataset,
+            self.setup.compressor,
+            lr,
+            step,
+        )
+        info = {"lr": lr, "stats": RankStats.of(self.rank, output)}
+        return np.frombuffer(encode(output.payload), dtype=np.uint8), info
+
     def finish(
         self, steps: int, *updates: np.ndarray, reduced: bool = False, evaluate: bool = True
     ) -> dict[str, Any]:
@@ -116,6 +155,13 @@ class TrainingWorker:
         if evaluate:
             info["eval"] = self.evaluate(steps).model_dump()
         return info
+
+    def snapshot(self) -> dict[str, Any]:
+        """This rank's state for a checkpoint (CPU copies; the replica is not changed)."""
+        return {
+            "state": self.state.state_dict(),
+            "averager": self.averager.state_dict() if self.averager is not None else None,
+        }
 
     def evaluate(self, step: int) -> Any:
         averaged = self.averager.value if self.averager is not None else None

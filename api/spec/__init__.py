@@ -10,7 +10,14 @@ from sparsetrain.spec.compression import (
     ValueDtype,
 )
 from sparsetrain.spec.data import DATA_SPECS, DataSpec, LibSVMSpec, SklearnSpec, SyntheticSpec
-from sparsetrain.spec.job import EvalSpec, ExchangeSpec, JobSpec, MemoryKind, WorkersSpec
+from sparsetrain.spec.job import (
+    CheckpointSpec,
+    EvalSpec,
+    ExchangeSpec,
+    JobSpec,
+    MemoryKind,
+    WorkersSpec,
+)
 from sparsetrain.spec.model import (
     MODEL_SPECS,
     CNNSpec,
@@ -35,6 +42,7 @@ __all__ = [
     "MODEL_SPECS",
     "AveragingSpec",
     "CNNSpec",
+    "CheckpointSpec",
     "CompressionSpec",
     "ConstantLR",
     "CosineLR",

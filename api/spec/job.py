@@ -39,8 +39,23 @@ class WorkersSpec(StrictModel):
 class ExchangeSpec(StrictModel):
     """How workers exchange their compressed updates."""
 
-    mode: Literal["sync"] = Field(
-        default="sync", description="sync: every step waits for all workers' updates."
+    @model_validator(mode="after")
+    def _transport_is_sync_only(self) -> ExchangeSpec:
+        if self.mode == "async" and self.transport != "allgather":
+            raise ValueError("async mode sends updates to a parameter server; omit 'transport'")
+        return self
+
+    mode: Literal["sync", "async"] = Field(
+        default="sync",
+        description="sync: every step waits for all workers' updates. async: a parameter "
+        "server applies each update as it arrives; gradients may be up to max_staleness "
+        "versions old.",
+    )
+    max_staleness: Annotated[int, Field(ge=0, le=1024)] = Field(
+        default=1,
+        description="async: at most this many updates are applied between a worker reading "
+        "the parameters and its update being applied (at most max_staleness + 1 workers "
+        "compute at once).",
     )
     transport: Literal["allgather", "reduce"] = Field(
         default="allgather",
@@ -58,6 +73,23 @@ class EvalSpec(StrictModel):
     )
     max_rows: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Evaluate on at most this many rows of each split."
+    )
+
+
+class CheckpointSpec(StrictModel):
+    """When and where checkpoints are written (sync mode)."""
+
+    every: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Write a checkpoint every this many steps (0: only at the end)."
+    )
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="Folder or fsspec URL; default a folder per job under the storage root.",
+    )
+    keep: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, description="How many of the newest checkpoints to keep."
     )
 
 
@@ -87,6 +119,14 @@ class JobSpec(StrictModel):
     steps: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
     epochs: Annotated[float, Field(gt=0.0, le=100_000.0)] | None = None
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    resume_from: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="A checkpoint file, or a checkpoint folder (its newest complete "
+        "checkpoint), to continue from; the run then follows the uninterrupted trajectory.",
+    )
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
 
     @model_validator(mode="after")
@@ -95,6 +135,8 @@ class JobSpec(StrictModel):
             raise ValueError("give either 'steps' or 'epochs', not both")
         if self.steps is None and self.epochs is None:
             raise ValueError("give 'steps' or 'epochs'")
+        if self.exchange.mode == "async" and self.resume_from is not None:
+            raise ValueError("resuming from a checkpoint is supported in sync mode only")
         if (
             self.memory == "error_feedback"
             and isinstance(self.compression, RandKSpec)

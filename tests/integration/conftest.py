@@ -9,8 +9,14 @@ import ray
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
-    """A local Ray head with 4 logical CPUs (workers reserve 1 each) and no GPU."""
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A local Ray head with 4 logical CPUs (workers reserve 1 each) and no GPU.
+
+    Jobs that name no storage write their checkpoints into a session temporary folder.
+    """
+    storage = tmp_path_factory.mktemp("storage")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SPARSETRAIN_STORAGE", str(storage))
     ray.init(
         num_cpus=4,
         num_gpus=0,
@@ -22,3 +28,4 @@ def ray_cluster() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        patch.undo()

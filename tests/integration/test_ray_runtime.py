@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
 import torch
 
-from sparsetrain.errors import SpecError, TrainingError
-from sparsetrain.spec import JobSpec
+from sparsetrain.errors import CheckpointError, SpecError, TrainingError
+from sparsetrain.spec import ExchangeSpec, JobSpec
 from sparsetrain.workers import simulate
 from sparsetrain.workers.launch import run_job, start_job, supervisor_name
 from sparsetrain.workers.supervisor import NAMESPACE, worker_name
@@ -101,3 +102,51 @@ def test_actors_are_named_by_job_and_rank() -> None:
     finally:
         supervisor.stop.remote()
         ray.kill(supervisor)
+
+
+def test_async_mode_bounds_staleness_and_converges() -> None:
+    spec = _spec(
+        workers={"count": 3},
+        steps=60,
+        schedule={"kind": "constant", "lr": 2.0},
+        exchange={"mode": "async", "max_staleness": 1},
+    )
+    result = run_job(spec, timeout_s=120)
+    sync = simulate(spec.model_copy(update={"exchange": ExchangeSpec()}))
+    assert len(result.steps) == 60
+    assert sum(result.staleness.values()) == 60 * 3
+    assert max(result.staleness) <= 1
+    assert result.final.train_loss < 0.9 * result.evals[0].train_loss
+    assert abs(result.final.train_loss - sync.final.train_loss) < 0.05 * sync.final.train_loss
+
+
+def test_async_with_zero_staleness_is_serial() -> None:
+    spec = _spec(steps=10, exchange={"mode": "async", "max_staleness": 0})
+    result = run_job(spec, timeout_s=120)
+    assert result.staleness == {0: 20}
+
+
+def test_checkpoint_resume_follows_the_same_trajectory(tmp_path: Path) -> None:
+    """Resume from the step-20 checkpoint of a 30-step run: same steps, same weights."""
+    spec = _spec(steps=30, averaging={}, checkpoint={"every": 10}, eval={"every": 5})
+    full = run_job(spec, "ckfull", storage=str(tmp_path), timeout_s=120)
+    saved = sorted(path.name for path in (tmp_path / "ckfull").iterdir())
+    assert saved == [f"step-{n:010d}.ckpt" for n in (10, 20, 30)]
+    resumed_spec = spec.model_copy(
+        update={"resume_from": str(tmp_path / "ckfull" / f"step-{20:010d}.ckpt")}
+    )
+    resumed = run_job(resumed_spec, "ckresumed", storage=str(tmp_path), timeout_s=120)
+    assert resumed.params is not None and full.params is not None
+    assert torch.equal(resumed.params, full.params)
+    assert [m.step for m in resumed.steps] == list(range(20, 30))
+    assert [m.loss for m in resumed.steps] == [m.loss for m in full.steps[20:]]
+    assert resumed.evals == [e for e in full.evals if e.step >= 20]
+
+
+def test_a_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
+    spec = _spec(steps=10)
+    run_job(spec, "ckbase", storage=str(tmp_path), timeout_s=120)
+    path = tmp_path / "ckbase" / f"step-{10:010d}.ckpt"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        run_job(spec.model_copy(update={"resume_from": str(path)}), timeout_s=60)
