@@ -1,12 +1,12 @@
 """Asynchronous training with bounded staleness: a parameter server and its driver loop.
 
 The parameter server (a plain class, made an actor by the supervisor) holds the parameters
-and applies each worker's update as it arrives, scaled by 1/W as in the synchronous mean.
-The driver keeps at most ``max_staleness + 1`` workers computing at once and applies an
-update as soon as it is ready, except that an update whose parameters are already
-``max_staleness`` versions old is applied first. So no update is applied on parameters
-more than ``max_staleness`` versions old (Chen et al., "Stochastic Gradient MCMC with
-Stale Gradients"; SSP-style bounded staleness).
+and applies one worker's update at a time, scaled by 1/W as in the synchronous mean. The
+driver keeps at most ``max_staleness + 1`` workers computing at once, each on the newest
+parameters when it starts, and applies updates in the order their parameters were read.
+An update therefore waits behind at most the ``max_staleness`` others that were in flight
+when it read the parameters: none is applied more than ``max_staleness`` versions stale
+(Chen et al., "Stochastic Gradient MCMC with Stale Gradients").
 """
 
 from __future__ import annotations
@@ -109,11 +109,7 @@ def train_async(supervisor: Supervisor, total_steps: int, numel: int, initial: A
     while version < total_updates:
         if supervisor.stopping():
             return server
-        oldest = min(in_flight, key=lambda ref: in_flight[ref].read_version)
-        if version - in_flight[oldest].read_version >= tau:
-            ready = oldest
-        else:
-            ready = ray.wait(list(in_flight), num_returns=1)[0][0]
+        ready = next(iter(in_flight))  # launched first, so read the oldest parameters
         entry = in_flight.pop(ready)
         info = supervisor.gather([ready], version // world, ranks=[entry.rank])[0]
         applied.append((info, version - entry.read_version))

@@ -48,14 +48,14 @@ class ExchangeSpec(StrictModel):
     mode: Literal["sync", "async"] = Field(
         default="sync",
         description="sync: every step waits for all workers' updates. async: a parameter "
-        "server applies each update as it arrives; gradients may be up to max_staleness "
+        "server applies the updates one at a time; gradients may be up to max_staleness "
         "versions old.",
     )
     max_staleness: Annotated[int, Field(ge=0, le=1024)] = Field(
         default=1,
         description="async: at most this many updates are applied between a worker reading "
-        "the parameters and its update being applied (at most max_staleness + 1 workers "
-        "compute at once).",
+        "the parameters and its update being applied (max_staleness + 1 workers compute at "
+        "once).",
     )
     transport: Literal["allgather", "reduce"] = Field(
         default="allgather",
