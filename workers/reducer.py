@@ -10,24 +10,38 @@ import numpy as np
 import torch
 
 from sparsetrain.workers.compression import DenseUpdate, SparseUpdate, decode, encode
-from sparsetrain.workers.compression.payload import index_dtype
-from sparsetrain.workers.step import mean_update
+from sparsetrain.workers.compression.payload import HEADER_NBYTES, index_dtype
+from sparsetrain.workers.step import MeanApplier
 
 
-def smaller_encoding(mean: torch.Tensor) -> DenseUpdate | SparseUpdate:
-    """``mean`` as a sparse update of its nonzero entries or as a dense one, whichever is
-    smaller on the wire. Values stay fp32 so every replica applies exactly ``mean``."""
-    indices = torch.nonzero(mean, as_tuple=True)[0]
-    sparse = SparseUpdate(indices.to(index_dtype(mean.numel())), mean[indices], mean.numel())
-    dense = DenseUpdate(mean)
-    return sparse if sparse.nbytes < dense.nbytes else dense
+def smaller_encoding(
+    indices: torch.Tensor | None, values: torch.Tensor, numel: int
+) -> DenseUpdate | SparseUpdate:
+    """The mean ``values`` (at ``indices``; a dense vector when None) as a sparse or a dense
+    update, whichever is smaller on the wire. Values stay fp32 so every replica applies
+    exactly the mean."""
+    if indices is None:
+        indices = torch.nonzero(values, as_tuple=True)[0]
+        values = values[indices]
+    sparse = SparseUpdate(indices.to(index_dtype(numel)), values, numel)
+    if sparse.nbytes < HEADER_NBYTES + 4 * numel:
+        return sparse
+    dense = torch.zeros(numel, dtype=torch.float32)
+    dense[indices.long()] = values
+    return DenseUpdate(dense)
 
 
 class Reducer:
-    """Stateless: turns W encoded updates into their encoded mean."""
+    """Turns W encoded updates into their encoded mean; keeps only a scratch buffer."""
+
+    def __init__(self) -> None:
+        self.applier: MeanApplier | None = None
 
     def reduce(self, *updates: np.ndarray) -> np.ndarray:
         """Decode ``updates``, average them in rank order, encode the result."""
         payloads = [decode(bytes(buffer)) for buffer in updates]
-        mean = mean_update(payloads, payloads[0].numel, torch.device("cpu"))
-        return np.frombuffer(encode(smaller_encoding(mean)), dtype=np.uint8)
+        numel = payloads[0].numel
+        if self.applier is None or self.applier.scratch.numel() != numel:
+            self.applier = MeanApplier(numel)
+        indices, values = self.applier.mean(payloads)
+        return np.frombuffer(encode(smaller_encoding(indices, values, numel)), dtype=np.uint8)

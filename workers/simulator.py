@@ -20,11 +20,10 @@ from sparsetrain.workers.result import TrainResult
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import (
+    MeanApplier,
     RankStats,
     WorkerState,
-    apply_update,
     compute_update,
-    mean_update,
     step_metrics,
 )
 
@@ -58,6 +57,7 @@ def simulate(
     averager = None
     if spec.averaging is not None:
         averager = WeightedAverage(model.flat, averaging_shift(spec.averaging, spec.schedule))
+    applier = MeanApplier(model.numel, model.device)
     result = TrainResult()
 
     def record_eval(step: int) -> None:
@@ -77,8 +77,7 @@ def simulate(
             for w in workers
         ]
         started = time.perf_counter()
-        update = mean_update([out.payload for out in outputs], model.numel, model.device)
-        apply_update(model.flat, update)
+        applier.apply(model.flat, [out.payload for out in outputs])
         metrics = step_metrics(
             step,
             lr,

@@ -16,7 +16,7 @@ import torch
 
 from sparsetrain.errors import TrainingError
 from sparsetrain.metrics import StepMetrics
-from sparsetrain.workers.compression import Compressor, Payload
+from sparsetrain.workers.compression import Compressor, Payload, SparseUpdate
 from sparsetrain.workers.data import Dataset, ShardSampler, shard_indices
 from sparsetrain.workers.flat import FlatModel
 from sparsetrain.workers.memory import Memory, build_memory
@@ -135,6 +135,49 @@ def mean_update(payloads: Sequence[Payload], numel: int, device: torch.device) -
     for payload in payloads:
         payload.add_to(total)
     return total.div_(len(payloads))
+
+
+class MeanApplier:
+    """Applies x <- x - (1/W)·Σ_w c_w, bit-identical to ``apply_update(x, mean_update(...))``
+    but in O(total nnz) work when every payload is sparse.
+
+    Owns a zeroed scratch vector of the model's size; for sparse payloads it sums into the
+    scratch on the union of their coordinates (in rank order, as the dense sum would) and
+    zeroes those coordinates again, so no O(d) pass happens per step.
+    """
+
+    def __init__(self, numel: int, device: torch.device | str = "cpu") -> None:
+        self.scratch = torch.zeros(numel, dtype=torch.float32, device=device)
+
+    def mean(self, payloads: Sequence[Payload]) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The mean update as (distinct coordinates, values), or (None, dense vector) when
+        some payload is dense. Leaves the scratch zeroed."""
+        if not all(isinstance(p, SparseUpdate) for p in payloads):
+            return None, mean_update(payloads, self.scratch.numel(), self.scratch.device)
+        union = torch.unique(self._coordinates(payloads))
+        return union, self._sum_at(payloads, union).div_(len(payloads))
+
+    def apply(self, flat: torch.Tensor, payloads: Sequence[Payload]) -> None:
+        """x <- x - mean of ``payloads`` (mutates ``flat`` only)."""
+        if not all(isinstance(p, SparseUpdate) for p in payloads):
+            apply_update(flat, mean_update(payloads, flat.numel(), flat.device))
+            return
+        # Coordinates may repeat across payloads: every copy computes the same new value
+        # from the same old one, so writing them all is exact and needs no sort.
+        coordinates = self._coordinates(payloads)
+        mean = self._sum_at(payloads, coordinates).div_(len(payloads))
+        flat.index_copy_(0, coordinates, flat.index_select(0, coordinates).sub_(mean))
+
+    def _coordinates(self, payloads: Sequence[Payload]) -> torch.Tensor:
+        return torch.cat([p.indices.long() for p in payloads if isinstance(p, SparseUpdate)])
+
+    def _sum_at(self, payloads: Sequence[Payload], coordinates: torch.Tensor) -> torch.Tensor:
+        """Σ payloads (in rank order) at ``coordinates``; the scratch is zero again after."""
+        for payload in payloads:
+            payload.add_to(self.scratch)
+        total = self.scratch.index_select(0, coordinates)
+        self.scratch.index_fill_(0, coordinates, 0.0)
+        return total
 
 
 def apply_update(flat: torch.Tensor, update: torch.Tensor) -> None:

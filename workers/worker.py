@@ -21,11 +21,10 @@ from sparsetrain.workers.evaluate import evaluate_setup
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import (
+    MeanApplier,
     RankStats,
     WorkerState,
-    apply_update,
     compute_update,
-    mean_update,
 )
 
 
@@ -59,6 +58,7 @@ class TrainingWorker:
             numel=model.numel,
             device=device,
         )
+        self.applier = MeanApplier(model.numel, device)
         self.averager = (
             WeightedAverage(model.flat, averaging_shift(spec.averaging, spec.schedule))
             if spec.averaging is not None
@@ -80,7 +80,7 @@ class TrainingWorker:
         if reduced:
             payloads[0].add_to(model.flat, alpha=-1.0)
         else:
-            apply_update(model.flat, mean_update(payloads, model.numel, model.device))
+            self.applier.apply(model.flat, payloads)
         return time.perf_counter() - started
 
     def step(

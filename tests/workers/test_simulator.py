@@ -24,10 +24,10 @@ from sparsetrain.spec import (
     WorkersSpec,
 )
 from sparsetrain.workers import simulate
-from sparsetrain.workers import simulator as simulator_module
 from sparsetrain.workers.compression import Payload, encode
 from sparsetrain.workers.compression.payload import HEADER_NBYTES
 from sparsetrain.workers.data import build_dataset
+from sparsetrain.workers.step import MeanApplier
 
 TIMING_FIELDS = {"compute_s", "compress_s", "exchange_s"}
 
@@ -103,13 +103,13 @@ def test_bytes_and_density(
 ) -> None:
     """``bytes_sent`` sums the payloads' exact wire sizes; ``density`` is nnz / d."""
     payloads: list[list[Payload]] = []
-    original = simulator_module.mean_update
+    original = MeanApplier.apply
 
-    def spy(sent: Sequence[Payload], numel: int, device: torch.device) -> torch.Tensor:
+    def spy(self: MeanApplier, flat: torch.Tensor, sent: Sequence[Payload]) -> None:
         payloads.append(list(sent))
-        return original(sent, numel, device)
+        original(self, flat, sent)
 
-    monkeypatch.setattr(simulator_module, "mean_update", spy)
+    monkeypatch.setattr(MeanApplier, "apply", spy)
     W = 3
     result = simulate(job(compression=compression, workers=WorkersSpec(count=W), steps=6))
 
@@ -187,13 +187,13 @@ def test_eval_max_rows_limits_evaluation() -> None:
 def test_averaging_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
     """The averaged model is Σ w_t x_t / Σ w_t over the iterates x_0 .. x_{T-1}."""
     iterates: list[torch.Tensor] = []
-    original = simulator_module.apply_update
+    original = MeanApplier.apply
 
-    def spy(flat: torch.Tensor, update: torch.Tensor) -> None:
+    def spy(self: MeanApplier, flat: torch.Tensor, sent: Sequence[Payload]) -> None:
         iterates.append(flat.detach().clone())
-        original(flat, update)
+        original(self, flat, sent)
 
-    monkeypatch.setattr(simulator_module, "apply_update", spy)
+    monkeypatch.setattr(MeanApplier, "apply", spy)
     shift = 4.0
     result = simulate(job(steps=12, averaging=AveragingSpec(shift=shift)))
     assert result.averaged is not None and len(iterates) == 12
