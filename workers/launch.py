@@ -76,11 +76,13 @@ def run_job(
     verify_replicas: bool = False,
     on_step: Callable[[StepMetrics], None] | None = None,
     timeout_s: float | None = None,
+    poll_s: float = POLL_S,
 ) -> TrainResult:
     """Run ``spec`` to completion on Ray and return its metrics and final parameters.
 
     Raises ``SpecError`` for a job the cluster cannot place, ``TrainingError`` (naming the
-    rank and step) when a worker fails, ``TimeoutError`` after ``timeout_s``.
+    rank and step) when a worker fails, ``TimeoutError`` after ``timeout_s``. Progress is
+    polled every ``poll_s`` seconds (``on_step`` sees new records at that pace).
     """
     supervisor = start_job(spec, job_id, storage=storage, verify_replicas=verify_replicas)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -98,7 +100,7 @@ def run_job(
             if deadline is not None and time.monotonic() > deadline:
                 supervisor.stop.remote()
                 raise TimeoutError(f"job did not finish within {timeout_s}s")
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
         if progress["state"] == "failed":
             error = _ERRORS.get(progress["error_kind"], TrainingError)
             if error is SpecError:

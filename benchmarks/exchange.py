@@ -1,0 +1,351 @@
+"""Exchange cost of the Ray object-store all-gather against a gloo all-reduce, in one run.
+
+For d in {1M, 10M} and W in {2, 4}, W small Ray actors each hold a fixed random vector of
+d entries. Per round every actor compresses it (dense fp32, top-k 1%, top-k 0.1%) and
+returns the encoded numpy buffer, as the runtime's workers do; then every actor receives all
+W buffers as top-level ObjectRef arguments, decodes them and applies their mean to a dense
+buffer (the runtime's ``decode`` + ``MeanApplier.apply``). The exchange time of
+a round is the driver's wall time from launching those W calls until all have returned.
+The baseline is ``torch.distributed`` gloo ``all_reduce`` of the dense fp32 vector among W
+processes on loopback, measured in the same run. Medians over rounds after 2 warm-up rounds.
+
+A short ``run_job`` (logistic regression, d = 10,000, W = 2, top-k 1%) measures the
+runtime's per-step overhead: per-step wall time of the training loop minus the median of
+(compute_s + compress_s).
+
+    python -m benchmarks.exchange --quick --out results/exchange.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from benchmarks._common import machine, write_json
+from sparsetrain.spec import DenseSpec, JobSpec, TopKSpec
+from sparsetrain.workers import launch
+from sparsetrain.workers.compression import build_compressor, decode, encode
+from sparsetrain.workers.step import MeanApplier
+
+METHODS: dict[str, Any] = {
+    "dense_fp32": DenseSpec(),
+    "topk_1pct": TopKSpec(ratio=0.01),
+    "topk_0.1pct": TopKSpec(ratio=0.001),
+}
+WARMUP = 2
+POLL_S = 0.005  # run_job's polling interval while timing the loop (its default is 0.2 s)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ExchangeRank:
+    """One rank: a fixed vector, one compressor per method, a dense parameter buffer."""
+
+    def __init__(self, d: int, rank: int, methods: dict[str, Any]) -> None:
+        torch.set_num_threads(1)
+        self.d = d
+        self.vector = torch.randn(d, generator=torch.Generator().manual_seed(rank))
+        self.compressors = {name: build_compressor(s, d, rank) for name, s in methods.items()}
+        self.dense = torch.zeros(d)
+        self.applier = MeanApplier(d)
+
+    def ready(self) -> int:
+        return self.d
+
+    def compress(self, method: str, step: int) -> tuple[np.ndarray, dict[str, float]]:
+        """Compress + encode this rank's vector; returns the wire buffer and the timing."""
+        started = time.perf_counter()
+        payload = self.compressors[method].compress(self.vector, step=step)
+        buffer = np.frombuffer(encode(payload), dtype=np.uint8)
+        return buffer, {"compress_s": time.perf_counter() - started, "nbytes": payload.nbytes}
+
+    def gather(self, *updates: np.ndarray) -> float:
+        """What ``TrainingWorker._apply`` does: decode all W updates, apply their mean."""
+        started = time.perf_counter()
+        payloads = [decode(bytes(buffer)).to(self.dense.device) for buffer in updates]
+        self.applier.apply(self.dense, payloads)
+        return time.perf_counter() - started
+
+
+def measure_exchange(d: int, world: int, rounds: int) -> dict[str, dict[str, Any]]:
+    """Median exchange (and compress, decode+apply) seconds of each method for (d, W)."""
+    actor: Any = ray.remote(ExchangeRank)
+    ranks: list[Any] = [actor.options(num_cpus=1).remote(d, r, METHODS) for r in range(world)]
+    try:
+        ray.get([rank.ready.remote() for rank in ranks])
+        out: dict[str, dict[str, Any]] = {}
+        for method in METHODS:
+            samples: dict[str, list[float]] = {
+                k: [] for k in ("exchange_s", "decode_apply_s", "compress_s", "compress_round_s")
+            }
+            nbytes = 0
+            for round_ in range(WARMUP + rounds):
+                started = time.perf_counter()
+                calls = [r.compress.options(num_returns=2).remote(method, round_) for r in ranks]
+                infos = ray.get([call[1] for call in calls])
+                compressed = time.perf_counter()
+                buffers = [call[0] for call in calls]
+                applied = ray.get([r.gather.remote(*buffers) for r in ranks])
+                finished = time.perf_counter()
+                del calls, buffers
+                if round_ < WARMUP:
+                    continue
+                samples["exchange_s"].append(finished - compressed)
+                samples["decode_apply_s"].append(max(applied))
+                samples["compress_s"].append(max(i["compress_s"] for i in infos))
+                samples["compress_round_s"].append(compressed - started)
+                nbytes = int(infos[0]["nbytes"])
+            out[method] = {k: statistics.median(v) for k, v in samples.items()}
+            out[method]["bytes_per_worker"] = nbytes
+            out[method]["compression"] = METHODS[method].model_dump()
+        return out
+    finally:
+        for rank in ranks:
+            ray.kill(rank)
+
+
+def _gloo_rank(rank: int, world: int, port: int, sizes: list[int], rounds: int, out: str) -> None:
+    """One gloo process: median ``all_reduce`` seconds of a d-vector, for each d."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    medians: dict[str, float] = {}
+    for d in sizes:
+        base = torch.randn(d, generator=torch.Generator().manual_seed(rank))
+        tensor = base.clone()
+        times = []
+        for round_ in range(WARMUP + rounds):
+            tensor.copy_(base)
+            dist.barrier()
+            started = time.perf_counter()
+            dist.all_reduce(tensor)
+            if round_ >= WARMUP:
+                times.append(time.perf_counter() - started)
+        medians[str(d)] = statistics.median(times)
+        del base, tensor
+    if rank == 0:
+        Path(out).write_text(json.dumps(medians))
+    dist.destroy_process_group()
+
+
+def measure_gloo(sizes: list[int], world: int, rounds: int) -> dict[int, float]:
+    """Median seconds of a gloo all-reduce of a dense fp32 d-vector among ``world`` processes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "gloo.json")
+        mp.spawn(_gloo_rank, args=(world, port, sizes, rounds, out), nprocs=world, join=True)
+        return {int(d): s for d, s in json.loads(Path(out).read_text()).items()}
+
+
+def measure_runtime(steps: int) -> dict[str, Any]:
+    """Per-step overhead of ``run_job``: loop wall time per step - median(compute + compress).
+
+    The loop's wall time is bracketed by when ``on_step`` sees the records: from the last
+    record of the first batch that holds a step >= 1 to the last step's record, while
+    ``run_job`` polls every 5 ms (so each end is known to within ~5 ms plus one poll).
+    """
+    spec = JobSpec.model_validate(
+        {
+            "model": {"kind": "logistic_regression"},
+            "data": {"kind": "synthetic", "n": 2000, "d": 10_000, "test_fraction": 0.0},
+            "compression": {"kind": "topk", "ratio": 0.01},
+            "workers": {"count": 2},
+            "batch_size": 8,
+            "steps": steps,
+            "eval": {"every": 0},
+            "seed": 0,
+        }
+    )
+    seen: list[tuple[int, float]] = []
+    with tempfile.TemporaryDirectory() as storage:
+        result = launch.run_job(
+            spec,
+            storage=storage,
+            poll_s=POLL_S,
+            on_step=lambda m: seen.append((m.step, time.perf_counter())),
+        )
+    first = next(i for i, (step, _) in enumerate(seen) if step >= 1)
+    while first + 1 < len(seen) and seen[first + 1][1] - seen[first][1] < POLL_S / 2:
+        first += 1  # records of one poll arrive microseconds apart; polls >= POLL_S apart
+    (s_a, t_a), (s_b, t_b) = seen[first], seen[-1]
+    per_step = (t_b - t_a) / (s_b - s_a) if s_b > s_a else float("nan")
+    busy = statistics.median(m.compute_s + m.compress_s for m in result.steps)
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "steps": len(result.steps),
+        "steps_timed": s_b - s_a,
+        "per_step_wall_ms": per_step * 1e3,
+        "median_compute_plus_compress_ms": busy * 1e3,
+        "median_compute_ms": statistics.median(m.compute_s for m in result.steps) * 1e3,
+        "median_compress_ms": statistics.median(m.compress_s for m in result.steps) * 1e3,
+        "median_exchange_ms": statistics.median(m.exchange_s for m in result.steps) * 1e3,
+        "overhead_ms": (per_step - busy) * 1e3,
+        "overhead_definition": (
+            "per-step wall time of the training loop (loop wall time / steps, timed from the "
+            "driver's on_step arrivals with run_job polling every 5 ms, step 0 excluded) minus "
+            "the median over steps of (compute_s + compress_s) of the slowest rank"
+        ),
+    }
+
+
+def targets(grid: list[dict[str, Any]], runtime: dict[str, Any]) -> dict[str, Any]:
+    """The two goals; a value not measured in this mode is null, and so is its ``met``."""
+    ratios = {(g["d"], g["W"], g["method"]): g["ratio_vs_gloo"] for g in grid}
+    values = {
+        "topk_1pct_d10M_W2_ratio": (ratios.get((10_000_000, 2, "topk_1pct")), 0.3),
+        "runtime_overhead_ms": (runtime["overhead_ms"], 5.0),
+    }
+    return {
+        name: {"value": v, "target": t, "met": None if v is None else bool(v <= t)}
+        for name, (v, t) in values.items()
+    }
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Grouped bars: exchange time of each method and the gloo all-reduce, per (d, W)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = sorted({(g["d"], g["W"]) for g in report["grid"]})
+    series = [*METHODS, "gloo_allreduce"]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6, 2.4 * len(configs)), 4.5))
+    seconds = {(g["d"], g["W"], g["method"]): g["exchange_s"] for g in report["grid"]}
+    for b in report["baseline"]:
+        seconds[(b["d"], b["W"], "gloo_allreduce")] = b["gloo_allreduce_s"]
+    for j, name in enumerate(series):
+        heights = [seconds[(d, w, name)] * 1e3 for d, w in configs]
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(configs))]
+        hatch = "//" if name == "gloo_allreduce" else None
+        ax.bar(xs, heights, width, label=name, hatch=hatch)
+    ax.set_xticks(range(len(configs)), [f"d={_size(d)}\nW={w}" for d, w in configs])
+    ax.set_yscale("log")
+    ax.set_ylabel("exchange time per step (ms, median)")
+    ax.set_title("Ray object-store all-gather vs gloo all-reduce (dense fp32)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _size(d: int) -> str:
+    return f"{d // 1_000_000}M" if d >= 1_000_000 else f"{d // 1000}k"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="d in {1M, 10M}, W = 2, 5 rounds")
+    mode.add_argument("--smoke", action="store_true", help="d = 10k, W = 2; for tests only")
+    parser.add_argument("--out", type=Path, default=Path("results/exchange.json"))
+    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per measurement")
+    args = parser.parse_args(argv)
+    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    sizes = [10_000] if args.smoke else [1_000_000, 10_000_000]
+    worlds = [2] if args.smoke or args.quick else [2, 4]
+    rounds = args.rounds or {"smoke": 2, "quick": 5, "full": 10}[mode_name]
+    runtime_steps = 20 if args.smoke else 200
+    started = time.perf_counter()
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        ray.init(num_cpus=max(4, *worlds), include_dashboard=False, log_to_driver=False)
+    grid: list[dict[str, Any]] = []
+    baseline: list[dict[str, Any]] = []
+    try:
+        for world in worlds:
+            log(f"gloo all-reduce, W={world}, d in {[_size(d) for d in sizes]}")
+            gloo = measure_gloo(sizes, world, rounds)
+            for d in sizes:
+                baseline.append(
+                    {"d": d, "W": world, "gloo_allreduce_s": gloo[d], "bytes_per_worker": 4 * d}
+                )
+                log(f"object-store all-gather, d={_size(d)} W={world}")
+                for method, row in measure_exchange(d, world, rounds).items():
+                    row.update(d=d, W=world, method=method, gloo_allreduce_s=gloo[d])
+                    row["ratio_vs_gloo"] = row["exchange_s"] / gloo[d]
+                    grid.append(row)
+                    log(
+                        f"  {method:<12} exchange {row['exchange_s'] * 1e3:8.2f} ms  "
+                        f"gloo {gloo[d] * 1e3:8.2f} ms  ratio {row['ratio_vs_gloo']:.3f}"
+                    )
+        log(f"runtime overhead: run_job, {runtime_steps} steps")
+        runtime = measure_runtime(runtime_steps)
+        log(f"  per-step overhead {runtime['overhead_ms']:.2f} ms")
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    report: dict[str, Any] = {
+        "benchmark": "exchange",
+        "mode": mode_name,
+        "rounds": rounds,
+        "warmup_rounds": WARMUP,
+        "machine": machine(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "definitions": {
+            "exchange_s": "driver wall time from launching the W gather calls (each gets all W "
+            "buffers as ObjectRef args, decodes, applies the mean) until all return; median",
+            "decode_apply_s": "slowest actor's own decode + mean + apply time; median",
+            "compress_s": "slowest actor's compress + encode time; not part of exchange_s",
+            "compress_round_s": "driver wall time of the compress calls, including putting the "
+            "returned buffers in the object store; not part of exchange_s",
+            "bytes_per_worker": "payload.nbytes (= len(encode(payload))) sent by each worker",
+            "gloo_allreduce_s": "rank 0's median time of dist.all_reduce of the dense fp32 "
+            "d-vector among W gloo processes on 127.0.0.1, after a barrier",
+            "ratio_vs_gloo": "exchange_s / gloo_allreduce_s for the same (d, W)",
+        },
+        "grid": grid,
+        "baseline": baseline,
+        "runtime": runtime,
+        "targets": targets(grid, runtime),
+    }
+    write_json(args.out, report)
+    plot_path = args.plot or args.out.with_suffix(".png")
+    plot(report, plot_path)
+    print_summary(report, args.out, plot_path)
+    return 0
+
+
+def print_summary(report: dict[str, Any], out: Path, plot_path: Path) -> None:
+    print(f"\n{'d':>5} {'W':>2} {'method':<12}{'exchange ms':>12}{'gloo ms':>10}{'ratio':>8}")
+    for g in report["grid"]:
+        print(
+            f"{_size(g['d']):>5} {g['W']:>2} {g['method']:<12}{g['exchange_s'] * 1e3:>12.2f}"
+            f"{g['gloo_allreduce_s'] * 1e3:>10.2f}{g['ratio_vs_gloo']:>8.3f}"
+        )
+    runtime = report["runtime"]
+    print(
+        f"\nrun_job: {runtime['per_step_wall_ms']:.2f} ms/step, compute+compress "
+        f"{runtime['median_compute_plus_compress_ms']:.2f} ms, overhead "
+        f"{runtime['overhead_ms']:.2f} ms, exchange_s median {runtime['median_exchange_ms']:.2f} ms"
+    )
+    for name, target in report["targets"].items():
+        print(f"target {name}: {target['value']} (target {target['target']}, met {target['met']})")
+    print(f"\nwrote {out} and {plot_path} in {report['seconds']}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

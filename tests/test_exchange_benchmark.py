@@ -1,0 +1,54 @@
+"""The exchange benchmark runs end to end (smoke size) and writes its JSON and plot.
+
+``main`` starts a local Ray only when none is running in this process (the integration
+suite's session fixture may already have one) and shuts down only the one it started.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import ray
+
+from benchmarks.exchange import METHODS, main
+
+
+def test_exchange_benchmark_smoke(tmp_path: Path) -> None:
+    had_ray = ray.is_initialized()
+    out = tmp_path / "x.json"
+    assert main(["--smoke", "--out", str(out)]) == 0
+    assert ray.is_initialized() == had_ray
+
+    report = json.loads(out.read_text())
+    assert report["mode"] == "smoke"
+    grid = {(g["d"], g["W"], g["method"]): g for g in report["grid"]}
+    assert set(grid) == {(10_000, 2, method) for method in METHODS}
+    for row in grid.values():
+        for key in ("exchange_s", "decode_apply_s", "compress_s", "gloo_allreduce_s"):
+            assert row[key] > 0, (row["method"], key)
+        assert row["ratio_vs_gloo"] == row["exchange_s"] / row["gloo_allreduce_s"]
+    # 24-byte header + k = 100 entries of (int32 index, fp32 value)
+    assert grid[(10_000, 2, "topk_1pct")]["bytes_per_worker"] == 24 + 100 * (4 + 4)
+    assert grid[(10_000, 2, "topk_0.1pct")]["bytes_per_worker"] == 24 + 10 * (4 + 4)
+    assert grid[(10_000, 2, "dense_fp32")]["bytes_per_worker"] == 24 + 10_000 * 4
+
+    (baseline,) = report["baseline"]
+    assert (baseline["d"], baseline["W"]) == (10_000, 2)
+    assert baseline["gloo_allreduce_s"] > 0
+
+    runtime = report["runtime"]
+    assert runtime["steps"] == 20
+    assert runtime["per_step_wall_ms"] > 0
+    assert math.isfinite(runtime["overhead_ms"])
+
+    targets = report["targets"]
+    assert set(targets) == {"topk_1pct_d10M_W2_ratio", "runtime_overhead_ms"}
+    assert targets["topk_1pct_d10M_W2_ratio"]["target"] == 0.3
+    assert targets["topk_1pct_d10M_W2_ratio"]["value"] is None  # d = 10M is not in smoke mode
+    assert targets["runtime_overhead_ms"]["target"] == 5.0
+    assert targets["runtime_overhead_ms"]["value"] == runtime["overhead_ms"]
+    assert isinstance(targets["runtime_overhead_ms"]["met"], bool)
+
+    assert out.with_suffix(".png").stat().st_size > 5_000
