@@ -12,6 +12,8 @@ from sparsetrain.errors import (
     SpecError,
     TrainingError,
 )
+from sparsetrain.jobs import Job, JobEvent, JobList, MetricsPage, Problem
+from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import (
     CNNSpec,
     ConstantLR,
@@ -33,6 +35,7 @@ from sparsetrain.spec import (
     WorkersSpec,
 )
 from sparsetrain.spec.optim import AveragingSpec
+from sparsetrain.status import JobStatus
 
 __version__ = "0.1.0"
 
@@ -44,18 +47,26 @@ __all__ = [
     "CosineLR",
     "DataError",
     "DenseSpec",
+    "EvalMetrics",
     "EvalSpec",
     "InverseTimeLR",
+    "Job",
+    "JobEvent",
+    "JobList",
     "JobSpec",
+    "JobStatus",
     "LibSVMSpec",
     "LogisticRegressionSpec",
     "MLPSpec",
+    "MetricsPage",
+    "Problem",
     "RandKSpec",
     "SGDSpec",
     "SklearnSpec",
     "SparsetrainError",
     "SpecError",
     "StepLR",
+    "StepMetrics",
     "SyntheticSpec",
     "ThresholdSpec",
     "TopKSpec",

@@ -50,6 +50,7 @@ def test_api_imports_nothing_heavy_statically() -> None:
 def test_importing_the_sdk_loads_no_heavy_module() -> None:
     code = (
         "import sys, sparsetrain, sparsetrain.spec, sparsetrain.metrics, sparsetrain.errors\n"
+        "import sparsetrain.jobs, sparsetrain.status\n"
         f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN_IN_API[:5]!r}"
         " or m.startswith(('sparsetrain.service', 'sparsetrain.workers'))]\n"
         "print(','.join(sorted(bad)))\n"
@@ -60,6 +61,15 @@ def test_importing_the_sdk_loads_no_heavy_module() -> None:
 
 def test_workers_do_not_import_the_service() -> None:
     assert _violations("workers", ("sparsetrain.service", "fastapi", "sqlalchemy")) == []
+
+
+def test_service_reaches_the_workers_only_through_its_launcher() -> None:
+    found = [
+        v
+        for v in _violations("service", ("sparsetrain.workers", "torch"))
+        if not v.startswith("service/launcher.py ")
+    ]
+    assert found == []
 
 
 def test_the_rule_checker_catches_a_violation(tmp_path: Path) -> None:

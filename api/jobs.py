@@ -1,0 +1,86 @@
+"""What the control plane returns: jobs, pages of jobs, events, errors (problem+json)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.spec import JobSpec
+from sparsetrain.status import JobStatus
+
+
+class Job(BaseModel):
+    """A submitted job as the server knows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str | None = None
+    status: JobStatus
+    spec: JobSpec
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    step: int = Field(default=0, ge=0, description="Steps completed so far.")
+    total_steps: int | None = None
+    error: str | None = Field(default=None, description="Why the job failed, in one line.")
+    result: dict[str, Any] | None = Field(
+        default=None, description="Final evaluation and totals, once the job succeeded."
+    )
+
+
+class JobList(BaseModel):
+    """One page of jobs, newest first."""
+
+    items: list[Job]
+    total: int = Field(ge=0, description="Jobs matching the filter, over all pages.")
+    limit: int
+    offset: int
+
+
+EventKind = Literal["status", "checkpoint", "log"]
+
+
+class JobEvent(BaseModel):
+    """Something that happened to a job: a status change, a checkpoint, a log line."""
+
+    seq: int = Field(description="Increases with every event of the server.")
+    job_id: str
+    time: datetime
+    kind: EventKind
+    status: JobStatus | None = None
+    message: str
+
+
+class MetricsPage(BaseModel):
+    """A job's metric records from ``since`` on, possibly downsampled."""
+
+    job_id: str
+    steps: list[StepMetrics]
+    evals: list[EvalMetrics]
+    downsampled: bool = False
+
+
+class CheckpointEntry(BaseModel):
+    step: int
+    path: str
+    nbytes: int
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """An error, as ``application/problem+json`` (RFC 9457)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldProblem] | None = None
