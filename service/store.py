@@ -1,0 +1,428 @@
+"""The durable job store: jobs, their events and their metric records, on SQLAlchemy Core.
+
+SQLite (a file, WAL mode) by default, PostgreSQL by URL; only portable column types. Every
+method opens its own short transaction, so one ``JobStore`` may be shared by many threads.
+Status changes are compare-and-set updates (``UPDATE ... WHERE status = :old``), so two
+racing transitions can never both succeed and a terminal status never changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, get_args
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from sparsetrain.errors import SparsetrainError
+from sparsetrain.jobs import EventKind, Job, JobEvent, JobList, MetricsPage
+from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.service.store_schema import (
+    event_table,
+    job_table,
+    metadata,
+    metric_table,
+    sqlite_pragmas,
+)
+from sparsetrain.spec import JobSpec
+from sparsetrain.status import JobStatus
+
+_EVENT_KINDS = frozenset(get_args(EventKind))
+
+
+class StoreError(SparsetrainError):
+    """Root of the job store's errors."""
+
+
+class JobNotFound(StoreError):  # noqa: N818 (names are the public interface)
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} not found")
+
+
+class IllegalTransition(StoreError):  # noqa: N818 (names are the public interface)
+    def __init__(self, job_id: str, current: JobStatus, to: JobStatus) -> None:
+        self.job_id, self.current, self.to = job_id, current, to
+        super().__init__(f"job {job_id} is {current.value} and cannot become {to.value}")
+
+
+class IdempotencyConflict(StoreError):  # noqa: N818 (names are the public interface)
+    """The owner reused an Idempotency-Key with a different spec."""
+
+
+class JobNotTerminal(StoreError):  # noqa: N818 (names are the public interface)
+    def __init__(self, job_id: str, current: JobStatus) -> None:
+        self.job_id, self.current = job_id, current
+        super().__init__(f"job {job_id} is {current.value}; cancel it first")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _add_event(
+    conn: Connection, job_id: str, now: datetime, kind: str, status: JobStatus | None, message: str
+) -> int:
+    """Insert one event row and return its ``seq``."""
+    value = status.value if status is not None else None
+    values = {"job_id": job_id, "time": now, "kind": kind, "status": value, "message": message}
+    key = conn.execute(sa.insert(event_table).values(values)).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _downsample(n: int, max_points: int) -> list[int]:
+    """Indices of an evenly spaced subset of ``range(n)`` keeping the first and the last."""
+    if n <= max_points:
+        return list(range(n))
+    if max_points == 1:
+        return [n - 1]
+    return sorted({round(i * (n - 1) / (max_points - 1)) for i in range(max_points)})
+
+
+class JobStore:
+    """Jobs, events and metrics in one SQL database; safe to share between threads."""
+
+    def __init__(self, url: str) -> None:
+        """Connect to ``url`` and create the tables that are missing.
+
+        A SQLite file's parent folder is created; SQLite runs in WAL mode with foreign keys on.
+        """
+        parsed = sa.make_url(url)
+        kwargs: dict[str, Any] = {}
+        # A lock serialises calls only for in-memory SQLite, where all threads share one connection.
+        self._lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if parsed.get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False}
+            database = parsed.database or ""
+            if database in ("", ":memory:") or "mode=memory" in url:
+                kwargs["poolclass"] = StaticPool
+                self._lock = threading.RLock()
+            elif not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self._engine = sa.create_engine(url, **kwargs)
+        if self._engine.dialect.name == "sqlite":
+            sa.event.listen(self._engine, "connect", sqlite_pragmas)
+        metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        """Close every pooled connection; the store must not be used afterwards."""
+        self._engine.dispose()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._lock, self._engine.begin() as conn:
+            yield conn
+
+    def ping(self) -> bool:
+        """True when the database answers ``SELECT 1``."""
+        try:
+            with self._tx() as conn:
+                return conn.execute(sa.text("SELECT 1")).scalar() == 1
+        except Exception:
+            return False
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _job(row: Row[Any]) -> Job:
+        data = dict(row._mapping)
+        del data["owner"], data["idempotency_key"]
+        result_json = data.pop("result_json")
+        data["result"] = json.loads(result_json) if result_json is not None else None
+        data["spec"] = JobSpec.model_validate_json(data.pop("spec_json"))
+        return Job.model_validate(data)
+
+    @staticmethod
+    def _row(conn: Connection, job_id: str, owner: str | None = None) -> Row[Any]:
+        query = sa.select(job_table).where(job_table.c.id == job_id)
+        if owner is not None:
+            query = query.where(job_table.c.owner == owner)
+        row = conn.execute(query).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return row
+
+    def _by_key(self, conn: Connection, owner: str, key: str, spec_json: str) -> Job | None:
+        row = conn.execute(
+            sa.select(job_table).where(
+                job_table.c.owner == owner, job_table.c.idempotency_key == key
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.spec_json != spec_json:
+            raise IdempotencyConflict(
+                f"Idempotency-Key {key!r} was already used for job {row.id} with a different spec"
+            )
+        return self._job(row)
+
+    def create_job(
+        self, spec: JobSpec, owner: str, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Insert a PENDING job and its "submitted" event; return ``(job, created)``.
+
+        A key this owner already used returns that job with ``created=False`` when the spec is
+        equal, and raises ``IdempotencyConflict`` otherwise.
+        """
+        spec_json = spec.model_dump_json()
+        if idempotency_key is not None:
+            with self._tx() as conn:
+                existing = self._by_key(conn, owner, idempotency_key, spec_json)
+            if existing is not None:
+                return existing, False
+        now = _now()
+        job_id = uuid.uuid4().hex[:16]
+        try:
+            with self._tx() as conn:
+                row: dict[str, Any] = {
+                    "id": job_id,
+                    "owner": owner,
+                    "name": spec.name,
+                    "spec_json": spec_json,
+                }
+                row |= {"idempotency_key": idempotency_key, "created_at": now, "updated_at": now}
+                conn.execute(
+                    sa.insert(job_table).values(status=JobStatus.PENDING.value, step=0, **row)
+                )
+                _add_event(conn, job_id, now, "status", JobStatus.PENDING, "submitted")
+                return self._job(self._row(conn, job_id)), True
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            with self._tx() as conn:  # a concurrent create with the same key won the race
+                existing = self._by_key(conn, owner, idempotency_key, spec_json)
+            if existing is None:
+                raise
+            return existing, False
+
+    def get_job(self, job_id: str, owner: str | None = None) -> Job:
+        """The job; ``JobNotFound`` when missing or (with ``owner``) someone else's."""
+        with self._tx() as conn:
+            return self._job(self._row(conn, job_id, owner))
+
+    def list_jobs(
+        self, owner: str | None, status: JobStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> JobList:
+        """One page of jobs, newest first; ``owner``/``status`` None match any."""
+        conditions = []
+        if owner is not None:
+            conditions.append(job_table.c.owner == owner)
+        if status is not None:
+            conditions.append(job_table.c.status == status.value)
+        with self._tx() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(job_table).where(*conditions)
+            ).scalar_one()
+            rows = conn.execute(
+                sa.select(job_table)
+                .where(*conditions)
+                .order_by(job_table.c.created_at.desc(), job_table.c.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return JobList(items=[self._job(r) for r in rows], total=total, limit=limit, offset=offset)
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        reason: str,
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> Job:
+        """Move the job to ``to`` and record a "status" event with ``reason``; return the job.
+
+        Raises ``IllegalTransition`` unless ``current.can_become(to)`` (so never from a terminal
+        status, nor to the current one); then nothing changes. Sets ``started_at`` on entering
+        RUNNING, ``finished_at`` on entering a terminal status, ``error``/``result`` when given.
+        """
+        while True:
+            with self._tx() as conn:
+                current = JobStatus(self._row(conn, job_id).status)
+                if not current.can_become(to):
+                    raise IllegalTransition(job_id, current, to)
+                now = _now()
+                values: dict[str, Any] = {"status": to.value, "updated_at": now}
+                if to is JobStatus.RUNNING:
+                    values["started_at"] = now
+                if to.is_terminal:
+                    values["finished_at"] = now
+                if error is not None:
+                    values["error"] = error
+                if result is not None:
+                    values["result_json"] = json.dumps(result)
+                changed = conn.execute(
+                    job_table.update()
+                    .where(job_table.c.id == job_id, job_table.c.status == current.value)
+                    .values(**values)
+                ).rowcount
+                if changed != 1:
+                    continue  # someone else moved it first: roll back and re-read
+                _add_event(conn, job_id, now, "status", to, reason)
+                return self._job(self._row(conn, job_id))
+
+    def set_progress(self, job_id: str, step: int, total_steps: int | None) -> None:
+        """Set the job's ``step``/``total_steps`` and ``updated_at``; records no event."""
+        with self._tx() as conn:
+            changed = conn.execute(
+                job_table.update()
+                .where(job_table.c.id == job_id)
+                .values(step=step, total_steps=total_steps, updated_at=_now())
+            ).rowcount
+        if changed == 0:
+            raise JobNotFound(job_id)
+
+    def delete_job(self, job_id: str, owner: str | None = None) -> None:
+        """Delete a terminal job with its events and metrics; ``JobNotTerminal`` otherwise."""
+        with self._tx() as conn:
+            current = JobStatus(self._row(conn, job_id, owner).status)
+            if not current.is_terminal:
+                raise JobNotTerminal(job_id, current)
+            conn.execute(event_table.delete().where(event_table.c.job_id == job_id))
+            conn.execute(metric_table.delete().where(metric_table.c.job_id == job_id))
+            conn.execute(job_table.delete().where(job_table.c.id == job_id))
+
+    def active_jobs(self) -> list[Job]:
+        """Every job not in a terminal status, of any owner, oldest first."""
+        live = [s.value for s in JobStatus if not s.is_terminal]
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(job_table)
+                .where(job_table.c.status.in_(live))
+                .order_by(job_table.c.created_at, job_table.c.id)
+            ).all()
+        return [self._job(r) for r in rows]
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """Number of jobs in each status, every status present (0 when none)."""
+        counts = dict.fromkeys(JobStatus, 0)
+        with self._tx() as conn:
+            for status, n in conn.execute(
+                sa.select(job_table.c.status, sa.func.count()).group_by(job_table.c.status)
+            ):
+                counts[JobStatus(status)] = n
+        return counts
+
+    # -- events -------------------------------------------------------------------------
+
+    def add_event(
+        self, job_id: str, kind: str, message: str, status: JobStatus | None = None
+    ) -> JobEvent:
+        """Append an event (kind "status", "checkpoint" or "log") to the job and return it."""
+        if kind not in _EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; known: {sorted(_EVENT_KINDS)}")
+        now = _now()
+        with self._tx() as conn:
+            self._row(conn, job_id)
+            seq = _add_event(conn, job_id, now, kind, status, message)
+        values = {"seq": seq, "job_id": job_id, "time": now, "kind": kind, "status": status}
+        return JobEvent.model_validate({**values, "message": message})
+
+    def events(self, job_id: str, after_seq: int = 0, limit: int = 1000) -> list[JobEvent]:
+        """The job's events with ``seq > after_seq``, ascending, at most ``limit``."""
+        with self._tx() as conn:
+            self._row(conn, job_id)
+            rows = conn.execute(
+                sa.select(event_table)
+                .where(event_table.c.job_id == job_id, event_table.c.seq > after_seq)
+                .order_by(event_table.c.seq)
+                .limit(limit)
+            ).all()
+        return [JobEvent.model_validate(r._asdict()) for r in rows]
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def add_metrics(
+        self, job_id: str, steps: Sequence[StepMetrics], evals: Sequence[EvalMetrics]
+    ) -> int:
+        """Store new metric records in one transaction; return how many were new.
+
+        Idempotent on (job, kind, step): a record whose step is already stored (or repeated
+        in the batch) is ignored, so replaying a batch or a backfill never duplicates.
+        """
+        added = 0
+        with self._tx() as conn:
+            self._row(conn, job_id)
+            for kind, records in (("step", steps), ("eval", evals)):
+                batch: dict[int, str] = {}
+                for record in records:
+                    batch.setdefault(record.step, record.model_dump_json())
+                if not batch:
+                    continue
+                stored = set(
+                    conn.execute(
+                        sa.select(metric_table.c.step).where(
+                            metric_table.c.job_id == job_id,
+                            metric_table.c.kind == kind,
+                            metric_table.c.step.between(min(batch), max(batch)),
+                        )
+                    ).scalars()
+                )
+                rows = [
+                    {"job_id": job_id, "kind": kind, "step": step, "payload": payload}
+                    for step, payload in batch.items()
+                    if step not in stored
+                ]
+                if rows:
+                    result = conn.execute(self._insert_ignore(), rows)
+                    sane = self._engine.dialect.supports_sane_multi_rowcount
+                    added += result.rowcount if sane and result.rowcount >= 0 else len(rows)
+        return added
+
+    def _insert_ignore(self) -> Any:
+        """INSERT that skips rows whose key exists (a race with a concurrent add_metrics)."""
+        name = self._engine.dialect.name
+        if name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(metric_table).on_conflict_do_nothing()
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(metric_table).on_conflict_do_nothing()
+        return sa.insert(metric_table)  # other backends: rows were filtered by the existence check
+
+    def metrics(self, job_id: str, since: int = 0, max_points: int | None = None) -> MetricsPage:
+        """Step and eval records with ``step >= since``, ascending.
+
+        With more step records than ``max_points`` an evenly spaced subset that keeps the first
+        and the last is returned (``downsampled=True``); evals are never downsampled.
+        """
+        if max_points is not None and max_points < 1:
+            raise ValueError("max_points must be at least 1")
+        with self._tx() as conn:
+            self._row(conn, job_id)
+            query = (
+                sa.select(metric_table.c.kind, metric_table.c.payload)
+                .where(metric_table.c.job_id == job_id, metric_table.c.step >= since)
+                .order_by(metric_table.c.step)
+            )
+            step_rows = conn.execute(query.where(metric_table.c.kind == "step")).all()
+            eval_rows = conn.execute(query.where(metric_table.c.kind == "eval")).all()
+        keep = _downsample(len(step_rows), max_points or len(step_rows) or 1)
+        return MetricsPage(
+            job_id=job_id,
+            steps=[StepMetrics.model_validate_json(step_rows[i].payload) for i in keep],
+            evals=[EvalMetrics.model_validate_json(r.payload) for r in eval_rows],
+            downsampled=len(keep) < len(step_rows),
+        )
+
+    def last_metric_step(self, job_id: str) -> int | None:
+        """The largest step of the job's stored step records, None when there are none."""
+        with self._tx() as conn:
+            self._row(conn, job_id)
+            return conn.execute(
+                sa.select(sa.func.max(metric_table.c.step)).where(
+                    metric_table.c.job_id == job_id, metric_table.c.kind == "step"
+                )
+            ).scalar()
