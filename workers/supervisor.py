@@ -31,6 +31,7 @@ from sparsetrain.workers.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from sparsetrain.workers.export import export_model
 from sparsetrain.workers.reducer import Reducer
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import RankStats, step_metrics
@@ -85,6 +86,7 @@ class Supervisor:
         self.helpers: list[Any] = []  # reducer / parameter server actors, killed at the end
         self._telemetry: JobTelemetry | None = None
         self._final: dict[str, Any] = {}
+        self._setup: Any = None
 
     # ---- control, callable while the job runs -------------------------------------------
     def start(self) -> None:
@@ -117,6 +119,11 @@ class Supervisor:
                 "evals": [e.model_dump() for e in self.evals if e.step >= since],
             }
 
+    def checkpoint_list(self) -> list[dict[str, Any]]:
+        """Checkpoints written so far: step, path, size."""
+        with self._lock:
+            return list(self.checkpoints)
+
     def result(self) -> dict[str, Any]:
         """Final parameters and memories (numpy), available once the job has succeeded."""
         return self._final
@@ -145,6 +152,7 @@ class Supervisor:
         spec = self.spec
         check_resources(spec, ray.cluster_resources())
         setup = prepare(spec)  # validates the spec against the data and builds x_0
+        self._setup = setup
         self.total_steps = total = setup.total_steps
         numel = setup.model.numel
         start, initial_params = 0, setup.model.flat.numpy()
@@ -160,10 +168,7 @@ class Supervisor:
         if spec.exchange.mode == "async":
             server = train_async(self, total, numel, initial)
             if not self.stopping():
-                self._final = {
-                    "params": ray.get(server.params.remote()),
-                    "memories": ray.get([w.memory.remote() for w in self.workers]),
-                }
+                self._finish(ray.get(server.params.remote()))
             return
         reduced = spec.exchange.transport == "reduce"
         reducer: Any = None
@@ -202,11 +207,15 @@ class Supervisor:
                 inputs = []
         finals = self._apply_pending(total, inputs, reduced, evaluate=True)
         self.record_eval(EvalMetrics(**finals[0]["eval"]))
-        params = self._checkpoint(total)
+        self._finish(self._checkpoint(total))
+
+    def _finish(self, params: Any) -> None:
+        """Keep the final parameters and memories, and write the model file."""
         self._final = {
             "params": params,
             "memories": ray.get([w.memory.remote() for w in self.workers]),
         }
+        export_model(self.checkpoint_root, self._setup.model, torch.from_numpy(np.array(params)))
 
     def _apply_pending(
         self, done: int, inputs: list[Any], reduced: bool, *, evaluate: bool
