@@ -1,0 +1,57 @@
+"""Bearer-token authentication: a token maps to the principal that owns its jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+ANONYMOUS = "anonymous"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenTable:
+    """Known token digests and their principals; empty means authentication is off."""
+
+    def __init__(self, digests: dict[str, str]) -> None:
+        self._principals = digests  # sha256 hex -> principal
+
+    @classmethod
+    def from_settings(cls, pairs: str | None, path: Path | None) -> TokenTable:
+        """Parse ``principal:token`` pairs and a file of ``principal sha256hex`` lines.
+
+        Raises ``ValueError`` naming the entry that is malformed.
+        """
+        digests: dict[str, str] = {}
+        for entry in (pairs or "").split(","):
+            if not entry.strip():
+                continue
+            principal, sep, token = entry.strip().partition(":")
+            if not sep or not principal or not token:
+                raise ValueError("SPARSETRAIN_API_TOKENS entries must be 'principal:token'")
+            digests[token_digest(token)] = principal
+        if path is not None:
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                parts = line.split()
+                if len(parts) != 2 or len(parts[1]) != 64:
+                    raise ValueError(f"{path}:{number}: expected 'principal sha256-hex'")
+                digests[parts[1].lower()] = parts[0]
+        return cls(digests)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._principals)
+
+    def principal(self, token: str) -> str | None:
+        """The principal of ``token``, or None. Compares digests in constant time."""
+        digest = token_digest(token)
+        found = None
+        for known, principal in self._principals.items():
+            if hmac.compare_digest(known, digest):
+                found = principal
+        return found

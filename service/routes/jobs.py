@@ -1,0 +1,165 @@
+"""``/v1/jobs``: submit, list, inspect, cancel and delete jobs, and read what they produce."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+
+from sparsetrain.jobs import CheckpointEntry, Job, JobList, MetricsPage
+from sparsetrain.service.deps import Principal, State
+from sparsetrain.service.store import JobNotFound
+from sparsetrain.service.validation import check_spec
+from sparsetrain.spec import JobSpec
+from sparsetrain.status import JobStatus
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+JobId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$", description="Job id.")]
+SSE_POLL_S = 0.25
+
+
+@router.post("", status_code=201, response_model=Job, summary="Submit a job")
+def submit(
+    spec: JobSpec,
+    state: State,
+    principal: Principal,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Job:
+    """Store the job as PENDING; the control plane starts it within a moment. A retry with
+    the same ``Idempotency-Key`` returns the first job (200) instead of making another."""
+    settings = state.settings
+    checked = check_spec(
+        spec, data_roots=settings.resolved_data_roots(), storage=settings.resolved_storage()
+    )
+    job, created = state.store.create_job(checked, principal, idempotency_key)
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.get("", response_model=JobList, summary="List jobs, newest first")
+def list_jobs(
+    state: State,
+    principal: Principal,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    limit = min(limit, state.settings.max_page_size)
+    return state.store.list_jobs(principal, status=status, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=Job, summary="One job")
+def get_job(job_id: JobId, state: State, principal: Principal) -> Job:
+    return state.store.get_job(job_id, principal)
+
+
+@router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a job")
+def cancel(job_id: JobId, state: State, principal: Principal) -> Job:
+    """Stop the job's workers and mark it CANCELLED; 409 if it has already ended."""
+    job = state.store.get_job(job_id, principal)
+    if job.status in (JobStatus.STARTING, JobStatus.RUNNING):
+        state.launcher.cancel(job_id)
+    return state.store.transition(job_id, JobStatus.CANCELLED, f"cancelled by {principal}")
+
+
+@router.delete("/{job_id}", status_code=204, summary="Delete an ended job")
+def delete(job_id: JobId, state: State, principal: Principal) -> Response:
+    state.store.delete_job(job_id, principal)
+    return Response(status_code=204)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPage, summary="Metric records")
+def metrics(
+    job_id: JobId,
+    state: State,
+    principal: Principal,
+    since: Annotated[int, Query(ge=0)] = 0,
+    max_points: Annotated[int | None, Query(ge=2, le=100_000)] = None,
+) -> MetricsPage:
+    """Step records from ``since`` on (evenly downsampled to ``max_points``) and every
+    evaluation from ``since`` on."""
+    state.store.get_job(job_id, principal)
+    points = max_points or state.settings.metrics_max_points
+    return state.store.metrics(job_id, since=since, max_points=points)
+
+
+@router.get("/{job_id}/events", summary="Server-Sent Events until the job ends")
+async def events(
+    job_id: JobId,
+    request: Request,
+    state: State,
+    principal: Principal,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """A ``text/event-stream`` of the job's events (``status``, ``checkpoint``, ``log``) and
+    new metrics (``metrics``), in order; ends with an ``end`` event once the job has ended.
+    ``Last-Event-ID`` resumes after that event."""
+    await run_in_threadpool(state.store.get_job, job_id, principal)
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    return StreamingResponse(
+        _event_stream(state, job_id, after, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _event_stream(
+    state: State, job_id: str, after: int, request: Request
+) -> AsyncIterator[str]:
+    store = state.store
+    next_step, last_eval = 0, -1
+    while True:
+        try:
+            job = await run_in_threadpool(store.get_job, job_id)
+        except JobNotFound:
+            return
+        for event in await run_in_threadpool(store.events, job_id, after):
+            after = event.seq
+            yield f"id: {event.seq}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
+        page = await run_in_threadpool(store.metrics, job_id, next_step)
+        page.evals = [e for e in page.evals if e.step > last_eval]
+        if page.steps or page.evals:
+            next_step = page.steps[-1].step + 1 if page.steps else next_step
+            last_eval = page.evals[-1].step if page.evals else last_eval
+            yield f"event: metrics\ndata: {page.model_dump_json()}\n\n"
+        if job.status.is_terminal:
+            yield f"event: end\ndata: {job.model_dump_json(include={'id', 'status', 'error'})}\n\n"
+            return
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(SSE_POLL_S)
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="The job's log")
+def logs(job_id: JobId, state: State, principal: Principal) -> str:
+    """Every event of the job as a line of text, oldest first."""
+    state.store.get_job(job_id, principal)
+    lines = []
+    for event in state.store.events(job_id, 0, limit=100_000):
+        status = f" [{event.status.value}]" if event.status else ""
+        lines.append(f"{event.time.isoformat()} {event.kind}{status} {event.message}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointEntry], summary="Checkpoints")
+def checkpoints(job_id: JobId, state: State, principal: Principal) -> list[CheckpointEntry]:
+    job = state.store.get_job(job_id, principal)
+    return [CheckpointEntry(**c) for c in state.launcher.checkpoints(job_id, job.spec)]
+
+
+@router.get("/{job_id}/model", summary="The final weights (a torch state dict)")
+def model(job_id: JobId, state: State, principal: Principal) -> FileResponse:
+    """``torch.load(file, weights_only=True)`` gives the trained module's state dict."""
+    job = state.store.get_job(job_id, principal)
+    path = state.launcher.model_path(job_id, job.spec) if job.status.is_terminal else None
+    if path is None or "://" in path:
+        raise JobNotFound(f"job {job_id} has no model file (yet)")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}-model.pt")

@@ -1,0 +1,48 @@
+"""``/v1/compressors``, ``/v1/models``, ``/v1/datasets``: what a spec may name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from sparsetrain.service.deps import Principal
+from sparsetrain.spec import COMPRESSION_SPECS, DATA_SPECS, MODEL_SPECS
+
+router = APIRouter(prefix="/v1", tags=["registries"])
+
+
+class Kind(BaseModel):
+    """One registered kind and the JSON Schema of its parameters."""
+
+    kind: str
+    description: str
+    parameters: dict[str, Any]
+
+
+def _kinds(registry: Mapping[str, type[BaseModel]]) -> list[Kind]:
+    return [
+        Kind(
+            kind=kind,
+            description=(cls.__doc__ or "").strip().splitlines()[0],
+            parameters=cls.model_json_schema(),
+        )
+        for kind, cls in sorted(registry.items())
+    ]
+
+
+@router.get("/compressors", response_model=list[Kind])
+def compressors(_: Principal) -> list[Kind]:
+    return _kinds(COMPRESSION_SPECS)
+
+
+@router.get("/models", response_model=list[Kind])
+def models(_: Principal) -> list[Kind]:
+    return _kinds(MODEL_SPECS)
+
+
+@router.get("/datasets", response_model=list[Kind])
+def datasets(_: Principal) -> list[Kind]:
+    return _kinds(DATA_SPECS)

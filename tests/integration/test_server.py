@@ -1,0 +1,179 @@
+"""The real control plane: a uvicorn process on a real port, a real SQLite file, and the
+session's local Ray cluster. Includes killing the server with SIGKILL mid-job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import ray
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+DEADLINE_S = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``python -m sparsetrain.service serve`` as a child process."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "SPARSETRAIN_DATA_DIR": str(data_dir),
+            "SPARSETRAIN_MONITOR_INTERVAL_S": "0.2",
+            "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "server.log"
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sparsetrain.service", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server did not become ready:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path / "data")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _spec(steps: int, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"kind": "logistic_regression"},
+        "data": {"kind": "synthetic", "n": 400, "d": 20},
+        "compression": {"kind": "topk", "ratio": 0.1},
+        "workers": {"count": 2},
+        "batch_size": 4,
+        "steps": steps,
+        "eval": {"every": 50},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def _wait(url: str, job_id: str, until: Any) -> dict[str, Any]:
+    """Poll the job until ``until(job)`` holds (bounded)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
+        if until(job):
+            return job
+        assert job["status"] not in ("FAILED", "CANCELLED"), job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never reached the condition")
+
+
+def test_submit_runs_to_success_with_metrics(server: Server) -> None:
+    created = httpx.post(f"{server.url}/v1/jobs", json=_spec(60), timeout=10)
+    assert created.status_code == 201
+    job_id = created.json()["id"]
+    job = _wait(server.url, job_id, lambda j: j["status"] == "SUCCEEDED")
+    assert job["step"] == 60 and job["result"]["final"]["train_loss"] < 0.6932
+    metrics = httpx.get(f"{server.url}/v1/jobs/{job_id}/metrics", timeout=10).json()
+    assert [m["step"] for m in metrics["steps"]] == list(range(60))
+    events = httpx.get(f"{server.url}/v1/jobs/{job_id}/events", timeout=30).text
+    statuses = [
+        block.split('"status":"', 1)[1].split('"', 1)[0]
+        for block in events.split("\n\n")
+        if block.startswith("id: ") and "event: status" in block
+    ]
+    assert statuses == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
+    assert events.rstrip().split("\n\n")[-1].startswith("event: end")
+    model = httpx.get(f"{server.url}/v1/jobs/{job_id}/model", timeout=10)
+    assert model.status_code == 200 and len(model.content) > 100
+    checkpoints = httpx.get(f"{server.url}/v1/jobs/{job_id}/checkpoints", timeout=10).json()
+    assert [c["step"] for c in checkpoints] == [60]
+
+
+def test_cancel_a_running_job(server: Server) -> None:
+    job_id = httpx.post(f"{server.url}/v1/jobs", json=_spec(100_000), timeout=10).json()["id"]
+    _wait(server.url, job_id, lambda j: j["status"] == "RUNNING")
+    cancelled = httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel", timeout=30)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
+    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    assert f"job-{job_id}" not in names
+
+
+def test_a_job_outlives_a_killed_server(tmp_path: Path) -> None:
+    """SIGKILL the server mid-job, start it again: the job finishes, no metric is lost."""
+    first = Server(tmp_path / "data")
+    first.start()
+    try:
+        job_id = httpx.post(f"{first.url}/v1/jobs", json=_spec(1500), timeout=10).json()["id"]
+        _wait(first.url, job_id, lambda j: j["status"] == "RUNNING" and j["step"] > 0)
+    finally:
+        first.kill()
+    second = Server(tmp_path / "data")
+    second.start()
+    try:
+        job = _wait(second.url, job_id, lambda j: j["status"] == "SUCCEEDED")
+        assert job["step"] == 1500
+        steps = httpx.get(
+            f"{second.url}/v1/jobs/{job_id}/metrics", params={"max_points": 100_000}, timeout=30
+        ).json()["steps"]
+        assert [m["step"] for m in steps] == list(range(1500))
+    finally:
+        second.stop()
+
+
+def test_tokens_on_a_real_server(tmp_path: Path) -> None:
+    secured = Server(tmp_path / "data", SPARSETRAIN_API_TOKENS="alice:s3cret")
+    secured.start()
+    try:
+        assert httpx.get(f"{secured.url}/v1/jobs", timeout=10).status_code == 401
+        ok = httpx.get(
+            f"{secured.url}/v1/jobs", headers={"Authorization": "Bearer s3cret"}, timeout=10
+        )
+        assert ok.status_code == 200
+    finally:
+        secured.stop()

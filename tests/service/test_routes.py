@@ -1,0 +1,253 @@
+"""The REST API through httpx's ASGI transport, a real SQLite store and a fake launcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from sparsetrain.jobs import Job, JobList, MetricsPage
+from sparsetrain.service.app import create_app
+from sparsetrain.service.settings import Settings
+from sparsetrain.status import JobStatus
+from tests.service.conftest import job_spec
+from tests.service.fakes import FakeLauncher
+
+pytestmark = pytest.mark.anyio
+Tick = Callable[[int], None]
+
+
+async def _submit(client: httpx.AsyncClient, **overrides: object) -> Job:
+    response = await client.post("/v1/jobs", json=job_spec(**overrides))
+    assert response.status_code == 201, response.text
+    return Job.model_validate(response.json())
+
+
+async def test_submit_run_succeed(client: httpx.AsyncClient, tick: Tick) -> None:
+    job = await _submit(client)
+    assert job.status is JobStatus.PENDING
+    tick(1)  # submitted -> STARTING
+    assert (await client.get(f"/v1/jobs/{job.id}")).json()["status"] == "STARTING"
+    tick(1)  # 4 of 10 steps -> RUNNING
+    running = Job.model_validate((await client.get(f"/v1/jobs/{job.id}")).json())
+    assert running.status is JobStatus.RUNNING and running.step == 4
+    tick(2)  # 10 of 10 -> SUCCEEDED
+    done = Job.model_validate((await client.get(f"/v1/jobs/{job.id}")).json())
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.started_at is not None and done.finished_at is not None
+    assert done.result is not None and done.result["bytes_sent"] == 10 * 200
+    page = MetricsPage.model_validate((await client.get(f"/v1/jobs/{job.id}/metrics")).json())
+    assert [m.step for m in page.steps] == list(range(10))
+    assert len(page.evals) == 1
+
+
+async def test_location_header_and_list_newest_first(client: httpx.AsyncClient) -> None:
+    first = await _submit(client, name="first")
+    second = await _submit(client, name="second")
+    response = await client.get("/v1/jobs", params={"limit": 1})
+    page = JobList.model_validate(response.json())
+    assert page.total == 2 and [j.id for j in page.items] == [second.id]
+    page = JobList.model_validate((await client.get("/v1/jobs?limit=1&offset=1")).json())
+    assert [j.id for j in page.items] == [first.id]
+    created = await client.post("/v1/jobs", json=job_spec())
+    assert created.headers["location"] == f"/v1/jobs/{created.json()['id']}"
+
+
+async def test_filter_by_status(client: httpx.AsyncClient, tick: Tick) -> None:
+    job = await _submit(client)
+    await _submit(client)
+    await client.post(f"/v1/jobs/{job.id}/cancel")
+    page = (await client.get("/v1/jobs", params={"status": "CANCELLED"})).json()
+    assert [item["id"] for item in page["items"]] == [job.id]
+
+
+async def test_idempotent_submit(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "abc-123"}
+    first = await client.post("/v1/jobs", json=job_spec(), headers=headers)
+    again = await client.post("/v1/jobs", json=job_spec(), headers=headers)
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    assert (await client.get("/v1/jobs")).json()["total"] == 1
+    other = await client.post("/v1/jobs", json=job_spec(steps=11), headers=headers)
+    assert other.status_code == 409
+    assert other.headers["content-type"] == "application/problem+json"
+
+
+async def test_invalid_spec_is_a_problem_with_field_paths(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/jobs", json=job_spec(compression={"kind": "topk", "ratio": 2.0}, typo=1)
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    locs = [error["loc"] for error in body["errors"]]
+    assert ["compression", "topk", "ratio"] in locs and ["typo"] in locs
+    assert "Traceback" not in response.text
+
+
+async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+async def test_cancel_and_delete(
+    client: httpx.AsyncClient, tick: Tick, launcher: FakeLauncher
+) -> None:
+    job = await _submit(client)
+    tick(2)
+    assert (await client.delete(f"/v1/jobs/{job.id}")).status_code == 409
+    cancelled = await client.post(f"/v1/jobs/{job.id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
+    assert launcher.cancelled == [job.id]
+    assert (await client.post(f"/v1/jobs/{job.id}/cancel")).status_code == 409
+    tick(2)  # a terminal job is never moved again
+    assert (await client.get(f"/v1/jobs/{job.id}")).json()["status"] == "CANCELLED"
+    assert (await client.delete(f"/v1/jobs/{job.id}")).status_code == 204
+    assert (await client.get(f"/v1/jobs/{job.id}")).status_code == 404
+
+
+async def test_failed_job_says_why(
+    client: httpx.AsyncClient, tick: Tick, launcher: FakeLauncher
+) -> None:
+    job = await _submit(client)
+    tick(2)
+    launcher.fail(job.id, "non-finite loss or gradient (step 3, rank 1)")
+    tick(1)
+    body = (await client.get(f"/v1/jobs/{job.id}")).json()
+    assert body["status"] == "FAILED"
+    assert body["error"] == "non-finite loss or gradient (step 3, rank 1)"
+
+
+async def test_lost_supervisor_fails_the_job(
+    client: httpx.AsyncClient, tick: Tick, launcher: FakeLauncher
+) -> None:
+    job = await _submit(client)
+    tick(2)
+    launcher.lose(job.id)
+    tick(1)
+    body = (await client.get(f"/v1/jobs/{job.id}")).json()
+    assert body["status"] == "FAILED" and "supervisor is gone" in body["error"]
+
+
+async def test_metrics_since_and_downsampling(client: httpx.AsyncClient, tick: Tick) -> None:
+    job = await _submit(client, steps=40)
+    tick(12)
+    page = (await client.get(f"/v1/jobs/{job.id}/metrics", params={"since": 30})).json()
+    assert [m["step"] for m in page["steps"]] == list(range(30, 40))
+    page = (await client.get(f"/v1/jobs/{job.id}/metrics", params={"max_points": 5})).json()
+    steps = [m["step"] for m in page["steps"]]
+    assert page["downsampled"] and len(steps) <= 5 and steps[0] == 0 and steps[-1] == 39
+
+
+async def test_event_stream_in_order_and_ends(client: httpx.AsyncClient, tick: Tick) -> None:
+    job = await _submit(client)
+    tick(4)
+    response = await client.get(f"/v1/jobs/{job.id}/events")
+    assert response.headers["content-type"].startswith("text/event-stream")
+    blocks = [b for b in response.text.split("\n\n") if b.strip()]
+    kinds = [b.split("event: ", 1)[1].splitlines()[0] for b in blocks]
+    assert kinds[-1] == "end" and "metrics" in kinds
+    statuses = [b for b in blocks if "event: status" in b]
+    order = [s.split('"status":"', 1)[1].split('"', 1)[0] for s in statuses]
+    assert order == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
+    ids = [int(b.split("id: ", 1)[1].splitlines()[0]) for b in blocks if b.startswith("id: ")]
+    assert ids == sorted(ids)
+    resumed = await client.get(f"/v1/jobs/{job.id}/events", headers={"Last-Event-ID": str(ids[1])})
+    assert f"id: {ids[0]}\n" not in resumed.text and f"id: {ids[2]}\n" in resumed.text
+
+
+async def test_logs_and_checkpoints(client: httpx.AsyncClient, tick: Tick) -> None:
+    job = await _submit(client)
+    tick(4)
+    logs = (await client.get(f"/v1/jobs/{job.id}/logs")).text
+    assert "SUCCEEDED" in logs and logs.count("\n") >= 4
+    checkpoints = (await client.get(f"/v1/jobs/{job.id}/checkpoints")).json()
+    assert checkpoints[0]["step"] == 10
+    assert (await client.get(f"/v1/jobs/{job.id}/model")).status_code == 404
+
+
+async def test_internal_errors_do_not_leak(
+    client: httpx.AsyncClient, launcher: FakeLauncher
+) -> None:
+    job = await _submit(client)
+    launcher.broken_checkpoints = True
+    response = await client.get(f"/v1/jobs/{job.id}/checkpoints")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "secret" not in response.text and "Traceback" not in response.text
+
+
+async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/v1/jobs/0123456789abcdef")).status_code == 404
+    assert (await client.get("/v1/jobs/../../etc")).status_code in (404, 422)
+    assert (await client.get("/v1/jobs/NOT-AN-ID")).status_code == 422
+
+
+async def test_data_paths_must_stay_inside_the_data_roots(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    outside = await client.post(
+        "/v1/jobs", json=job_spec(data={"kind": "libsvm", "path": "../../etc/passwd"})
+    )
+    assert outside.status_code == 422
+    assert outside.json()["errors"][0]["loc"] == ["data", "path"]
+    inside = await client.post("/v1/jobs", json=job_spec(data={"kind": "libsvm", "path": "a.svm"}))
+    assert inside.status_code == 201
+    root = settings.resolved_data_roots()[0]
+    assert inside.json()["spec"]["data"]["path"] == str(root / "a.svm")
+    escape = await client.post("/v1/jobs", json=job_spec(resume_from="/tmp/elsewhere.ckpt"))
+    assert escape.status_code == 422
+
+
+async def test_registries(client: httpx.AsyncClient) -> None:
+    kinds = {k["kind"] for k in (await client.get("/v1/compressors")).json()}
+    assert {"none", "topk", "randk", "threshold"} == kinds
+    models = (await client.get("/v1/models")).json()
+    assert {m["kind"] for m in models} == {"logistic_regression", "mlp", "cnn"}
+    assert all("properties" in m["parameters"] for m in models)
+    assert len((await client.get("/v1/datasets")).json()) == 3
+
+
+async def test_health_ready_and_prometheus(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).status_code == 200
+    await _submit(client)
+    text = (await client.get("/metrics")).text
+    assert 'sparsetrain_jobs{status="PENDING"} 1' in text
+    assert 'route="/v1/jobs",status="201"' in text
+
+
+async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert "/v1/jobs/{job_id}/events" in schema["paths"]
+    assert (await client.get("/docs")).status_code == 200
+
+
+async def test_tokens_guard_every_route_but_health(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, monitor_interval_s=60.0, api_tokens="alice:a-secret,bob:b-secret"
+    )
+    app: FastAPI = create_app(settings, launcher=FakeLauncher())
+    alice = {"Authorization": "Bearer a-secret"}
+    bob = {"Authorization": "Bearer b-secret"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            denied = await client.get("/v1/jobs")
+            assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+            wrong = await client.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            assert (await client.get("/metrics")).status_code == 401
+            job = (await client.post("/v1/jobs", json=job_spec(), headers=alice)).json()
+            assert (await client.get(f"/v1/jobs/{job['id']}", headers=alice)).status_code == 200
+            assert (await client.get(f"/v1/jobs/{job['id']}", headers=bob)).status_code == 404
+            assert (await client.get("/v1/jobs", headers=bob)).json()["total"] == 0
+            assert (
+                await client.post(f"/v1/jobs/{job['id']}/cancel", headers=bob)
+            ).status_code == 404
