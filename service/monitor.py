@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Any
 
 from sparsetrain.jobs import Job
@@ -20,6 +21,7 @@ from sparsetrain.status import JobStatus
 
 log = logging.getLogger("sparsetrain.monitor")
 
+_CHECKPOINT_STEP = re.compile(r"checkpoint at step (\d+):")
 GONE = "the job's supervisor is gone (its node or the Ray cluster was lost)"
 
 
@@ -75,7 +77,17 @@ class Monitor:
         if progress.steps or progress.evals:
             self.store.add_metrics(job.id, progress.steps, progress.evals)
         self.store.set_progress(job.id, progress.step, progress.total_steps)
-        seen = self._checkpoints_seen.get(job.id, -1)
+        seen = self._checkpoints_seen.get(job.id)
+        if seen is None:  # first look since this process started: what is already recorded
+            seen = max(
+                (
+                    int(match.group(1))
+                    for event in self.store.events(job.id, 0, limit=100_000)
+                    if event.kind == "checkpoint"
+                    and (match := _CHECKPOINT_STEP.match(event.message)) is not None
+                ),
+                default=-1,
+            )
         for checkpoint in progress.checkpoints:
             if checkpoint["step"] > seen:
                 self.store.add_event(

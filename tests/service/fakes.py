@@ -60,6 +60,10 @@ class FakeLauncher:
             error=job.error,
             steps=steps,
             evals=evals if job.state == "succeeded" else [],
+            checkpoints=[
+                {"step": step, "path": f"/ckpt/{job_id}/{step}", "nbytes": 1}
+                for step in range(4, job.step + 1, 4)
+            ],
         )
 
     def cancel(self, job_id: str) -> None:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from sparsetrain.jobs import Job, JobList, MetricsPage
 from sparsetrain.service.app import create_app
+from sparsetrain.service.monitor import Monitor
 from sparsetrain.service.settings import Settings
 from sparsetrain.status import JobStatus
 from tests.service.conftest import job_spec
@@ -251,3 +252,20 @@ async def test_tokens_guard_every_route_but_health(tmp_path: Path) -> None:
             assert (
                 await client.post(f"/v1/jobs/{job['id']}/cancel", headers=bob)
             ).status_code == 404
+
+
+async def test_checkpoint_events_survive_a_monitor_restart(
+    app: FastAPI, client: httpx.AsyncClient, launcher: FakeLauncher
+) -> None:
+    """A new monitor (a restarted control plane) does not record a checkpoint twice."""
+    launcher.steps_per_poll = 4
+    job = await _submit(client, steps=20)
+    state = app.state.sparsetrain
+    for _ in range(3):
+        state.monitor.tick()
+    before = [e.message for e in state.store.events(job.id) if e.kind == "checkpoint"]
+    assert len(before) == 2  # steps 4 and 8
+    restarted = Monitor(state.store, launcher)
+    restarted.tick()
+    after = [e.message for e in state.store.events(job.id) if e.kind == "checkpoint"]
+    assert after[:2] == before and len(after) == 3  # only step 12 is new
