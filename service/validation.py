@@ -26,12 +26,20 @@ def _under_storage(path: str, storage: str, loc: tuple[str, ...]) -> None:
     _inside(path, [Path(storage).resolve()], loc, "the path")
 
 
-def check_spec(spec: JobSpec, *, data_roots: list[Path], storage: str) -> JobSpec:
-    """Refuse paths that escape the data roots or the storage root.
+def check_spec(
+    spec: JobSpec, *, data_roots: list[Path], storage: str, allow_custom_code: bool = False
+) -> JobSpec:
+    """Refuse user code unless allowed, and paths that escape the data or storage roots.
 
     Returns the spec with relative data paths made absolute under the first data root, so
     the workers read exactly what was checked. Raises ``SpecError`` naming the field.
     """
+    if spec.model.kind == "custom" and not allow_custom_code:
+        raise SpecError(
+            ("model", "kind"),
+            "custom model code is disabled on this server (its operator can enable it with "
+            "SPARSETRAIN_ALLOW_CUSTOM_CODE=true)",
+        )
     data = spec.data
     if data.kind == "libsvm":
         updates: dict[str, str] = {}

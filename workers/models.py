@@ -6,6 +6,7 @@ L2 term). All replicas built from the same spec and seed start from identical pa
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,10 +102,25 @@ def _cnn(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     return nn.Sequential(*layers), spec.l2
 
 
+def _custom(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
+    """Import ``spec.factory`` and call it; the control plane only lets this through when its
+    operator allowed user code."""
+    module_name, _, attribute = spec.factory.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise SpecError(("model", "factory"), f"cannot import {spec.factory}: {error}") from None
+    module = factory(dataset.input_shape, _outputs(dataset), **spec.kwargs)
+    if not isinstance(module, nn.Module):
+        raise SpecError(("model", "factory"), f"{spec.factory} did not return a torch nn.Module")
+    return module, spec.l2
+
+
 MODELS: dict[str, Callable[[Any, Dataset], tuple[nn.Module, float]]] = {
     "logistic_regression": _logistic_regression,
     "mlp": _mlp,
     "cnn": _cnn,
+    "custom": _custom,
 }
 
 

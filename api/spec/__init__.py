@@ -21,6 +21,7 @@ from sparsetrain.spec.job import (
 from sparsetrain.spec.model import (
     MODEL_SPECS,
     CNNSpec,
+    CustomModelSpec,
     LogisticRegressionSpec,
     MLPSpec,
     ModelSpec,
@@ -46,6 +47,7 @@ __all__ = [
     "CompressionSpec",
     "ConstantLR",
     "CosineLR",
+    "CustomModelSpec",
     "DataSpec",
     "DenseSpec",
     "EvalSpec",

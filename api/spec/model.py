@@ -44,8 +44,24 @@ class CNNSpec(StrictModel):
     l2: Annotated[float, Field(ge=0.0)] = 0.0
 
 
+class CustomModelSpec(StrictModel):
+    """A model built by user code: ``factory(input_shape, outputs, **kwargs) -> nn.Module``.
+
+    Importing user code is refused by the control plane unless its operator enabled it.
+    """
+
+    kind: Literal["custom"] = "custom"
+    factory: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=300,
+        description="'package.module:function'.",
+    )
+    kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict, max_length=64)
+    l2: Annotated[float, Field(ge=0.0)] = 0.0
+
+
 ModelSpec = Annotated[
-    LogisticRegressionSpec | MLPSpec | CNNSpec,
+    LogisticRegressionSpec | MLPSpec | CNNSpec | CustomModelSpec,
     Field(discriminator="kind"),
 ]
 
@@ -53,4 +69,5 @@ MODEL_SPECS: dict[str, type[StrictModel]] = {
     "logistic_regression": LogisticRegressionSpec,
     "mlp": MLPSpec,
     "cnn": CNNSpec,
+    "custom": CustomModelSpec,
 }

@@ -35,7 +35,10 @@ def submit(
     the same ``Idempotency-Key`` returns the first job (200) instead of making another."""
     settings = state.settings
     checked = check_spec(
-        spec, data_roots=settings.resolved_data_roots(), storage=settings.resolved_storage()
+        spec,
+        data_roots=settings.resolved_data_roots(),
+        storage=settings.resolved_storage(),
+        allow_custom_code=settings.allow_custom_code,
     )
     job, created = state.store.create_job(checked, principal, idempotency_key)
     if not created:

@@ -209,7 +209,7 @@ async def test_registries(client: httpx.AsyncClient) -> None:
     kinds = {k["kind"] for k in (await client.get("/v1/compressors")).json()}
     assert {"none", "topk", "randk", "threshold"} == kinds
     models = (await client.get("/v1/models")).json()
-    assert {m["kind"] for m in models} == {"logistic_regression", "mlp", "cnn"}
+    assert {m["kind"] for m in models} == {"logistic_regression", "mlp", "cnn", "custom"}
     assert all("properties" in m["parameters"] for m in models)
     assert len((await client.get("/v1/datasets")).json()) == 3
 
@@ -269,3 +269,18 @@ async def test_checkpoint_events_survive_a_monitor_restart(
     restarted.tick()
     after = [e.message for e in state.store.events(job.id) if e.kind == "checkpoint"]
     assert after[:2] == before and len(after) == 3  # only step 12 is new
+
+
+async def test_custom_code_is_refused_unless_allowed(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    custom = job_spec(model={"kind": "custom", "factory": "os:system"})
+    refused = await client.post("/v1/jobs", json=custom)
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["loc"] == ["model", "kind"]
+    settings = Settings(data_dir=tmp_path / "open", monitor_interval_s=60.0, allow_custom_code=True)
+    app = create_app(settings, launcher=FakeLauncher())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as open_client:
+            assert (await open_client.post("/v1/jobs", json=custom)).status_code == 201

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from sparsetrain.errors import SpecError
-from sparsetrain.spec import CNNSpec, LogisticRegressionSpec, MLPSpec, SklearnSpec, SyntheticSpec
+from sparsetrain.spec import (
+    CNNSpec,
+    CustomModelSpec,
+    LogisticRegressionSpec,
+    MLPSpec,
+    SklearnSpec,
+    SyntheticSpec,
+)
 from sparsetrain.workers.data import Dataset, build_dataset
 from sparsetrain.workers.models import MODELS, Objective, build_model
 
@@ -38,6 +45,7 @@ SPECS = {
     "logistic_regression": LogisticRegressionSpec(bias=True),
     "mlp": MLPSpec(hidden=[16, 8]),
     "cnn": CNNSpec(channels=[4, 8], hidden=16),
+    "custom": CustomModelSpec(factory="tests.workers.custom_model:build", kwargs={"width": 6}),
 }
 
 # (kind, dataset, expected logits per row)
@@ -48,6 +56,8 @@ BUILDS = [
     ("mlp", digits, 10),
     ("cnn", digits, 10),
     ("cnn", digits_binary, 1),
+    ("custom", synthetic, 1),
+    ("custom", digits, 10),
 ]
 
 
@@ -188,3 +198,18 @@ def test_regularizer_and_correct() -> None:
     assert objective.correct(logits, torch.tensor([1, 0, 0, 0])) == 3
     multi = Objective(binary=False, l2=0.0)
     assert multi.correct(torch.tensor([[0.0, 1.0], [2.0, 1.0]]), torch.tensor([1, 1])) == 1
+
+
+def test_custom_model_factory_is_imported_and_called() -> None:
+    dataset = build_dataset(SyntheticSpec(n=50, d=6), 0)
+    spec = CustomModelSpec(factory="tests.workers.custom_model:build", kwargs={"width": 5})
+    model, objective = build_model(spec, dataset, seed=0)
+    assert model.numel == 6 * 5 + 5 + 5 + 1
+    assert objective.binary
+    for factory, message in [
+        ("tests.workers.custom_model:not_a_module", "nn.Module"),
+        ("tests.workers.no_such_module:build", "cannot import"),
+    ]:
+        with pytest.raises(SpecError, match=message) as info:
+            build_model(CustomModelSpec(factory=factory), dataset, seed=0)
+        assert info.value.path == "model.factory"
