@@ -272,7 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     owns_ray = not ray.is_initialized()
     if owns_ray:
-        ray.init(num_cpus=max(4, *worlds), include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=max(4, *worlds),
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     grid: list[dict[str, Any]] = []
     baseline: list[dict[str, Any]] = []
     try:

@@ -18,6 +18,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     patch = pytest.MonkeyPatch()
     patch.setenv("SPARSETRAIN_STORAGE", str(storage))
     ray.init(
+        address="local",  # a fresh cluster even when a `ray start` head runs on this machine
         num_cpus=4,
         num_gpus=0,
         namespace="sparsetrain",

@@ -1,0 +1,26 @@
+"""The final model file is a plain state dict that loads into the same architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sparsetrain.spec import MLPSpec, SyntheticSpec
+from sparsetrain.workers.data import build_dataset
+from sparsetrain.workers.export import MODEL_FILE, export_model
+from sparsetrain.workers.models import build_model
+
+
+def test_export_loads_into_a_fresh_module(tmp_path: Path) -> None:
+    dataset = build_dataset(SyntheticSpec(n=40, d=5), 0)
+    model, _ = build_model(MLPSpec(hidden=[4]), dataset, seed=0)
+    params = torch.randn(model.numel, generator=torch.Generator().manual_seed(1))
+    path = export_model(str(tmp_path / "job"), model, params)
+    assert path == f"{tmp_path / 'job'}/{MODEL_FILE}"
+    assert [p.name for p in (tmp_path / "job").iterdir()] == [MODEL_FILE]
+    fresh, _ = build_model(MLPSpec(hidden=[4]), dataset, seed=5)
+    fresh.module.load_state_dict(torch.load(path, weights_only=True))
+    inputs = dataset.x_train[:3]
+    expected = model.forward(inputs, params)
+    torch.testing.assert_close(fresh.module(inputs), expected)
