@@ -87,6 +87,7 @@ class Supervisor:
         self._telemetry: JobTelemetry | None = None
         self._final: dict[str, Any] = {}
         self._setup: Any = None
+        self._first_step = 0  # a resumed job's first step
 
     # ---- control, callable while the job runs -------------------------------------------
     def start(self) -> None:
@@ -105,7 +106,7 @@ class Supervisor:
         with self._lock:
             return {
                 "state": self.state,
-                "step": len(self.steps),
+                "step": self._first_step + len(self.steps),
                 "total_steps": self.total_steps,
                 "error": self.error,
                 "error_kind": self.error_kind,
@@ -114,8 +115,9 @@ class Supervisor:
     def metrics(self, since: int = 0) -> dict[str, list[dict[str, Any]]]:
         """Step records with step >= ``since`` and every evaluation at step >= ``since``."""
         with self._lock:
+            first = max(0, since - self._first_step)  # records are consecutive steps
             return {
-                "steps": [m.model_dump() for m in self.steps[since:]],
+                "steps": [m.model_dump() for m in self.steps[first:]],
                 "evals": [e.model_dump() for e in self.evals if e.step >= since],
             }
 
@@ -161,6 +163,7 @@ class Supervisor:
         if spec.resume_from is not None:
             resumed = resume_point(spec.resume_from, numel, spec.workers.count)
             start, initial_params = resumed.step, resumed.params.numpy()
+            self._first_step = start
             states, averager = resumed.workers, resumed.averager
         initial = ray.put(initial_params)
         self.workers = self._launch_workers(initial, states, averager)

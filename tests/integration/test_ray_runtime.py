@@ -139,6 +139,16 @@ def test_checkpoint_resume_follows_the_same_trajectory(tmp_path: Path) -> None:
     assert resumed.params is not None and full.params is not None
     assert torch.equal(resumed.params, full.params)
     assert [m.step for m in resumed.steps] == list(range(20, 30))
+    supervisor = start_job(resumed_spec, "ckprogress", storage=str(tmp_path))
+    try:
+        progress = ray.get(supervisor.progress.remote())
+        while progress["state"] == "running":
+            progress = ray.get(supervisor.progress.remote())
+        assert progress["step"] == 30
+        late = ray.get(supervisor.metrics.remote(25))["steps"]
+        assert [record["step"] for record in late] == list(range(25, 30))
+    finally:
+        ray.kill(supervisor)
     assert [m.loss for m in resumed.steps] == [m.loss for m in full.steps[20:]]
     assert resumed.evals == [e for e in full.evals if e.step >= 20]
 
