@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from sparsetrain import __version__
-from sparsetrain.service import problems
+from sparsetrain.service import openapi, problems
 from sparsetrain.service.auth import TokenTable
 from sparsetrain.service.deps import AppState
 from sparsetrain.service.launcher import Launcher, RayLauncher
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         lifespan=lifespan,
     )
     problems.install(app)
+    openapi.install(app)
     app.middleware("http")(_observe)
     for router in (jobs.router, registry.router, health.router):
         app.include_router(router)

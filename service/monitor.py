@@ -51,7 +51,11 @@ class Monitor:
             except Exception as error:
                 self._move(job.id, JobStatus.FAILED, "could not start", error=_line(error))
                 return
-            self.store.transition(job.id, JobStatus.STARTING, "supervisor started")
+            try:
+                self.store.transition(job.id, JobStatus.STARTING, "supervisor started")
+            except IllegalTransition:
+                self.launcher.cancel(job.id)  # cancelled while it was being started
+                raise
             return
         last = self.store.last_metric_step(job.id)
         progress = self.launcher.poll(job.id, since=0 if last is None else last + 1)

@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from sparsetrain.service.deps import Principal, State
+from sparsetrain.service.openapi import problems
 from sparsetrain.service.problems import problem
 
 router = APIRouter(tags=["health"])
@@ -18,7 +19,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses=problems(503))
 async def readyz(state: State) -> JSONResponse | dict[str, str]:
     """The database answers and the Ray cluster is reachable."""
     database = await run_in_threadpool(state.store.ping)
@@ -29,7 +30,7 @@ async def readyz(state: State) -> JSONResponse | dict[str, str]:
     return problem(503, "Not ready", f"unreachable: {', '.join(missing)}")
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=problems(401))
 def metrics(state: State, _: Principal) -> PlainTextResponse:
     """Prometheus metrics of the control plane (needs a token when tokens are on)."""
     text = state.requests.render(state.store.count_by_status())

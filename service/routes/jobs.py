@@ -13,17 +13,30 @@ from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from sparsetrain.jobs import CheckpointEntry, Job, JobList, MetricsPage
 from sparsetrain.service.deps import Principal, State
+from sparsetrain.service.openapi import SSE_EVENT, problems
 from sparsetrain.service.store import JobNotFound
 from sparsetrain.service.validation import check_spec
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# Every route takes a token (when tokens are on) and has parameters that can be malformed.
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problems(401, 422))
 JobId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$", description="Job id.")]
 SSE_POLL_S = 0.25
+# The largest integer the store (SQLite, 64-bit) can compare with: offsets, steps, event ids.
+MAX_INT64 = 2**63 - 1
 
 
-@router.post("", status_code=201, response_model=Job, summary="Submit a job")
+@router.post(
+    "",
+    status_code=201,
+    response_model=Job,
+    summary="Submit a job",
+    responses={
+        200: {"model": Job, "description": "A retry: the job first made with this key."},
+        **problems(400, 409),
+    },
+)
 def submit(
     spec: JobSpec,
     state: State,
@@ -53,18 +66,20 @@ def list_jobs(
     principal: Principal,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> JobList:
     limit = min(limit, state.settings.max_page_size)
     return state.store.list_jobs(principal, status=status, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=Job, summary="One job")
+@router.get("/{job_id}", response_model=Job, summary="One job", responses=problems(404))
 def get_job(job_id: JobId, state: State, principal: Principal) -> Job:
     return state.store.get_job(job_id, principal)
 
 
-@router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a job")
+@router.post(
+    "/{job_id}/cancel", response_model=Job, summary="Cancel a job", responses=problems(404, 409)
+)
 def cancel(job_id: JobId, state: State, principal: Principal) -> Job:
     """Stop the job's workers and mark it CANCELLED; 409 if it has already ended."""
     job = state.store.get_job(job_id, principal)
@@ -73,18 +88,25 @@ def cancel(job_id: JobId, state: State, principal: Principal) -> Job:
     return state.store.transition(job_id, JobStatus.CANCELLED, f"cancelled by {principal}")
 
 
-@router.delete("/{job_id}", status_code=204, summary="Delete an ended job")
+@router.delete(
+    "/{job_id}", status_code=204, summary="Delete an ended job", responses=problems(404, 409)
+)
 def delete(job_id: JobId, state: State, principal: Principal) -> Response:
     state.store.delete_job(job_id, principal)
     return Response(status_code=204)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPage, summary="Metric records")
+@router.get(
+    "/{job_id}/metrics",
+    response_model=MetricsPage,
+    summary="Metric records",
+    responses=problems(404),
+)
 def metrics(
     job_id: JobId,
     state: State,
     principal: Principal,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     max_points: Annotated[int | None, Query(ge=2, le=100_000)] = None,
 ) -> MetricsPage:
     """Step records from ``since`` on (evenly downsampled to ``max_points``) and every
@@ -94,7 +116,18 @@ def metrics(
     return state.store.metrics(job_id, since=since, max_points=points)
 
 
-@router.get("/{job_id}/events", summary="Server-Sent Events until the job ends")
+@router.get(
+    "/{job_id}/events",
+    summary="Server-Sent Events until the job ends",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The job's events, then its new metrics, then ``end``.",
+            "content": {"text/event-stream": {"itemSchema": SSE_EVENT}},
+        },
+        **problems(404),
+    },
+)
 async def events(
     job_id: JobId,
     request: Request,
@@ -106,12 +139,21 @@ async def events(
     new metrics (``metrics``), in order; ends with an ``end`` event once the job has ended.
     ``Last-Event-ID`` resumes after that event."""
     await run_in_threadpool(state.store.get_job, job_id, principal)
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = _resume_after(last_event_id)
     return StreamingResponse(
         _event_stream(state, job_id, after, request),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _resume_after(last_event_id: str | None) -> int:
+    """The event id a ``Last-Event-ID`` header names (ASCII digits), capped to what the store
+    can compare; 0, from the first event, for a missing or malformed one."""
+    value = (last_event_id or "").strip()
+    if not (value.isascii() and value.isdigit()):
+        return 0
+    return min(int(value), MAX_INT64)
 
 
 async def _event_stream(
@@ -141,7 +183,12 @@ async def _event_stream(
         await asyncio.sleep(SSE_POLL_S)
 
 
-@router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="The job's log")
+@router.get(
+    "/{job_id}/logs",
+    response_class=PlainTextResponse,
+    summary="The job's log",
+    responses=problems(404),
+)
 def logs(job_id: JobId, state: State, principal: Principal) -> str:
     """Every event of the job as a line of text, oldest first."""
     state.store.get_job(job_id, principal)
@@ -152,13 +199,31 @@ def logs(job_id: JobId, state: State, principal: Principal) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-@router.get("/{job_id}/checkpoints", response_model=list[CheckpointEntry], summary="Checkpoints")
+@router.get(
+    "/{job_id}/checkpoints",
+    response_model=list[CheckpointEntry],
+    summary="Checkpoints",
+    responses=problems(404),
+)
 def checkpoints(job_id: JobId, state: State, principal: Principal) -> list[CheckpointEntry]:
     job = state.store.get_job(job_id, principal)
     return [CheckpointEntry(**c) for c in state.launcher.checkpoints(job_id, job.spec)]
 
 
-@router.get("/{job_id}/model", summary="The final weights (a torch state dict)")
+@router.get(
+    "/{job_id}/model",
+    summary="The final weights (a torch state dict)",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The model file.",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        **problems(404),
+    },
+)
 def model(job_id: JobId, state: State, principal: Principal) -> FileResponse:
     """``torch.load(file, weights_only=True)`` gives the trained module's state dict."""
     job = state.store.get_job(job_id, principal)

@@ -9,9 +9,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from sparsetrain.service.deps import Principal
+from sparsetrain.service.openapi import problems
 from sparsetrain.spec import COMPRESSION_SPECS, DATA_SPECS, MODEL_SPECS
 
-router = APIRouter(prefix="/v1", tags=["registries"])
+router = APIRouter(prefix="/v1", tags=["registries"], responses=problems(401))
 
 
 class Kind(BaseModel):

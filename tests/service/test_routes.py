@@ -13,6 +13,7 @@ from sparsetrain.jobs import Job, JobList, MetricsPage
 from sparsetrain.service.app import create_app
 from sparsetrain.service.monitor import Monitor
 from sparsetrain.service.settings import Settings
+from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
 from tests.service.conftest import job_spec
 from tests.service.fakes import FakeLauncher
@@ -284,3 +285,20 @@ async def test_custom_code_is_refused_unless_allowed(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as open_client:
             assert (await open_client.post("/v1/jobs", json=custom)).status_code == 201
+
+
+async def test_a_job_cancelled_while_being_started_leaves_nothing_running(
+    app: FastAPI, client: httpx.AsyncClient, launcher: FakeLauncher
+) -> None:
+    job = await _submit(client)
+    state = app.state.sparsetrain
+    original = launcher.submit
+
+    def submit_then_lose_the_race(job_id: str, spec: JobSpec) -> None:
+        original(job_id, spec)
+        state.store.transition(job_id, JobStatus.CANCELLED, "cancelled by a racing request")
+
+    launcher.submit = submit_then_lose_the_race  # type: ignore[method-assign]
+    state.monitor.tick()
+    assert launcher.cancelled == [job.id] and job.id not in launcher.jobs
+    assert (await client.get(f"/v1/jobs/{job.id}")).json()["status"] == "CANCELLED"
