@@ -7,6 +7,11 @@ from pathlib import Path
 from sparsetrain.errors import SpecError
 from sparsetrain.spec import JobSpec
 
+PATH_FIELDS: dict[str, tuple[str, ...]] = {
+    "libsvm": ("path", "test_path"),
+    "image_folder": ("path",),
+}
+
 
 def _inside(path: str, roots: list[Path], loc: tuple[str, ...], what: str) -> None:
     candidate = Path(path)
@@ -41,9 +46,9 @@ def check_spec(
             "SPARSETRAIN_ALLOW_CUSTOM_CODE=true)",
         )
     data = spec.data
-    if data.kind == "libsvm":
+    if data.kind in PATH_FIELDS:
         updates: dict[str, str] = {}
-        for field in ("path", "test_path"):
+        for field in PATH_FIELDS[data.kind]:
             value = getattr(data, field)
             if value is None:
                 continue

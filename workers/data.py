@@ -77,7 +77,7 @@ class Dataset:
         return int(self.x_test.shape[0])
 
 
-def _split(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+def split_rows(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Return ``(train_rows, test_rows)`` int64 index tensors (each sorted) for ``n`` rows.
 
     ``floor(n * test_fraction)`` rows go to the test split (a tiny epsilon absorbs float
@@ -94,7 +94,9 @@ def _unit_rows(x: Tensor) -> Tensor:
     return x / norms.reshape(-1, *([1] * (x.dim() - 1)))
 
 
-def _finish(name: str, x: Tensor, y: Tensor, split: tuple[Tensor, Tensor], k: int) -> Dataset:
+def finish_dataset(
+    name: str, x: Tensor, y: Tensor, split: tuple[Tensor, Tensor], k: int
+) -> Dataset:
     """Index float32 ``x`` / int64 ``y`` by the ``(train, test)`` rows of ``split``; ``k`` classes.
 
     Advanced indexing copies, so the result is contiguous and shares no memory with ``x``.
@@ -111,7 +113,7 @@ def build_synthetic(spec: SyntheticSpec, seed: int) -> Dataset:
     y = (x @ w_star > 0).to(torch.int64)
     flip = torch.rand(spec.n, generator=gen) < spec.label_noise
     y = torch.where(flip, 1 - y, y)
-    return _finish("synthetic", x, y, _split(spec.n, spec.test_fraction, seed), 2)
+    return finish_dataset("synthetic", x, y, split_rows(spec.n, spec.test_fraction, seed), 2)
 
 
 def build_sklearn(spec: SklearnSpec, seed: int) -> Dataset:
@@ -134,7 +136,7 @@ def build_sklearn(spec: SklearnSpec, seed: int) -> Dataset:
         target = np.isin(target, spec.positive_classes).astype(np.int64)
         num_classes = 2
     y = torch.from_numpy(target)
-    train, test = _split(x.shape[0], spec.test_fraction, seed)
+    train, test = split_rows(x.shape[0], spec.test_fraction, seed)
     if spec.name == "digits":
         x = (x / 16.0).reshape(-1, 1, 8, 8)
     else:
@@ -143,7 +145,7 @@ def build_sklearn(spec: SklearnSpec, seed: int) -> Dataset:
         x = (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
     if spec.normalize:
         x = _unit_rows(x)
-    return _finish(spec.name, x, y, (train, test), num_classes)
+    return finish_dataset(spec.name, x, y, (train, test), num_classes)
 
 
 def _open_binary(path: str) -> Any:
@@ -287,14 +289,23 @@ def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
         dense = [_unit_rows(x) for x in dense]
     name, k = os.path.basename(spec.path), len(classes)
     if spec.test_path is None:
-        return _finish(name, dense[0], ys[0], _split(len(ys[0]), spec.test_fraction, seed), k)
+        return finish_dataset(
+            name, dense[0], ys[0], split_rows(len(ys[0]), spec.test_fraction, seed), k
+        )
     return Dataset(name, dense[0], ys[0], dense[1], ys[1], (width,), k)
+
+
+def _image_folder(spec: Any, seed: int) -> Dataset:
+    from sparsetrain.workers.image_folder import build_image_folder
+
+    return build_image_folder(spec, seed)
 
 
 DATASETS: dict[str, Callable[[Any, int], Dataset]] = {
     "synthetic": build_synthetic,
     "libsvm": build_libsvm,
     "sklearn": build_sklearn,
+    "image_folder": _image_folder,
 }
 
 

@@ -9,7 +9,14 @@ from sparsetrain.spec.compression import (
     TopKSpec,
     ValueDtype,
 )
-from sparsetrain.spec.data import DATA_SPECS, DataSpec, LibSVMSpec, SklearnSpec, SyntheticSpec
+from sparsetrain.spec.data import (
+    DATA_SPECS,
+    DataSpec,
+    ImageFolderSpec,
+    LibSVMSpec,
+    SklearnSpec,
+    SyntheticSpec,
+)
 from sparsetrain.spec.job import (
     CheckpointSpec,
     EvalSpec,
@@ -52,6 +59,7 @@ __all__ = [
     "DenseSpec",
     "EvalSpec",
     "ExchangeSpec",
+    "ImageFolderSpec",
     "InverseTimeLR",
     "JobSpec",
     "LibSVMSpec",

@@ -58,8 +58,28 @@ class SklearnSpec(StrictModel):
     test_fraction: TestFraction = 0.2
 
 
+class ImageFolderSpec(StrictModel):
+    """A folder with one sub-folder of images per class (png, jpg, ...)."""
+
+    kind: Literal["image_folder"] = "image_folder"
+    path: str = Field(min_length=1, max_length=4096)
+    size: Annotated[int, Field(ge=4, le=512)] = Field(
+        default=32, description="Images are resized to size x size pixels."
+    )
+    grayscale: bool = Field(default=False, description="One channel instead of RGB.")
+    max_per_class: Annotated[int, Field(ge=1)] | None = None
+    test_fraction: TestFraction = 0.2
+
+    @field_validator("path")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("path must not contain NUL bytes")
+        return value
+
+
 DataSpec = Annotated[
-    SyntheticSpec | LibSVMSpec | SklearnSpec,
+    SyntheticSpec | LibSVMSpec | SklearnSpec | ImageFolderSpec,
     Field(discriminator="kind"),
 ]
 
@@ -67,4 +87,5 @@ DATA_SPECS: dict[str, type[StrictModel]] = {
     "synthetic": SyntheticSpec,
     "libsvm": LibSVMSpec,
     "sklearn": SklearnSpec,
+    "image_folder": ImageFolderSpec,
 }

@@ -212,7 +212,7 @@ async def test_registries(client: httpx.AsyncClient) -> None:
     models = (await client.get("/v1/models")).json()
     assert {m["kind"] for m in models} == {"logistic_regression", "mlp", "cnn", "custom"}
     assert all("properties" in m["parameters"] for m in models)
-    assert len((await client.get("/v1/datasets")).json()) == 3
+    assert len((await client.get("/v1/datasets")).json()) == 4
 
 
 async def test_health_ready_and_prometheus(client: httpx.AsyncClient) -> None:

@@ -254,8 +254,10 @@ def test_unknown_kind() -> None:
     with pytest.raises(SpecError) as err:
         build_dataset(types.SimpleNamespace(kind="nope"), seed=0)  # type: ignore[arg-type]
     assert err.value.loc == ("data", "kind")
-    assert err.value.message == "unknown dataset kind 'nope'; known: libsvm, sklearn, synthetic"
-    assert set(DATASETS) == {"synthetic", "libsvm", "sklearn"}
+    assert err.value.message == (
+        "unknown dataset kind 'nope'; known: image_folder, libsvm, sklearn, synthetic"
+    )
+    assert set(DATASETS) == {"synthetic", "libsvm", "sklearn", "image_folder"}
 
 
 # --- sharding and sampling ---------------------------------------------------------------
