@@ -28,7 +28,7 @@ $(SOURCES): $(INSTALLED) FORCE
 FORCE:
 
 demo: $(SOURCES)
-	$(PY) -m benchmarks.paper_memsgd --quick --out results/paper_memsgd.json
+	$(PY) -m sparsetrain demo --plot results/demo.png
 
 test: $(SOURCES)
 	$(PY) -m ruff check .
@@ -42,7 +42,7 @@ lint: $(SOURCES)
 	$(PY) -m mypy -p sparsetrain
 
 bench-paper: $(SOURCES)
-	$(PY) -m benchmarks.paper_memsgd --out results/paper_memsgd.json
+	$(PY) -m benchmarks.paper_memsgd --quick --out results/paper_memsgd.json
 
 constraints: $(INSTALLED)
 	@{ head -n 2 constraints.txt; \

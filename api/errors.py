@@ -6,7 +6,9 @@ spec value, the file and line of a malformed data file, the step of a diverged r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 
 class SparsetrainError(Exception):
@@ -62,3 +64,105 @@ class TrainingError(SparsetrainError, RuntimeError):
         if rank is not None:
             where.append(f"rank {rank}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+# -- the SDK's errors: what the REST API answered, or that it could not be reached ----------
+
+
+@dataclass
+class FieldIssue:
+    """One invalid field of a request: its path (outermost first) and what is wrong with it."""
+
+    loc: list[str | int]
+    msg: str
+
+    @property
+    def path(self) -> str:
+        """The field path in dotted form, e.g. ``compression.topk.ratio``."""
+        return ".".join(str(part) for part in self.loc)
+
+
+class ApiError(SparsetrainError):
+    """The server answered with an error status.
+
+    ``status`` is the HTTP status, ``title`` and ``detail`` come from the problem+json body
+    (or the response text when the body is not problem+json), and ``problem`` is that body
+    as a dict (empty when there was none).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        problem: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.problem: dict[str, Any] = dict(problem or {})
+        super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
+
+
+class NotFound(ApiError):  # noqa: N818 (the names are the public interface)
+    """404: no such job (or it belongs to another principal), or no such file yet."""
+
+
+class Conflict(ApiError):  # noqa: N818
+    """409: the job is in the wrong state for the request (e.g. cancelling an ended job), or an
+    Idempotency-Key was reused with a different spec."""
+
+
+class ValidationFailed(ApiError):  # noqa: N818
+    """422 (or 400): the request or the job spec is invalid; ``errors`` lists each field."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        problem: Mapping[str, Any] | None = None,
+        errors: Sequence[FieldIssue] = (),
+    ) -> None:
+        super().__init__(status, title, detail, problem)
+        self.errors: list[FieldIssue] = list(errors)
+
+    def lines(self) -> list[str]:
+        """One ``field.path: message`` line per invalid field (the detail when none is named)."""
+        if self.errors:
+            return [f"{e.path}: {e.msg}" if e.loc else e.msg for e in self.errors]
+        return [self.detail or self.title]
+
+
+class Unauthorized(ApiError):  # noqa: N818
+    """401 (or 403): no token, or a token the server does not know."""
+
+
+class ServerError(ApiError):
+    """5xx: the server failed (retryable ones were already retried where that is safe)."""
+
+
+class TransportError(SparsetrainError):
+    """The server could not be reached (connection refused, DNS, timeout, dropped connection).
+
+    ``url`` is the server URL that was tried.
+    """
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        self.message = message
+        super().__init__(message)
+
+
+class SpecFileError(SparsetrainError, ValueError):
+    """A job spec file that cannot be parsed: missing, malformed YAML/JSON, or not a mapping.
+
+    ``path`` is the file, ``line`` the 1-based line of the problem when known.
+    """
+
+    def __init__(self, path: str, message: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.message = message
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")

@@ -3,6 +3,7 @@ session's local Ray cluster. Includes killing the server with SIGKILL mid-job.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -177,3 +178,19 @@ def test_tokens_on_a_real_server(tmp_path: Path) -> None:
         assert ok.status_code == 200
     finally:
         secured.stop()
+
+
+def test_cli_submit_follow_and_plot_a_real_job(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparsetrain.cli import main
+
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps(_spec(120)))
+    assert main(["--url", server.url, "submit", str(spec), "--follow"]) == 0
+    captured = capsys.readouterr()
+    job_id = captured.out.strip()
+    assert "120/120" in captured.err and "SUCCEEDED" in captured.err
+    plot = tmp_path / "curves.png"
+    assert main(["--url", server.url, "metrics", job_id, "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 5_000
