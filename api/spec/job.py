@@ -99,8 +99,8 @@ class JobSpec(StrictModel):
     name: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="A label."
     )
-    model: ModelSpec
-    data: DataSpec
+    model: ModelSpec = Field(description="What is trained (by `kind`).")
+    data: DataSpec = Field(description="What it is trained on (by `kind`).")
     optimizer: OptimizerSpec = Field(default_factory=SGDSpec)
     schedule: ScheduleSpec = Field(default_factory=ConstantLR)
     averaging: AveragingSpec | None = Field(
@@ -116,8 +116,13 @@ class JobSpec(StrictModel):
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=32, description="Minibatch size per worker."
     )
-    steps: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
-    epochs: Annotated[float, Field(gt=0.0, le=100_000.0)] | None = None
+    steps: Annotated[int, Field(ge=1, le=100_000_000)] | None = Field(
+        default=None,
+        description="Synchronous steps (async: rounds of W updates). Give steps or epochs.",
+    )
+    epochs: Annotated[float, Field(gt=0.0, le=100_000.0)] | None = Field(
+        default=None, description="Passes over the training rows, converted to steps."
+    )
     eval: EvalSpec = Field(default_factory=EvalSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     resume_from: str | None = Field(
@@ -127,7 +132,11 @@ class JobSpec(StrictModel):
         description="A checkpoint file, or a checkpoint folder (its newest complete "
         "checkpoint), to continue from; the run then follows the uninterrupted trajectory.",
     )
-    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = Field(
+        default=0,
+        description="Seeds data, initialisation, sampling and compression: the same spec "
+        "and seed give the same trajectory.",
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> JobSpec:
