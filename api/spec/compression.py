@@ -23,7 +23,8 @@ class _Budget(StrictModel):
 
     ratio: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
         default=None,
-        description="Fraction of coordinates to send, in (0, 1]; 0.01 when neither ratio nor k is given.",
+        description="Fraction of coordinates to send, in (0, 1]; 0.01 when neither ratio "
+        "nor k is given.",
     )
     k: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Number of coordinates to send; at most the model size d."
