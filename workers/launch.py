@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
 from sparsetrain.metrics import EvalMetrics, StepMetrics
@@ -40,6 +41,15 @@ def supervisor_name(job_id: str) -> str:
     return f"job-{job_id}"
 
 
+def _on_head_node() -> NodeAffinitySchedulingStrategy | None:
+    """Prefer the head node for supervisors: it lives as long as the cluster, whereas the
+    caller's node (a control plane's own Ray node, say) may go away with the caller."""
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
+    return None
+
+
 def start_job(
     spec: JobSpec,
     job_id: str | None = None,
@@ -60,6 +70,7 @@ def start_job(
         lifetime="detached",
         num_cpus=0,
         max_concurrency=4,
+        scheduling_strategy=_on_head_node(),
     )
     supervisor: Any = actor.remote(
         job_id, spec.model_dump_json(), storage or default_storage(), verify_replicas
