@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from sparsetrain.workers.compression import Compressor, DenseUpdate, SparseUpdate
+from sparsetrain.workers.compression import Compressor, Update
 
 
 class Memory(Protocol):
@@ -28,7 +28,7 @@ class Memory(Protocol):
         *,
         step: int,
         generator: torch.Generator | None = None,
-    ) -> DenseUpdate | SparseUpdate:
+    ) -> Update:
         """Return the payload to send for ``lr · grad``; may update the memory in place."""
         ...
 
@@ -60,7 +60,7 @@ class ErrorFeedback:
         *,
         step: int,
         generator: torch.Generator | None = None,
-    ) -> DenseUpdate | SparseUpdate:
+    ) -> Update:
         """acc = m + lr·grad; send c = comp(acc); keep m = acc - c.
 
         Mutates the memory buffer in place; ``grad`` is not modified.
@@ -99,7 +99,7 @@ class NoMemory:
         *,
         step: int,
         generator: torch.Generator | None = None,
-    ) -> DenseUpdate | SparseUpdate:
+    ) -> Update:
         """Send comp(lr·grad). Mutates nothing."""
         return compressor.compress(grad * lr, step=step, generator=generator)
 

@@ -108,8 +108,56 @@ class ThresholdSpec(StrictModel):
         return self
 
 
+class QSGDSpec(StrictModel):
+    """QSGD (Alistarh et al. 2017): stochastic rounding of |x_i|/‖x_b‖ to one of ``levels``
+    levels per bucket, unbiased. Norms travel as fp32, levels Elias-gamma coded; there is
+    no ``value_dtype``."""
+
+    kind: Literal["qsgd"] = "qsgd"
+    levels: Annotated[int, Field(ge=1, le=32767)] = Field(
+        default=4, description="Number of quantization levels s (>= 1)."
+    )
+    bucket_size: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Coordinates per bucket, each with its own norm; the whole vector when unset.",
+    )
+
+
+class SignSpec(StrictModel):
+    """Scaled sign (EF-signSGD, Karimireddy et al. 2019): (‖x‖₁/d)·sign(x), one bit per
+    coordinate (sign(0) is +1). Biased: meant for error-feedback memory."""
+
+    kind: Literal["sign"] = "sign"
+
+
+class WangniSpec(StrictModel):
+    """Unbiased sparsification of Wangni et al. (2018): keep coordinate i with probability
+    p_i = min(1, λ|x_i|) and send x_i/p_i, with λ chosen for a variance budget or a density."""
+
+    kind: Literal["wangni"] = "wangni"
+    eps: Annotated[float, Field(gt=0.0)] | None = Field(
+        default=None,
+        description="Variance budget: E‖C(x)‖² <= (1 + eps)‖x‖²; 1.0 when neither eps nor "
+        "density is given.",
+    )
+    density: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        default=None, description="Expected fraction of coordinates sent, in (0, 1]."
+    )
+    value_dtype: ValueDtype = Field(
+        default="float32", description="Precision of the values on the wire."
+    )
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> WangniSpec:
+        if self.eps is not None and self.density is not None:
+            raise ValueError("give either 'eps' or 'density', not both")
+        if self.eps is None and self.density is None:
+            object.__setattr__(self, "eps", 1.0)
+        return self
+
+
 CompressionSpec = Annotated[
-    DenseSpec | TopKSpec | RandKSpec | ThresholdSpec,
+    DenseSpec | TopKSpec | RandKSpec | ThresholdSpec | QSGDSpec | SignSpec | WangniSpec,
     Field(discriminator="kind"),
 ]
 
@@ -118,4 +166,7 @@ COMPRESSION_SPECS: dict[str, type[StrictModel]] = {
     "topk": TopKSpec,
     "randk": RandKSpec,
     "threshold": ThresholdSpec,
+    "qsgd": QSGDSpec,
+    "sign": SignSpec,
+    "wangni": WangniSpec,
 }

@@ -208,7 +208,7 @@ async def test_data_paths_must_stay_inside_the_data_roots(
 
 async def test_registries(client: httpx.AsyncClient) -> None:
     kinds = {k["kind"] for k in (await client.get("/v1/compressors")).json()}
-    assert {"none", "topk", "randk", "threshold"} == kinds
+    assert {"none", "topk", "randk", "threshold", "qsgd", "sign", "wangni"} == kinds
     models = (await client.get("/v1/models")).json()
     assert {m["kind"] for m in models} == {"logistic_regression", "mlp", "cnn", "custom"}
     assert all("properties" in m["parameters"] for m in models)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from sparsetrain.errors import SpecError
-from sparsetrain.spec import COMPRESSION_SPECS, DenseSpec, RandKSpec, ThresholdSpec, TopKSpec
+from sparsetrain.spec import (
+    COMPRESSION_SPECS,
+    DenseSpec,
+    QSGDSpec,
+    RandKSpec,
+    SignSpec,
+    ThresholdSpec,
+    TopKSpec,
+    WangniSpec,
+)
 from sparsetrain.workers.compression import (
     COMPRESSORS,
     Compressor,
@@ -34,7 +44,18 @@ EXAMPLES: dict[str, object] = {
     "randk-rescale": RandKSpec(k=50, rescale=True, value_dtype="float16"),
     "threshold": ThresholdSpec(threshold=1.5),
     "threshold-relative": ThresholdSpec(threshold=0.5, relative=True),
+    "qsgd": QSGDSpec(),
+    "qsgd-bucket": QSGDSpec(levels=16, bucket_size=64),
+    "qsgd-int16": QSGDSpec(levels=300, bucket_size=96),
+    "sign": SignSpec(),
+    "wangni": WangniSpec(),
+    "wangni-eps-fp16": WangniSpec(eps=0.25, value_dtype="float16"),
+    "wangni-density": WangniSpec(density=0.3),
 }
+
+# Not contractions at D = 1000 (E‖C(x) - x‖² > ‖x‖²): with error feedback the memory grows
+# geometrically, so conservation cannot be checked to a fixed tolerance over 40 steps.
+NOT_CONTRACTIONS = {"randk-rescale", "qsgd"}
 
 
 def _build(name: str, d: int = D, seed: int = 0) -> Compressor:
@@ -76,7 +97,14 @@ def test_input_not_mutated_and_not_aliased(name: str) -> None:
     before = x.clone()
     payload = _compress(_build(name), x)
     assert torch.equal(x, before)
-    assert payload.values.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    tensors = [
+        value
+        for value in (getattr(payload, f.name) for f in dataclasses.fields(payload))  # type: ignore[arg-type]
+        if isinstance(value, torch.Tensor)
+    ]
+    assert tensors
+    for tensor in tensors:
+        assert tensor.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -93,8 +121,8 @@ def test_wire_round_trip_and_nbytes(name: str) -> None:
 @pytest.mark.parametrize("kind", ["error_feedback", "none"])
 def test_memory_conservation(name: str, kind: str) -> None:
     """Σ sent + final memory == Σ lr_t·g_t; without memory the sent part is all there is."""
-    if name == "randk-rescale" and kind == "error_feedback":
-        pytest.skip("rescaled random-k is not a contraction: JobSpec refuses it with memory")
+    if name in NOT_CONTRACTIONS and kind == "error_feedback":
+        pytest.skip("not a contraction: error-feedback memory grows without bound")
     compressor = _build(name)
     memory = ErrorFeedback(D) if kind == "error_feedback" else NoMemory()
     generator = torch.Generator().manual_seed(7)
@@ -108,7 +136,6 @@ def test_memory_conservation(name: str, kind: str) -> None:
         sent += payload.to_dense().double()
     residual = memory.residual()
     if residual is None:
-        assert compressor.k is not None or name.startswith("threshold")
         return
     torch.testing.assert_close(sent + residual.double(), target, atol=1e-5, rtol=1e-5)
 

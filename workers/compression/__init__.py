@@ -11,18 +11,26 @@ from sparsetrain.workers.compression.payload import (
     DenseUpdate,
     Payload,
     SparseUpdate,
+    Update,
     decode,
     encode,
 )
+from sparsetrain.workers.compression.qsgd import QSGD
+from sparsetrain.workers.compression.quantized import QuantizedUpdate, SignUpdate
 from sparsetrain.workers.compression.randk import RandK
+from sparsetrain.workers.compression.sign import Sign
 from sparsetrain.workers.compression.threshold import Threshold
 from sparsetrain.workers.compression.topk import TopK
+from sparsetrain.workers.compression.wangni import Wangni, wangni_probabilities
 
 COMPRESSORS: dict[str, type] = {
     "none": Dense,
     "topk": TopK,
     "randk": RandK,
     "threshold": Threshold,
+    "qsgd": QSGD,
+    "sign": Sign,
+    "wangni": Wangni,
 }
 
 
@@ -46,15 +54,22 @@ def build_compressor(spec: BaseModel, numel: int, seed: int) -> Compressor:
 
 __all__ = [
     "COMPRESSORS",
+    "QSGD",
     "Compressor",
     "Dense",
     "DenseUpdate",
     "Payload",
+    "QuantizedUpdate",
     "RandK",
+    "Sign",
+    "SignUpdate",
     "SparseUpdate",
     "Threshold",
     "TopK",
+    "Update",
+    "Wangni",
     "build_compressor",
     "decode",
     "encode",
+    "wangni_probabilities",
 ]

@@ -11,7 +11,7 @@ from typing import ClassVar, Protocol
 
 import torch
 
-from sparsetrain.workers.compression.payload import DenseUpdate, SparseUpdate
+from sparsetrain.workers.compression.payload import Update
 
 
 class Compressor(Protocol):
@@ -28,7 +28,7 @@ class Compressor(Protocol):
 
     def compress(
         self, x: torch.Tensor, *, step: int, generator: torch.Generator | None = None
-    ) -> DenseUpdate | SparseUpdate:
+    ) -> Update:
         """Return the compressed form of ``x`` (a 1-D tensor of ``numel`` entries).
 
         Does not mutate ``x``; the payload never aliases ``x``'s storage.

@@ -1,11 +1,13 @@
 """What a compressor produces and what crosses the wire.
 
-Two payloads cover the compressors of this package: ``SparseUpdate`` (indices + values)
-and ``DenseUpdate`` (all values). Both know their exact wire size (``nbytes`` equals
-``len(encode(payload))``), how to add themselves into a dense buffer, and how to move
-between devices. Values travel in fp32, fp16 or bf16; indices as int32 when the vector has
-fewer than 2**31 entries, else int64. A random-k update with a shared seed sends no indices
-at all: the receiver regenerates them from the seed in the header.
+``SparseUpdate`` (indices + values) and ``DenseUpdate`` (all values) live here; the
+quantized payloads (``QuantizedUpdate`` for QSGD, ``SignUpdate`` for scaled signs) live in
+``quantized.py`` and are encoded through the same ``encode``/``decode``. All know their
+exact wire size (``nbytes`` equals ``len(encode(payload))``), how to add themselves into a
+dense buffer, and how to move between devices. Values travel in fp32, fp16 or bf16;
+indices as int32 when the vector has fewer than 2**31 entries, else int64. A random-k
+update with a shared seed sends no indices at all: the receiver regenerates them from the
+seed in the header.
 """
 
 from __future__ import annotations
@@ -15,6 +17,23 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from sparsetrain.workers.compression.quantized import (
+    QuantizedUpdate,
+    SignUpdate,
+    decode_quantized,
+    encode_quantized,
+)
+from sparsetrain.workers.compression.wire import (
+    DENSE,
+    HEADER,
+    HEADER_NBYTES,
+    MAGIC,
+    QUANTIZED,
+    SIGN,
+    SPARSE,
+    SPARSE_IMPLICIT,
+)
 
 VALUE_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -30,12 +49,7 @@ _DTYPE_CODES: dict[torch.dtype, int] = {
 }
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
 
-_MAGIC = b"SPT1"
-_DENSE, _SPARSE, _SPARSE_IMPLICIT = 0, 1, 2
-# magic, payload kind, value dtype, index dtype, pad, numel, nnz
-_HEADER = struct.Struct("<4sBBBxQQ")
 _SEED = struct.Struct("<Q")
-HEADER_NBYTES = _HEADER.size
 
 
 def index_dtype(numel: int) -> torch.dtype:
@@ -151,6 +165,10 @@ class SparseUpdate:
         return SparseUpdate(self.indices.to(device), self.values.to(device), self.numel, self.seed)
 
 
+Update = DenseUpdate | SparseUpdate | QuantizedUpdate | SignUpdate
+"""Every payload type a compressor of this package produces."""
+
+
 def _raw_bytes(tensor: torch.Tensor) -> bytes:
     flat = tensor.detach().contiguous().cpu()
     if flat.dtype in (torch.float16, torch.bfloat16):
@@ -166,46 +184,50 @@ def _from_bytes(buffer: bytes, dtype: torch.dtype, count: int, offset: int) -> t
 
 def encode(payload: Payload) -> bytes:
     """Serialise a payload to its wire form; ``len(result) == payload.nbytes``."""
+    if isinstance(payload, QuantizedUpdate | SignUpdate):
+        return encode_quantized(payload)
     if not isinstance(payload, DenseUpdate | SparseUpdate):
         raise TypeError(f"cannot encode a {type(payload).__name__}")
     value_code = _DTYPE_CODES[payload.values.dtype]
     if isinstance(payload, DenseUpdate):
-        header = _HEADER.pack(_MAGIC, _DENSE, value_code, 0, payload.numel, payload.nnz)
+        header = HEADER.pack(MAGIC, DENSE, value_code, 0, payload.numel, payload.nnz)
         return header + _raw_bytes(payload.values)
     index_code = _DTYPE_CODES[payload.indices.dtype]
     if payload.seed is not None:
-        header = _HEADER.pack(
-            _MAGIC, _SPARSE_IMPLICIT, value_code, index_code, payload.numel, payload.nnz
+        header = HEADER.pack(
+            MAGIC, SPARSE_IMPLICIT, value_code, index_code, payload.numel, payload.nnz
         )
         return header + _SEED.pack(payload.seed) + _raw_bytes(payload.values)
-    header = _HEADER.pack(_MAGIC, _SPARSE, value_code, index_code, payload.numel, payload.nnz)
+    header = HEADER.pack(MAGIC, SPARSE, value_code, index_code, payload.numel, payload.nnz)
     return header + _raw_bytes(payload.indices) + _raw_bytes(payload.values)
 
 
-def decode(buffer: bytes) -> DenseUpdate | SparseUpdate:
+def decode(buffer: bytes) -> Update:
     """Parse the wire form written by ``encode``; raises ``ValueError`` on a malformed buffer."""
     if len(buffer) < HEADER_NBYTES:
         raise ValueError(f"update of {len(buffer)} bytes is shorter than its header")
-    magic, kind, value_code, index_code, numel, nnz = _HEADER.unpack_from(buffer)
-    if magic != _MAGIC or value_code not in _CODE_DTYPES or index_code not in _CODE_DTYPES:
+    magic, kind, value_code, index_code, numel, nnz = HEADER.unpack_from(buffer)
+    if magic == MAGIC and kind in (QUANTIZED, SIGN):
+        return decode_quantized(buffer)
+    if magic != MAGIC or value_code not in _CODE_DTYPES or index_code not in _CODE_DTYPES:
         raise ValueError("not a sparsetrain update (bad magic or dtype code)")
     value_dtype = _CODE_DTYPES[value_code]
     value_size = torch.empty(0, dtype=value_dtype).element_size()
     offset = HEADER_NBYTES
-    if kind == _DENSE:
+    if kind == DENSE:
         expected = offset + nnz * value_size
-    elif kind == _SPARSE_IMPLICIT:
+    elif kind == SPARSE_IMPLICIT:
         expected = offset + _SEED.size + nnz * value_size
-    elif kind == _SPARSE:
+    elif kind == SPARSE:
         index_size = torch.empty(0, dtype=_CODE_DTYPES[index_code]).element_size()
         expected = offset + nnz * (index_size + value_size)
     else:
         raise ValueError(f"unknown update kind {kind}")
     if len(buffer) != expected:
         raise ValueError(f"update is {len(buffer)} bytes, its header promises {expected}")
-    if kind == _DENSE:
+    if kind == DENSE:
         return DenseUpdate(_from_bytes(buffer, value_dtype, nnz, offset))
-    if kind == _SPARSE_IMPLICIT:
+    if kind == SPARSE_IMPLICIT:
         (seed,) = _SEED.unpack_from(buffer, offset)
         values = _from_bytes(buffer, value_dtype, nnz, offset + _SEED.size)
         return SparseUpdate(shared_indices(numel, nnz, seed), values, numel, seed)
