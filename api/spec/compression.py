@@ -8,7 +8,7 @@ registry of implementations and the API listing can be checked against each othe
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -58,6 +58,7 @@ class DenseSpec(StrictModel):
     """No compression: the whole vector is sent (plain distributed SGD)."""
 
     kind: Literal["none"] = "none"
+    unbiased: ClassVar[bool | None] = True
     value_dtype: ValueDtype = Field(
         default="float32", description="Precision of the values on the wire."
     )
@@ -67,12 +68,14 @@ class TopKSpec(_Budget):
     """Exact top-k: the k entries of largest magnitude."""
 
     kind: Literal["topk"] = "topk"
+    unbiased: ClassVar[bool | None] = False
 
 
 class RandKSpec(_Budget):
     """Random-k: k coordinates drawn uniformly without replacement."""
 
     kind: Literal["randk"] = "randk"
+    unbiased: ClassVar[bool | None] = None
     shared_seed: bool = Field(
         default=False,
         description=(
@@ -93,6 +96,7 @@ class ThresholdSpec(StrictModel):
     """Send every entry whose magnitude reaches a threshold (the count varies per step)."""
 
     kind: Literal["threshold"] = "threshold"
+    unbiased: ClassVar[bool | None] = False
     threshold: Annotated[float, Field(gt=0.0)] = Field(
         description="Absolute magnitude, or a fraction of max|x| when 'relative' is set."
     )
@@ -114,6 +118,7 @@ class QSGDSpec(StrictModel):
     no ``value_dtype``."""
 
     kind: Literal["qsgd"] = "qsgd"
+    unbiased: ClassVar[bool | None] = True
     levels: Annotated[int, Field(ge=1, le=32767)] = Field(
         default=4, description="Number of quantization levels s (>= 1)."
     )
@@ -128,6 +133,7 @@ class SignSpec(StrictModel):
     coordinate (sign(0) is +1). Biased: meant for error-feedback memory."""
 
     kind: Literal["sign"] = "sign"
+    unbiased: ClassVar[bool | None] = False
 
 
 class WangniSpec(StrictModel):
@@ -135,6 +141,7 @@ class WangniSpec(StrictModel):
     p_i = min(1, λ|x_i|) and send x_i/p_i, with λ chosen for a variance budget or a density."""
 
     kind: Literal["wangni"] = "wangni"
+    unbiased: ClassVar[bool | None] = True
     eps: Annotated[float, Field(gt=0.0)] | None = Field(
         default=None,
         description="Variance budget: E‖C(x)‖² <= (1 + eps)‖x‖²; 1.0 when neither eps nor "
@@ -161,6 +168,8 @@ CompressionSpec = Annotated[
     Field(discriminator="kind"),
 ]
 
+# Each spec's ``unbiased`` says whether E[C(x)] = x, i.e. whether the compressor is safe
+# without memory: True, False, or None when it depends on the parameters (randk: rescale).
 COMPRESSION_SPECS: dict[str, type[StrictModel]] = {
     "none": DenseSpec,
     "topk": TopKSpec,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from sparsetrain.service.deps import Principal
 from sparsetrain.service.openapi import problems
@@ -21,6 +21,11 @@ class Kind(BaseModel):
     kind: str
     description: str
     parameters: dict[str, Any]
+    unbiased: bool | None = Field(
+        default=None,
+        description="Compressors only: E[C(x)] = x, so safe without memory; null when it "
+        "depends on the parameters (randk: rescale) or for other registries.",
+    )
 
 
 def _kinds(registry: Mapping[str, type[BaseModel]]) -> list[Kind]:
@@ -29,6 +34,7 @@ def _kinds(registry: Mapping[str, type[BaseModel]]) -> list[Kind]:
             kind=kind,
             description=(cls.__doc__ or "").strip().splitlines()[0],
             parameters=cls.model_json_schema(),
+            unbiased=getattr(cls, "unbiased", None),
         )
         for kind, cls in sorted(registry.items())
     ]

@@ -206,6 +206,12 @@ async def test_data_paths_must_stay_inside_the_data_roots(
     assert escape.status_code == 422
 
 
+async def test_compressors_say_which_are_unbiased(client: httpx.AsyncClient) -> None:
+    flags = {k["kind"]: k["unbiased"] for k in (await client.get("/v1/compressors")).json()}
+    assert flags["topk"] is False and flags["qsgd"] is True and flags["wangni"] is True
+    assert flags["randk"] is None  # unbiased only with rescale: true
+
+
 async def test_registries(client: httpx.AsyncClient) -> None:
     kinds = {k["kind"] for k in (await client.get("/v1/compressors")).json()}
     assert {"none", "topk", "randk", "threshold", "qsgd", "sign", "wangni"} == kinds

@@ -265,3 +265,15 @@ def test_decode_rejects_garbage() -> None:
 def test_compress_rejects_wrong_shape() -> None:
     with pytest.raises(ValueError):
         _compress(_build("topk"), torch.zeros(D + 1))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_spec_unbiased_flag_agrees_with_the_compressor(name: str) -> None:
+    """What the API lists as unbiased is what the implementation claims (and is tested)."""
+    spec = EXAMPLES[name]
+    flag = type(spec).unbiased  # type: ignore[attr-defined]
+    compressor = _build(name)
+    if flag is None:
+        assert compressor.unbiased == spec.rescale  # type: ignore[attr-defined]
+    else:
+        assert compressor.unbiased is flag
