@@ -52,3 +52,13 @@ class Progress:
             file=sys.stderr,
             flush=True,
         )
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out ``fig``, write it as a PNG to ``path`` (creating folders) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -41,7 +41,7 @@ import httpx
 import numpy as np
 import ray
 
-from benchmarks._common import machine, write_json
+from benchmarks._common import machine, save_figure, write_json
 
 SUBMIT = "POST /v1/jobs"
 GET_JOB = "GET /v1/jobs/{id}"
@@ -519,10 +519,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         f"{load['requests_per_s']:.0f} req/s (events: time to first event)"
     )
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def print_summary(report: dict[str, Any], out: Path, plot_path: Path) -> None:

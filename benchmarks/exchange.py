@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks._common import machine, write_json
+from benchmarks._common import machine, save_figure, write_json
 from sparsetrain.spec import DenseSpec, JobSpec, TopKSpec
 from sparsetrain.workers import launch
 from sparsetrain.workers.compression import build_compressor, decode, encode
@@ -245,10 +245,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("exchange time per step (ms, median)")
     ax.set_title("Ray object-store all-gather vs gloo all-reduce (dense fp32)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _size(d: int) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import Progress, machine, write_json
+from benchmarks._common import Progress, machine, save_figure, write_json
 from sparsetrain.spec import (
     AveragingSpec,
     DenseSpec,
@@ -256,10 +256,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.set_ylim(gap / 3, max(start, gap) * 3)
         axes[row][1].set_xscale("log")
         axes[row][0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

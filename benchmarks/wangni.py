@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import machine, write_json
+from benchmarks._common import machine, save_figure, write_json
 from sparsetrain.spec import (
     JobSpec,
     LogisticRegressionSpec,
@@ -151,10 +151,7 @@ def plot(vectors: dict[str, Any], path: Path) -> None:
         axis.axhline(1.0, color="grey", lw=0.8)
         axis.grid(alpha=0.3)
         axis.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
