@@ -2,12 +2,13 @@
 
 ``SparseUpdate`` (indices + values) and ``DenseUpdate`` (all values) live here; the
 quantized payloads (``QuantizedUpdate`` for QSGD, ``SignUpdate`` for scaled signs) live in
-``quantized.py`` and are encoded through the same ``encode``/``decode``. All know their
-exact wire size (``nbytes`` equals ``len(encode(payload))``), how to add themselves into a
-dense buffer, and how to move between devices. Values travel in fp32, fp16 or bf16;
-indices as int32 when the vector has fewer than 2**31 entries, else int64. A random-k
-update with a shared seed sends no indices at all: the receiver regenerates them from the
-seed in the header.
+``quantized.py`` and the factored one (``LowRankUpdate`` for ATOMO's spectral atoms and
+PowerSGD) in ``lowrank.py``; all are encoded through the same ``encode``/``decode``. All
+know their exact wire size (``nbytes`` equals ``len(encode(payload))``), how to add
+themselves into a dense buffer, and how to move between devices. Values travel in fp32,
+fp16 or bf16; indices as int32 when the vector has fewer than 2**31 entries, else int64. A
+random-k update with a shared seed sends no indices at all: the receiver regenerates them
+from the seed in the header.
 """
 
 from __future__ import annotations
@@ -18,37 +19,38 @@ from typing import Protocol
 
 import torch
 
+from sparsetrain.workers.compression.lowrank import (
+    LowRankUpdate,
+    decode_low_rank,
+    encode_low_rank,
+)
 from sparsetrain.workers.compression.quantized import (
     QuantizedUpdate,
     SignUpdate,
     decode_quantized,
     encode_quantized,
 )
+from sparsetrain.workers.compression.wire import CODE_DTYPES as _CODE_DTYPES
 from sparsetrain.workers.compression.wire import (
     DENSE,
     HEADER,
     HEADER_NBYTES,
+    LOW_RANK,
     MAGIC,
     QUANTIZED,
     SIGN,
     SPARSE,
     SPARSE_IMPLICIT,
 )
+from sparsetrain.workers.compression.wire import DTYPE_CODES as _DTYPE_CODES
+from sparsetrain.workers.compression.wire import from_bytes as _from_bytes
+from sparsetrain.workers.compression.wire import raw_bytes as _raw_bytes
 
 VALUE_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-_DTYPE_CODES: dict[torch.dtype, int] = {
-    torch.float32: 0,
-    torch.float16: 1,
-    torch.bfloat16: 2,
-    torch.int32: 3,
-    torch.int64: 4,
-}
-_CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
-
 _SEED = struct.Struct("<Q")
 
 
@@ -165,27 +167,16 @@ class SparseUpdate:
         return SparseUpdate(self.indices.to(device), self.values.to(device), self.numel, self.seed)
 
 
-Update = DenseUpdate | SparseUpdate | QuantizedUpdate | SignUpdate
+Update = DenseUpdate | SparseUpdate | QuantizedUpdate | SignUpdate | LowRankUpdate
 """Every payload type a compressor of this package produces."""
-
-
-def _raw_bytes(tensor: torch.Tensor) -> bytes:
-    flat = tensor.detach().contiguous().cpu()
-    if flat.dtype in (torch.float16, torch.bfloat16):
-        flat = flat.view(torch.int16)
-    return flat.numpy().tobytes()
-
-
-def _from_bytes(buffer: bytes, dtype: torch.dtype, count: int, offset: int) -> torch.Tensor:
-    if count == 0:
-        return torch.empty(0, dtype=dtype)
-    return torch.frombuffer(bytearray(buffer), dtype=dtype, count=count, offset=offset)
 
 
 def encode(payload: Payload) -> bytes:
     """Serialise a payload to its wire form; ``len(result) == payload.nbytes``."""
     if isinstance(payload, QuantizedUpdate | SignUpdate):
         return encode_quantized(payload)
+    if isinstance(payload, LowRankUpdate):
+        return encode_low_rank(payload)
     if not isinstance(payload, DenseUpdate | SparseUpdate):
         raise TypeError(f"cannot encode a {type(payload).__name__}")
     value_code = _DTYPE_CODES[payload.values.dtype]
@@ -209,6 +200,8 @@ def decode(buffer: bytes) -> Update:
     magic, kind, value_code, index_code, numel, nnz = HEADER.unpack_from(buffer)
     if magic == MAGIC and kind in (QUANTIZED, SIGN):
         return decode_quantized(buffer)
+    if magic == MAGIC and kind == LOW_RANK:
+        return decode_low_rank(buffer)
     if magic != MAGIC or value_code not in _CODE_DTYPES or index_code not in _CODE_DTYPES:
         raise ValueError("not a sparsetrain update (bad magic or dtype code)")
     value_dtype = _CODE_DTYPES[value_code]

@@ -1,15 +1,43 @@
-"""The 24-byte header every encoded update starts with, and the payload kind codes.
+"""The 24-byte header every encoded update starts with, the payload kind codes, and the
+dtype codes and raw-byte helpers the payload encoders share.
 
 Layout (little-endian): magic ``SPT1``, payload kind (u8), value dtype code (u8), index
 dtype code (u8), one pad byte, ``numel`` (u64), and a kind-specific u64 (the number of
-values for dense and sparse updates).
+values for dense and sparse updates, the number of factor blocks for low-rank updates).
 """
 
 from __future__ import annotations
 
 import struct
 
+import torch
+
 MAGIC = b"SPT1"
-DENSE, SPARSE, SPARSE_IMPLICIT, QUANTIZED, SIGN = 0, 1, 2, 3, 4
+DENSE, SPARSE, SPARSE_IMPLICIT, QUANTIZED, SIGN, LOW_RANK = 0, 1, 2, 3, 4, 5
 HEADER = struct.Struct("<4sBBBxQQ")
 HEADER_NBYTES = HEADER.size
+
+DTYPE_CODES: dict[torch.dtype, int] = {
+    torch.float32: 0,
+    torch.float16: 1,
+    torch.bfloat16: 2,
+    torch.int32: 3,
+    torch.int64: 4,
+}
+CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
+
+
+def raw_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's elements in memory order (little-endian), copied to the CPU."""
+    flat = tensor.detach().contiguous().cpu()
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.view(torch.int16)
+    return flat.numpy().tobytes()
+
+
+def from_bytes(buffer: bytes, dtype: torch.dtype, count: int, offset: int) -> torch.Tensor:
+    """``count`` elements of ``dtype`` read from ``buffer`` at byte ``offset``, as a new
+    tensor that does not share the buffer's memory."""
+    if count == 0:
+        return torch.empty(0, dtype=dtype)
+    return torch.frombuffer(bytearray(buffer), dtype=dtype, count=count, offset=offset)
