@@ -48,6 +48,11 @@ class FlatModel:
     def device(self) -> torch.device:
         return self.flat.device
 
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The parameter tensors' shapes, in the order they lie in ``flat``."""
+        return [tuple(s.shape) for s in self.slots]
+
     def views(self, flat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-parameter views into ``flat`` (default: the model's own vector)."""
         source = self.flat if flat is None else flat

@@ -41,7 +41,7 @@ def prepare(
     if dataset is None:
         dataset = build_dataset(spec.data, spec.seed)
     model, objective = build_model(spec.model, dataset, spec.seed, device=device)
-    compressor = build_compressor(spec.compression, model.numel, spec.seed)
+    compressor = build_compressor(spec.compression, model.numel, spec.seed, shapes=model.shapes)
     total_steps = spec.total_steps(dataset.n_train)
     schedule = build_schedule(spec.schedule, total_steps, objective.l2)
     return JobSetup(spec, dataset, model, objective, compressor, schedule, total_steps)

@@ -16,7 +16,12 @@ import torch
 
 from sparsetrain.errors import TrainingError
 from sparsetrain.metrics import StepMetrics
-from sparsetrain.workers.compression import Compressor, Payload, SparseUpdate
+from sparsetrain.workers.compression import (
+    Compressor,
+    Payload,
+    SparseUpdate,
+    StatefulCompressor,
+)
 from sparsetrain.workers.data import Dataset, ShardSampler, shard_indices
 from sparsetrain.workers.flat import FlatModel
 from sparsetrain.workers.memory import Memory, build_memory
@@ -46,8 +51,9 @@ class StepOutput:
 class WorkerState:
     """Everything one rank keeps across steps besides the (shared) parameters.
 
-    Its data shard sampler, its private generator, its error-feedback memory and its
-    momentum buffer. ``state_dict`` captures all of it for checkpoints.
+    Its data shard sampler, its private generator, its error-feedback memory, its
+    momentum buffer and, when it is given one that keeps state between steps (PowerSGD's
+    warm start), its compressor's state. ``state_dict`` captures all of it for checkpoints.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class WorkerState:
         dataset: Dataset,
         numel: int,
         device: torch.device | str = "cpu",
+        compressor: Compressor | None = None,
     ) -> None:
         self.rank = rank
         device = torch.device(device)
@@ -68,6 +75,7 @@ class WorkerState:
         self.memory: Memory = build_memory(spec.memory, numel, device)
         self.momentum = float(spec.optimizer.momentum)
         self.velocity = torch.zeros(numel, device=device) if self.momentum > 0 else None
+        self.compressor = compressor
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -78,6 +86,8 @@ class WorkerState:
         }
         if self.velocity is not None:
             state["velocity"] = self.velocity.detach().cpu().clone()
+        if isinstance(self.compressor, StatefulCompressor):
+            state["compressor"] = self.compressor.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -86,6 +96,10 @@ class WorkerState:
         self.memory.load_state_dict(state["memory"])
         if self.velocity is not None:
             self.velocity.copy_(state["velocity"])
+        if "compressor" in state:
+            if not isinstance(self.compressor, StatefulCompressor):
+                raise ValueError("state has a compressor state; this rank's compressor keeps none")
+            self.compressor.load_state_dict(state["compressor"])
 
 
 def compute_update(

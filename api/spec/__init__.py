@@ -2,8 +2,10 @@
 
 from sparsetrain.spec.compression import (
     COMPRESSION_SPECS,
+    AtomoSpec,
     CompressionSpec,
     DenseSpec,
+    PowerSGDSpec,
     QSGDSpec,
     RandKSpec,
     SignSpec,
@@ -51,6 +53,7 @@ __all__ = [
     "COMPRESSION_SPECS",
     "DATA_SPECS",
     "MODEL_SPECS",
+    "AtomoSpec",
     "AveragingSpec",
     "CNNSpec",
     "CheckpointSpec",
@@ -71,6 +74,7 @@ __all__ = [
     "MemoryKind",
     "ModelSpec",
     "OptimizerSpec",
+    "PowerSGDSpec",
     "QSGDSpec",
     "RandKSpec",
     "SGDSpec",

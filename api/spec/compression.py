@@ -163,8 +163,71 @@ class WangniSpec(StrictModel):
         return self
 
 
+class AtomoSpec(StrictModel):
+    """ATOMO (Wang et al. 2018): unbiased sparsification of entrywise or spectral atoms.
+
+    Atom i of weight λ_i is kept with probability p_i = min(1, s|λ_i|/Σ|λ|) (atoms capped at
+    1 hand their excess budget to the others) and sent as λ_i/p_i, so E[C(x)] = x."""
+
+    kind: Literal["atomo"] = "atomo"
+    unbiased: ClassVar[bool | None] = True
+    atoms: Literal["entry", "svd"] = Field(
+        default="svd",
+        description=(
+            "'entry': the coordinates of the whole vector. 'svd': the singular triplets of "
+            "every parameter tensor with two or more dimensions (reshaped to first dim x "
+            "the rest), sent as scaled singular vector pairs; 1-D tensors fall back to "
+            "their coordinates. All atoms of all tensors share one budget."
+        ),
+    )
+    budget: Annotated[float, Field(gt=0.0)] = Field(
+        description=(
+            "Sparsity budget s: the expected number of atoms sent per step, over the whole "
+            "model (coordinates for 'entry'; singular triplets plus 1-D coordinates for "
+            "'svd', split across tensors in proportion to |λ|). Every nonzero atom is "
+            "sent when s reaches their count."
+        ),
+    )
+    value_dtype: ValueDtype = Field(
+        default="float32", description="Precision of the values on the wire."
+    )
+
+
+class PowerSGDSpec(StrictModel):
+    """PowerSGD (Vogels et al. 2019): rank-r power-iteration compression of weight matrices.
+
+    One step of subspace iteration per step gives a rank-r approximation P·Qᵀ of every
+    weight matrix (reshaped to first dim x the rest), sent as its factors; 1-D tensors, and
+    matrices too small to gain from factoring, are sent dense. Biased: meant for
+    error-feedback memory."""
+
+    kind: Literal["powersgd"] = "powersgd"
+    unbiased: ClassVar[bool | None] = False
+    rank: Annotated[int, Field(ge=1, le=65536)] = Field(
+        default=2, description="Rank r of each matrix's approximation."
+    )
+    warm_start: bool = Field(
+        default=True,
+        description=(
+            "Start each step's power iteration from the previous step's Q (kept by the "
+            "worker and checkpointed); otherwise from a fresh random Q shared by all workers."
+        ),
+    )
+    value_dtype: ValueDtype = Field(
+        default="float32", description="Precision of the values on the wire."
+    )
+
+
 CompressionSpec = Annotated[
-    DenseSpec | TopKSpec | RandKSpec | ThresholdSpec | QSGDSpec | SignSpec | WangniSpec,
+    DenseSpec
+    | TopKSpec
+    | RandKSpec
+    | ThresholdSpec
+    | QSGDSpec
+    | SignSpec
+    | WangniSpec
+    | AtomoSpec
+    | PowerSGDSpec,
     Field(discriminator="kind"),
 ]
 
@@ -178,4 +241,6 @@ COMPRESSION_SPECS: dict[str, type[StrictModel]] = {
     "qsgd": QSGDSpec,
     "sign": SignSpec,
     "wangni": WangniSpec,
+    "atomo": AtomoSpec,
+    "powersgd": PowerSGDSpec,
 }

@@ -11,7 +11,9 @@ import torch
 from sparsetrain.errors import SpecError
 from sparsetrain.spec import (
     COMPRESSION_SPECS,
+    AtomoSpec,
     DenseSpec,
+    PowerSGDSpec,
     QSGDSpec,
     RandKSpec,
     SignSpec,
@@ -51,15 +53,27 @@ EXAMPLES: dict[str, object] = {
     "wangni": WangniSpec(),
     "wangni-eps-fp16": WangniSpec(eps=0.25, value_dtype="float16"),
     "wangni-density": WangniSpec(density=0.3),
+    "atomo-entry": AtomoSpec(atoms="entry", budget=100),
+    "atomo-svd": AtomoSpec(atoms="svd", budget=8),
+    "atomo-svd-fp16": AtomoSpec(atoms="svd", budget=30, value_dtype="float16"),
+    "powersgd": PowerSGDSpec(),
+    "powersgd-cold-bf16": PowerSGDSpec(rank=3, warm_start=False, value_dtype="bfloat16"),
 }
 
 # Not contractions at D = 1000 (E‖C(x) - x‖² > ‖x‖²): with error feedback the memory grows
 # geometrically, so conservation cannot be checked to a fixed tolerance over 40 steps.
-NOT_CONTRACTIONS = {"randk-rescale", "qsgd"}
+NOT_CONTRACTIONS = {"randk-rescale", "qsgd", "atomo-entry", "atomo-svd", "atomo-svd-fp16"}
+
+# Model-like parameter layouts (shapes in flat order) for the compressors that work per
+# weight matrix: a 4-D convolution kernel, its bias, a dense weight matrix and its bias.
+LAYOUTS: dict[int, list[tuple[int, ...]]] = {
+    D: [(4, 3, 5, 5), (4,), (24, 28), (24,)],
+    200: [(2, 3, 3, 3), (2,), (12, 12)],
+}
 
 
 def _build(name: str, d: int = D, seed: int = 0) -> Compressor:
-    return build_compressor(EXAMPLES[name], d, seed)  # type: ignore[arg-type]
+    return build_compressor(EXAMPLES[name], d, seed, shapes=LAYOUTS[d])  # type: ignore[arg-type]
 
 
 def _vector(seed: int, d: int = D) -> torch.Tensor:
@@ -260,6 +274,35 @@ def test_decode_rejects_garbage() -> None:
         decode(wire[:-1])
     with pytest.raises(ValueError):
         decode(b"XXXX" + wire[4:])
+
+
+@pytest.mark.parametrize("name", ["atomo-svd", "powersgd"])
+def test_low_rank_decode_rejects_truncated_and_padded_buffers(name: str) -> None:
+    wire = encode(_compress(_build(name), _vector(0)))
+    for bad in (wire[:-1], wire + b"\0", wire[:40]):
+        with pytest.raises(ValueError):
+            decode(bad)
+
+
+@pytest.mark.parametrize(
+    ("spec", "path"),
+    [(AtomoSpec(atoms="svd", budget=4), "compression.atoms"), (PowerSGDSpec(), "compression.kind")],
+)
+def test_layout_aware_compressors_need_the_shapes(spec: object, path: str) -> None:
+    with pytest.raises(SpecError) as info:
+        build_compressor(spec, D, 0)  # type: ignore[arg-type]
+    assert info.value.path == path
+    with pytest.raises(ValueError, match="999"):
+        build_compressor(spec, 999, 0, shapes=LAYOUTS[D])  # type: ignore[arg-type]
+
+
+def test_entry_atomo_needs_no_shapes_and_others_ignore_them() -> None:
+    entry = build_compressor(AtomoSpec(atoms="entry", budget=10), D, 0)
+    assert isinstance(_compress(entry, _vector(0)), SparseUpdate)
+    with_shapes = build_compressor(TopKSpec(k=5), D, 0, shapes=LAYOUTS[D])
+    plain = build_compressor(TopKSpec(k=5), D, 0)
+    x = _vector(1)
+    assert torch.equal(_compress(with_shapes, x).to_dense(), _compress(plain, x).to_dense())
 
 
 def test_compress_rejects_wrong_shape() -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from sparsetrain.errors import SpecError
-from sparsetrain.workers.compression.base import Compressor
+from sparsetrain.workers.compression.atomo import Atomo, atomo_probabilities
+from sparsetrain.workers.compression.base import Compressor, StatefulCompressor
 from sparsetrain.workers.compression.dense import Dense
+from sparsetrain.workers.compression.layout import Shapes
+from sparsetrain.workers.compression.lowrank import Factor, LowRankUpdate
 from sparsetrain.workers.compression.payload import (
     DenseUpdate,
     Payload,
@@ -15,6 +18,7 @@ from sparsetrain.workers.compression.payload import (
     decode,
     encode,
 )
+from sparsetrain.workers.compression.powersgd import PowerSGD
 from sparsetrain.workers.compression.qsgd import QSGD
 from sparsetrain.workers.compression.quantized import QuantizedUpdate, SignUpdate
 from sparsetrain.workers.compression.randk import RandK
@@ -31,14 +35,21 @@ COMPRESSORS: dict[str, type] = {
     "qsgd": QSGD,
     "sign": Sign,
     "wangni": Wangni,
+    "atomo": Atomo,
+    "powersgd": PowerSGD,
 }
 
 
-def build_compressor(spec: BaseModel, numel: int, seed: int) -> Compressor:
+def build_compressor(
+    spec: BaseModel, numel: int, seed: int, shapes: Shapes | None = None
+) -> Compressor:
     """Instantiate the compressor ``spec`` asks for, for vectors of ``numel`` entries.
 
-    Raises ``SpecError`` with a ``compression.*`` field path for an unknown kind or a budget
-    the model cannot satisfy (e.g. ``k`` > ``numel``).
+    ``shapes`` is the model's parameter layout (its tensors' shapes in flat order), passed on
+    to the compressors that work per weight matrix (``uses_layout``); the others ignore it.
+    Raises ``SpecError`` with a ``compression.*`` field path for an unknown kind, a budget the
+    model cannot satisfy (e.g. ``k`` > ``numel``) or a layout-aware compressor without
+    ``shapes``; ``ValueError`` when ``shapes`` do not hold ``numel`` entries.
     """
     kind = getattr(spec, "kind", None)
     cls = COMPRESSORS.get(kind) if isinstance(kind, str) else None
@@ -46,7 +57,10 @@ def build_compressor(spec: BaseModel, numel: int, seed: int) -> Compressor:
         known = ", ".join(sorted(COMPRESSORS))
         raise SpecError(("compression", "kind"), f"unknown compressor {kind!r}; known: {known}")
     try:
-        compressor: Compressor = cls(spec, numel, seed)
+        if getattr(cls, "uses_layout", False):
+            compressor: Compressor = cls(spec, numel, seed, shapes)
+        else:
+            compressor = cls(spec, numel, seed)
     except SpecError as error:
         raise error.under("compression") from None
     return compressor
@@ -55,19 +69,26 @@ def build_compressor(spec: BaseModel, numel: int, seed: int) -> Compressor:
 __all__ = [
     "COMPRESSORS",
     "QSGD",
+    "Atomo",
     "Compressor",
     "Dense",
     "DenseUpdate",
+    "Factor",
+    "LowRankUpdate",
     "Payload",
+    "PowerSGD",
     "QuantizedUpdate",
     "RandK",
+    "Shapes",
     "Sign",
     "SignUpdate",
     "SparseUpdate",
+    "StatefulCompressor",
     "Threshold",
     "TopK",
     "Update",
     "Wangni",
+    "atomo_probabilities",
     "build_compressor",
     "decode",
     "encode",

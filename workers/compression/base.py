@@ -1,13 +1,16 @@
 """The compressor contract.
 
-A compressor is a stateless function of (flat tensor, step, random generator): it never
-mutates its input and keeps nothing between calls. Whatever must persist across steps (the
-residual that was not sent) lives in ``sparsetrain.workers.memory``.
+A compressor is a function of (flat tensor, step, random generator): it never mutates its
+input. Whatever must persist across steps (the residual that was not sent) lives in
+``sparsetrain.workers.memory``; compressors keep nothing between calls, with one exception:
+a compressor whose output depends on its own past (PowerSGD's warm-started power iteration)
+implements ``StatefulCompressor``, and the worker that owns it checkpoints its
+``state_dict`` beside the memory (``WorkerState``).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -33,6 +36,19 @@ class Compressor(Protocol):
 
         Does not mutate ``x``; the payload never aliases ``x``'s storage.
         """
+        ...
+
+
+@runtime_checkable
+class StatefulCompressor(Protocol):
+    """A compressor that keeps state between ``compress`` calls, and can save and restore it."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """CPU copies of everything ``compress`` will read from its past calls."""
+        ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a ``state_dict``; raises ``ValueError`` when it does not fit."""
         ...
 
 
