@@ -19,6 +19,15 @@ class StepMetrics(BaseModel):
     compute_s: float = Field(ge=0.0, description="Slowest rank's gradient time.")
     compress_s: float = Field(ge=0.0, description="Slowest rank's memory + compression time.")
     exchange_s: float = Field(ge=0.0, description="Time to aggregate and apply the update.")
+    workers: int | None = Field(
+        default=None, ge=1, description="Ranks whose updates made this step's aggregate."
+    )
+    memory_norm: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="‖memory‖ over all ranks after the step (root of the summed squares): "
+        "the gradient mass still waiting to be sent.",
+    )
     staleness: list[int] | None = Field(
         default=None,
         description="async: for each update applied in this round, how many updates were "

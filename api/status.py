@@ -6,11 +6,17 @@ from enum import Enum
 
 
 class JobStatus(str, Enum):
-    """Where a job is in its life. Terminal statuses never change."""
+    """Where a job is in its life. Terminal statuses never change.
+
+    RESIZING: training waits for workers (fewer than ``workers.min`` are live).
+    RECOVERING: the supervisor was lost and is being relaunched from the last checkpoint.
+    """
 
     PENDING = "PENDING"
     STARTING = "STARTING"
     RUNNING = "RUNNING"
+    RESIZING = "RESIZING"
+    RECOVERING = "RECOVERING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -26,10 +32,15 @@ class JobStatus(str, Enum):
 
 _TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
+_ENDINGS = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+_LIVE = frozenset({JobStatus.RUNNING, JobStatus.RESIZING, JobStatus.RECOVERING})
+
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.PENDING: frozenset({JobStatus.STARTING, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.STARTING: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.PENDING: frozenset({JobStatus.STARTING, *_ENDINGS}),
+    JobStatus.STARTING: _LIVE | _ENDINGS,
+    JobStatus.RUNNING: (_LIVE - {JobStatus.RUNNING}) | _ENDINGS | {JobStatus.SUCCEEDED},
+    JobStatus.RESIZING: (_LIVE - {JobStatus.RESIZING}) | _ENDINGS | {JobStatus.SUCCEEDED},
+    JobStatus.RECOVERING: (_LIVE - {JobStatus.RECOVERING}) | _ENDINGS,
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),

@@ -21,12 +21,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
+from sparsetrain.workers.elastic import Change
 from sparsetrain.workers.result import TrainResult
 from sparsetrain.workers.supervisor import NAMESPACE, Supervisor
 
 POLL_S = 0.2
 _ERRORS: dict[str, type[Exception]] = {
     "SpecError": SpecError,
+    "WorkersLost": TrainingError,
     "TrainingError": TrainingError,
     "CheckpointError": CheckpointError,
 }
@@ -56,10 +58,14 @@ def start_job(
     *,
     storage: str | None = None,
     verify_replicas: bool = False,
+    target: int | None = None,
+    faults: list[dict[str, Any]] | None = None,
 ) -> Any:
     """Create and start the job's detached supervisor; returns its actor handle.
 
-    Checkpoints go to ``spec.checkpoint.path``, else ``<storage>/<job id>``.
+    Checkpoints go to ``spec.checkpoint.path``, else ``<storage>/<job id>``. ``target``
+    overrides ``workers.count`` as the size to train at; ``faults`` injects worker deaths
+    (chaos tests only; see ``TrainingWorker``).
     """
     if not ray.is_initialized():
         ray.init(namespace=NAMESPACE, log_to_driver=False)
@@ -73,7 +79,12 @@ def start_job(
         scheduling_strategy=_on_head_node(),
     )
     supervisor: Any = actor.remote(
-        job_id, spec.model_dump_json(), storage or default_storage(), verify_replicas
+        job_id,
+        spec.model_dump_json(),
+        storage or default_storage(),
+        verify_replicas,
+        faults,
+        target,
     )
     ray.get(supervisor.start.remote())
     return supervisor
@@ -85,6 +96,7 @@ def run_job(
     *,
     storage: str | None = None,
     verify_replicas: bool = False,
+    faults: list[dict[str, Any]] | None = None,
     on_step: Callable[[StepMetrics], None] | None = None,
     timeout_s: float | None = None,
     poll_s: float = POLL_S,
@@ -95,7 +107,9 @@ def run_job(
     rank and step) when a worker fails, ``TimeoutError`` after ``timeout_s``. Progress is
     polled every ``poll_s`` seconds (``on_step`` sees new records at that pace).
     """
-    supervisor = start_job(spec, job_id, storage=storage, verify_replicas=verify_replicas)
+    supervisor = start_job(
+        spec, job_id, storage=storage, verify_replicas=verify_replicas, faults=faults
+    )
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     seen = 0
     try:
@@ -106,7 +120,7 @@ def run_job(
                 for record in batch:
                     on_step(StepMetrics(**record))
                 seen += len(batch)
-            if progress["state"] not in ("created", "running"):
+            if progress["state"] not in ("created", "running", "resizing"):
                 break
             if deadline is not None and time.monotonic() > deadline:
                 supervisor.stop.remote()
@@ -119,6 +133,7 @@ def run_job(
             raise error(progress["error"])  # type: ignore[call-arg]
         records = ray.get(supervisor.metrics.remote(0))
         final = ray.get(supervisor.result.remote())
+        changes = ray.get(supervisor.membership.remote())
     finally:
         ray.kill(supervisor)
     return TrainResult(
@@ -128,4 +143,5 @@ def run_job(
         memories=[
             None if m is None else torch.from_numpy(np.array(m)) for m in final.get("memories", [])
         ],
+        changes=[Change.from_dict(change) for change in changes],
     )

@@ -7,17 +7,20 @@ from dataclasses import dataclass, field
 import torch
 
 from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.workers.elastic import Change
 
 
 @dataclass
 class TrainResult:
-    """Every step's metrics, every evaluation, the final parameters and each rank's memory."""
+    """Every step's metrics, every evaluation, the final parameters, each rank's memory."""
 
     steps: list[StepMetrics] = field(default_factory=list)
     evals: list[EvalMetrics] = field(default_factory=list)
     params: torch.Tensor | None = None
     averaged: torch.Tensor | None = None
     memories: list[torch.Tensor | None] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    """Membership changes, in order (Ray runs); ``simulate(spec, changes=...)`` replays them."""
 
     @property
     def staleness(self) -> dict[int, int]:

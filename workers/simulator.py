@@ -8,18 +8,26 @@ bit-identical copies anyway); each logical worker has its own shard, generator a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.data import Dataset
+from sparsetrain.workers.elastic import (
+    Change,
+    changes_at,
+    flush_compressor,
+    leaving_ranks,
+    lr_scale,
+)
 from sparsetrain.workers.evaluate import evaluate_setup
 from sparsetrain.workers.result import TrainResult
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import (
+    Ledger,
     MeanApplier,
     RankStats,
     WorkerState,
@@ -35,25 +43,40 @@ def simulate(
     dataset: Dataset | None = None,
     on_step: Callable[[StepMetrics], None] | None = None,
     on_eval: Callable[[EvalMetrics], None] | None = None,
+    changes: Sequence[Change] = (),
+    ledgers: list[Ledger] | None = None,
 ) -> TrainResult:
     """Train ``spec`` with ``spec.workers.count`` logical workers in this process.
+
+    ``changes`` replays a membership history (joins, graceful leaves, lost ranks; see
+    ``sparsetrain.workers.elastic``) exactly as the Ray supervisor applies it. When
+    ``ledgers`` is a list, every logical worker that ever trains gets a ``Ledger`` (in order
+    of creation) and it is appended there.
 
     Deterministic: the same spec (and seed) gives the same trajectory. Raises
     ``TrainingError`` on a non-finite gradient, ``SpecError``/``DataError`` on bad input.
     """
     setup = prepare(spec, device=device, dataset=dataset)
-    model, world = setup.model, setup.world
-    workers = [
-        WorkerState(
+    model = setup.model
+
+    def new_worker(rank: int, world: int, epoch: int) -> WorkerState:
+        worker = WorkerState(
             rank=rank,
             world=world,
             spec=spec,
             dataset=setup.dataset,
             numel=model.numel,
             device=model.device,
+            epoch=epoch,
         )
-        for rank in range(world)
-    ]
+        if ledgers is not None:
+            worker.ledger = Ledger(model.numel, model.device)
+            ledgers.append(worker.ledger)
+        return worker
+
+    world = setup.world
+    workers = [new_worker(rank, world, 0) for rank in range(world)]
+    flush = flush_compressor(model.numel)
     averager = None
     if spec.averaging is not None:
         averager = WeightedAverage(model.flat, averaging_shift(spec.averaging, spec.schedule))
@@ -68,26 +91,52 @@ def simulate(
 
     record_eval(0)
     every = spec.eval.every
+    epoch, removed = 0, False
     for step in range(setup.total_steps):
-        lr = setup.schedule(step)
+        joins, leaves, lost = changes_at(changes, step)
+        if joins or removed:
+            epoch += 1
+            size = len(workers) + joins
+            workers += [new_worker(rank, size, epoch) for rank in range(len(workers), size)]
+            for joiner in workers[len(workers) - joins :]:
+                if joiner.velocity is not None and workers[0].velocity is not None:
+                    joiner.velocity.copy_(workers[0].velocity)
+            for rank, worker in enumerate(workers):
+                worker.regroup(len(workers), rank, epoch)
+        leaving = leaving_ranks(len(workers), leaves, lost)
+        lr = setup.schedule(step) * lr_scale(spec, len(workers))
         if averager is not None:
             averager.update(model.flat, step)
         outputs = [
-            compute_update(model, setup.objective, w, setup.dataset, setup.compressor, lr, step)
-            for w in workers
+            (
+                rank,
+                compute_update(
+                    model,
+                    setup.objective,
+                    worker,
+                    setup.dataset,
+                    flush if rank in leaving else setup.compressor,
+                    lr,
+                    step,
+                ),
+            )
+            for rank, worker in enumerate(workers)
+            if rank not in lost
         ]
         started = time.perf_counter()
-        applier.apply(model.flat, [out.payload for out in outputs])
+        applier.apply(model.flat, [out.payload for _, out in outputs])
         metrics = step_metrics(
             step,
             lr,
-            [RankStats.of(rank, out) for rank, out in enumerate(outputs)],
+            [RankStats.of(rank, out) for rank, out in outputs],
             model.numel,
             exchange_s=time.perf_counter() - started,
         )
         result.steps.append(metrics)
         if on_step is not None:
             on_step(metrics)
+        removed = bool(leaving or lost)
+        workers = [w for rank, w in enumerate(workers) if rank not in leaving and rank not in lost]
         done = step + 1
         if (every and done % every == 0) or done == setup.total_steps:
             record_eval(done)

@@ -7,6 +7,7 @@ payloads, applied identically by every replica.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from sparsetrain.workers.compression import (
     StatefulCompressor,
 )
 from sparsetrain.workers.data import Dataset, ShardSampler, shard_indices
+from sparsetrain.workers.elastic import salted_seed
 from sparsetrain.workers.flat import FlatModel
 from sparsetrain.workers.memory import Memory, build_memory
 from sparsetrain.workers.models import Objective
@@ -46,6 +48,23 @@ class StepOutput:
     loss: float
     compute_s: float
     compress_s: float
+    memory_norm: float | None = None
+
+
+class Ledger:
+    """Running sums of what one rank was asked to send (Σ lr·g, after momentum) and what it
+    sent (Σ c). With error feedback, ``sent + memory == gradient`` up to rounding."""
+
+    def __init__(self, numel: int, device: torch.device | str = "cpu") -> None:
+        self.gradient = torch.zeros(numel, dtype=torch.float64, device=device)
+        self.sent = torch.zeros(numel, dtype=torch.float64, device=device)
+
+    def record(self, lr: float, grad: torch.Tensor, payload: Payload) -> None:
+        """Add ``lr·grad`` and the decoded ``payload`` to the sums (mutates only them)."""
+        self.gradient.add_(grad.double(), alpha=lr)
+        sent = torch.zeros_like(self.sent, dtype=torch.float32)
+        payload.add_to(sent)
+        self.sent.add_(sent.double())
 
 
 class WorkerState:
@@ -66,20 +85,43 @@ class WorkerState:
         numel: int,
         device: torch.device | str = "cpu",
         compressor: Compressor | None = None,
+        epoch: int = 0,
     ) -> None:
+        """A fresh rank (zero memory and momentum) of a ``world``-worker group; ``epoch`` is
+        the membership epoch it joins in (0 for the job's first group)."""
         self.rank = rank
+        self.world = world
+        self.epoch = epoch
+        self._n_train = dataset.n_train
+        self._batch_size = spec.batch_size
+        self._seed = spec.seed
         device = torch.device(device)
-        self.generator = torch.Generator(device=device).manual_seed(worker_seed(spec.seed, rank))
-        shard = shard_indices(dataset.n_train, world, rank, spec.seed)
-        self.sampler = ShardSampler(shard, spec.batch_size, spec.seed, rank)
+        self.generator = torch.Generator(device=device).manual_seed(
+            worker_seed(salted_seed(spec.seed, epoch), rank)
+        )
+        self.sampler = self._sampler(world, rank, epoch)
         self.memory: Memory = build_memory(spec.memory, numel, device)
         self.momentum = float(spec.optimizer.momentum)
         self.velocity = torch.zeros(numel, device=device) if self.momentum > 0 else None
         self.compressor = compressor
+        self.ledger: Ledger | None = None
+
+    def _sampler(self, world: int, rank: int, epoch: int) -> ShardSampler:
+        seed = salted_seed(self._seed, epoch)
+        shard = shard_indices(self._n_train, world, rank, seed)
+        return ShardSampler(shard, self._batch_size, seed, rank)
+
+    def regroup(self, world: int, rank: int, epoch: int) -> None:
+        """Become rank ``rank`` of ``world`` in membership epoch ``epoch``: a new shard and a
+        sampler at its start. Memory, momentum and generator are kept."""
+        if (world, rank, epoch) != (self.world, self.rank, self.epoch):
+            self.world, self.rank, self.epoch = world, rank, epoch
+            self.sampler = self._sampler(world, rank, epoch)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "rank": self.rank,
+            "group": {"world": self.world, "rank": self.rank, "epoch": self.epoch},
             "sampler": self.sampler.state_dict(),
             "generator": self.generator.get_state(),
             "memory": self.memory.state_dict(),
@@ -91,6 +133,9 @@ class WorkerState:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        group = state.get("group")
+        if group is not None:
+            self.regroup(group["world"], group["rank"], group["epoch"])
         self.sampler.load_state_dict(state["sampler"])
         self.generator.set_state(state["generator"])
         self.memory.load_state_dict(state["memory"])
@@ -135,11 +180,16 @@ def compute_update(
     computed = time.perf_counter()
     payload = state.memory.compress(grad, lr, compressor, step=step, generator=state.generator)
     _sync(device)
+    compressed = time.perf_counter()
+    if state.ledger is not None:
+        state.ledger.record(lr, grad, payload)
+    residual = state.memory.residual()
     return StepOutput(
         payload=payload,
         loss=float(loss),
         compute_s=computed - start,
-        compress_s=time.perf_counter() - computed,
+        compress_s=compressed - computed,
+        memory_norm=None if residual is None else float(torch.linalg.vector_norm(residual)),
     )
 
 
@@ -210,6 +260,7 @@ class RankStats:
     compute_s: float
     compress_s: float
     exchange_s: float = 0.0
+    memory_norm: float | None = None
 
     @classmethod
     def of(cls, rank: int, output: StepOutput, exchange_s: float = 0.0) -> RankStats:
@@ -221,6 +272,7 @@ class RankStats:
             compute_s=output.compute_s,
             compress_s=output.compress_s,
             exchange_s=exchange_s,
+            memory_norm=output.memory_norm,
         )
 
 
@@ -229,6 +281,7 @@ def step_metrics(
 ) -> StepMetrics:
     """Combine every rank's stats (in rank order) into the step's metrics record."""
     sizes = [r.nbytes for r in ranks]
+    norms = [r.memory_norm for r in ranks if r.memory_norm is not None]
     return StepMetrics(
         step=step,
         loss=sum(r.loss for r in ranks) / len(ranks),
@@ -239,4 +292,6 @@ def step_metrics(
         compute_s=max(r.compute_s for r in ranks),
         compress_s=max(r.compress_s for r in ranks),
         exchange_s=exchange_s,
+        workers=len(ranks),
+        memory_norm=math.sqrt(sum(n * n for n in norms)) if norms else None,
     )

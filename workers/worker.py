@@ -8,6 +8,8 @@ for step t as a numpy byte buffer that Ray puts in the object store for the othe
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import zlib
 from typing import Any
@@ -17,6 +19,7 @@ import torch
 
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression import decode, encode
+from sparsetrain.workers.elastic import flush_compressor
 from sparsetrain.workers.evaluate import evaluate_setup
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
@@ -39,10 +42,17 @@ class TrainingWorker:
         initial: np.ndarray,
         state: dict[str, Any] | None = None,
         averager: dict[str, Any] | None = None,
+        faults: list[dict[str, Any]] | None = None,
     ) -> None:
         """Build the replica from ``initial`` parameters; ``state`` and ``averager`` (from a
-        checkpoint) restore the rank's sampler, generator, memory, momentum and average."""
+        checkpoint) restore the rank's sampler, generator, memory, momentum and average.
+
+        ``faults`` (fault injection for the chaos tests, never from a job spec): entries
+        ``{"where": "step" | "snapshot", "step": t}`` make this process SIGKILL itself at
+        the start of that call for step (boundary) t.
+        """
         spec = JobSpec.model_validate_json(spec_json)
+        self.faults = list(faults or [])
         device = torch.device("cuda" if spec.workers.gpus > 0 else "cpu")
         self.spec = spec
         self.rank = rank
@@ -57,8 +67,11 @@ class TrainingWorker:
             dataset=self.setup.dataset,
             numel=model.numel,
             device=device,
+            compressor=self.setup.compressor,
         )
         self.applier = MeanApplier(model.numel, device)
+        self.lr_scale = 1.0
+        self._flush = flush_compressor(model.numel)
         self.averager = (
             WeightedAverage(model.flat, averaging_shift(spec.averaging, spec.schedule))
             if spec.averaging is not None
@@ -68,6 +81,44 @@ class TrainingWorker:
             self.state.load_state_dict(state)
         if averager is not None and self.averager is not None:
             self.averager.load_state_dict(averager)
+
+    def _fault(self, where: str, step: int) -> None:
+        for fault in self.faults:
+            if fault["where"] == where and fault["step"] == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def join(
+        self, shared: dict[str, Any], world: int, rank: int, epoch: int, lr_scale: float
+    ) -> None:
+        """Become a fresh rank ``rank`` of ``world`` in membership epoch ``epoch``: load the
+        group's parameters, momentum and iterate average from ``shared`` (see
+        ``shared_state``), with zero memory. Mutates the replica and replaces the rank state."""
+        model = self.setup.model
+        model.flat.copy_(torch.from_numpy(np.array(shared["params"])).to(model.device))
+        self.rank, self.world, self.lr_scale = rank, world, lr_scale
+        self.state = WorkerState(
+            rank=rank,
+            world=world,
+            spec=self.spec,
+            dataset=self.setup.dataset,
+            numel=model.numel,
+            device=model.device,
+            epoch=epoch,
+            compressor=self.setup.compressor,
+        )
+        if self.state.velocity is not None and shared["velocity"] is not None:
+            self.state.velocity.copy_(shared["velocity"])
+        if self.averager is not None and shared["averager"] is not None:
+            self.averager.load_state_dict(shared["averager"])
+
+    def shared_state(self) -> dict[str, Any]:
+        """What a joiner copies from this rank: parameters, momentum buffer, iterate average."""
+        velocity = self.state.velocity
+        return {
+            "params": self.parameters(),
+            "velocity": None if velocity is None else velocity.detach().cpu().clone(),
+            "averager": self.averager.state_dict() if self.averager is not None else None,
+        }
 
     def _apply(self, updates: tuple[np.ndarray, ...], reduced: bool) -> float:
         """Apply the mean of ``updates`` (or the one already ``reduced`` aggregate) to this
@@ -90,17 +141,26 @@ class TrainingWorker:
         reduced: bool = False,
         evaluate: bool = False,
         digest: bool = False,
+        group: tuple[int, int, int, float] | None = None,
+        flush: bool = False,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Apply the previous step's updates, then produce this rank's update for ``step``.
 
         ``updates`` are the W workers' encoded updates, or with ``reduced`` the one encoded
-        mean from the reducer.
+        mean from the reducer. ``group`` = (world, rank, epoch, lr scale) after a membership
+        change: the rank re-shards first. ``flush``: this rank leaves after this step and
+        sends its whole accumulated vector, emptying its memory.
 
         Returns (wire bytes as a uint8 array, stats). Stats carry a ``RankStats``, the
         parameter digest when ``digest`` is set, and on request an evaluation of the
         parameters the step started from. Mutates the replica and the rank's state.
         """
+        self._fault("step", step)
         exchange_s = self._apply(updates, reduced)
+        if group is not None:
+            world, rank, epoch, self.lr_scale = group
+            self.rank, self.world = rank, world
+            self.state.regroup(world, rank, epoch)
         info: dict[str, Any] = {}
         if digest:
             info["digest"] = self.digest()
@@ -108,13 +168,13 @@ class TrainingWorker:
             info["eval"] = self.evaluate(step).model_dump()
         if self.averager is not None:
             self.averager.update(self.setup.model.flat, step)
-        lr = self.setup.schedule(step)
+        lr = self.setup.schedule(step) * self.lr_scale
         output = compute_update(
             self.setup.model,
             self.setup.objective,
             self.state,
             self.setup.dataset,
-            self.setup.compressor,
+            self._flush if flush else self.setup.compressor,
             lr,
             step,
         )
@@ -156,8 +216,10 @@ class TrainingWorker:
             info["eval"] = self.evaluate(steps).model_dump()
         return info
 
-    def snapshot(self) -> dict[str, Any]:
-        """This rank's state for a checkpoint (CPU copies; the replica is not changed)."""
+    def snapshot(self, step: int = 0) -> dict[str, Any]:
+        """This rank's state for the checkpoint of boundary ``step`` (CPU copies; the replica
+        is not changed)."""
+        self._fault("snapshot", step)
         return {
             "state": self.state.state_dict(),
             "averager": self.averager.state_dict() if self.averager is not None else None,
@@ -181,3 +243,6 @@ class TrainingWorker:
 
     def numel(self) -> int:
         return self.setup.model.numel
+
+    def pid(self) -> int:
+        return os.getpid()

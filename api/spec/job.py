@@ -22,9 +22,38 @@ MemoryKind = Literal["none", "error_feedback"]
 
 
 class WorkersSpec(StrictModel):
-    """How many data-parallel workers train the model, and what each one needs."""
+    """How many data-parallel workers train the model, and what each one needs.
 
-    count: Annotated[int, Field(ge=1, le=1024)] = 2
+    ``count`` is the target size. A job is elastic when ``min < max``: it keeps training
+    with any size in [min, max] (lost workers, scale requests, autoscaling) and resizes at
+    a step boundary without a restart.
+    """
+
+    count: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=2, description="Target number of workers."
+    )
+    min: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        default=None,
+        description="Fewest workers the job trains with (default: count). Below it the job "
+        "waits up to wait_s (status RESIZING) for replacements, then fails.",
+    )
+    max: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        default=None, description="Most workers the job may grow to (default: count)."
+    )
+    autoscale: bool = Field(
+        default=False,
+        description="Grow toward max whenever the Ray cluster has free resources for more "
+        "workers (checked every few seconds at step boundaries).",
+    )
+    lr_scaling: Literal["keep", "linear"] = Field(
+        default="keep",
+        description="Learning rate after a resize: keep the schedule's, or scale it "
+        "linearly with the global batch (live workers / count).",
+    )
+    wait_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = Field(
+        default=300.0,
+        description="Seconds to wait for resources while below min before failing.",
+    )
     cpus: Annotated[float, Field(gt=0.0, le=512.0)] = Field(
         default=1.0, description="CPUs reserved for each worker."
     )
@@ -34,6 +63,30 @@ class WorkersSpec(StrictModel):
     placement: Literal["PACK", "SPREAD"] = Field(
         default="PACK", description="Ray placement-group strategy for the workers."
     )
+
+    @model_validator(mode="after")
+    def _count_within_bounds(self) -> WorkersSpec:
+        if not self.floor <= self.count <= self.ceiling:
+            raise ValueError(
+                f"need min <= count <= max, got min={self.floor}, count={self.count}, "
+                f"max={self.ceiling}"
+            )
+        return self
+
+    @property
+    def floor(self) -> int:
+        """``min``, or ``count`` when no minimum was given."""
+        return self.count if self.min is None else self.min
+
+    @property
+    def ceiling(self) -> int:
+        """``max``, or ``count`` when no maximum was given."""
+        return self.count if self.max is None else self.max
+
+    @property
+    def elastic(self) -> bool:
+        """True when the job may run with more than one size."""
+        return self.floor < self.ceiling
 
 
 class ExchangeSpec(StrictModel):
@@ -132,6 +185,11 @@ class JobSpec(StrictModel):
         description="A checkpoint file, or a checkpoint folder (its newest complete "
         "checkpoint), to continue from; the run then follows the uninterrupted trajectory.",
     )
+    max_restarts: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=3,
+        description="How many times a lost supervisor is relaunched from the job's last "
+        "checkpoint before the job fails.",
+    )
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = Field(
         default=0,
         description="Seeds data, initialisation, sampling and compression: the same spec "
@@ -146,6 +204,8 @@ class JobSpec(StrictModel):
             raise ValueError("give 'steps' or 'epochs'")
         if self.exchange.mode == "async" and self.resume_from is not None:
             raise ValueError("resuming from a checkpoint is supported in sync mode only")
+        if self.exchange.mode == "async" and self.workers.elastic:
+            raise ValueError("elastic workers (min < max) are supported in sync mode only")
         if (
             self.memory == "error_feedback"
             and isinstance(self.compression, RandKSpec)

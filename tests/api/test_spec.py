@@ -109,3 +109,27 @@ def test_spec_registries_name_their_kinds() -> None:
 def test_json_schema_is_generated() -> None:
     schema = JobSpec.model_json_schema()
     assert {"model", "data", "compression"} <= set(schema["properties"])
+
+
+def test_workers_bounds_default_to_count_and_must_hold_it() -> None:
+    fixed = _spec(workers={"count": 3}).workers
+    assert (fixed.floor, fixed.ceiling, fixed.elastic) == (3, 3, False)
+    elastic = _spec(workers={"count": 2, "min": 1, "max": 8}).workers
+    assert (elastic.floor, elastic.ceiling, elastic.elastic) == (1, 8, True)
+    for bad in ({"count": 2, "min": 3}, {"count": 5, "max": 4}, {"count": 2, "min": 0}):
+        with pytest.raises(ValidationError, match="workers"):
+            _spec(workers=bad)
+
+
+def test_elastic_async_is_refused() -> None:
+    with pytest.raises(ValidationError, match="sync mode only"):
+        _spec(workers={"count": 2, "max": 4}, exchange={"mode": "async"})
+
+
+def test_statuses_resizing_and_recovering_are_live_and_reversible() -> None:
+    from sparsetrain.status import JobStatus as S
+
+    assert S.RUNNING.can_become(S.RESIZING) and S.RESIZING.can_become(S.RUNNING)
+    assert S.RUNNING.can_become(S.RECOVERING) and S.RECOVERING.can_become(S.RUNNING)
+    assert not S.RECOVERING.can_become(S.SUCCEEDED) and not S.PENDING.can_become(S.RESIZING)
+    assert not (S.RESIZING.is_terminal or S.RECOVERING.is_terminal)
