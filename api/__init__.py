@@ -25,7 +25,7 @@ from sparsetrain.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from sparsetrain.jobs import Job, JobEvent, JobList, MetricsPage, Problem
+from sparsetrain.jobs import Job, JobEvent, JobList, JobPatch, MetricsPage, Problem
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import (
     CheckpointSpec,
@@ -80,6 +80,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobList",
+    "JobPatch",
     "JobRef",
     "JobSpec",
     "JobStatus",

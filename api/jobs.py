@@ -27,10 +27,19 @@ class Job(BaseModel):
     finished_at: datetime | None = None
     step: int = Field(default=0, ge=0, description="Steps completed so far.")
     total_steps: int | None = None
+    workers: int | None = Field(default=None, ge=0, description="Live workers, last reported.")
+    target_workers: int | None = Field(
+        default=None, ge=1, description="Size asked for by the last scale request, if any."
+    )
+    restarts: int = Field(default=0, ge=0, description="Times the supervisor was relaunched.")
     error: str | None = Field(default=None, description="Why the job failed, in one line.")
     result: dict[str, Any] | None = Field(
         default=None, description="Final evaluation and totals, once the job succeeded."
     )
+
+
+class _Patch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 class JobList(BaseModel):
@@ -42,11 +51,22 @@ class JobList(BaseModel):
     offset: int
 
 
-EventKind = Literal["status", "checkpoint", "log"]
+class WorkersPatch(_Patch):
+    count: int = Field(ge=1, le=1024, description="The new target number of workers.")
+
+
+class JobPatch(_Patch):
+    """``PATCH /v1/jobs/{id}``: what may change while a job runs."""
+
+    workers: WorkersPatch
+
+
+EventKind = Literal["status", "checkpoint", "log", "resize", "worker"]
 
 
 class JobEvent(BaseModel):
-    """Something that happened to a job: a status change, a checkpoint, a log line."""
+    """Something that happened to a job: a status change, a checkpoint, a log line, a
+    resize (``resize``), a worker lost or replaced (``worker``)."""
 
     seq: int = Field(description="Increases with every event of the server.")
     job_id: str

@@ -19,7 +19,8 @@ from sparsetrain.spec import JobSpec
 
 @dataclass
 class JobProgress:
-    """What a running supervisor reports; ``state`` is running/succeeded/failed/stopped."""
+    """What a running supervisor reports; ``state`` is running/resizing/succeeded/failed/
+    stopped."""
 
     state: str
     step: int
@@ -28,6 +29,14 @@ class JobProgress:
     steps: list[StepMetrics] = field(default_factory=list)
     evals: list[EvalMetrics] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    workers: int | None = None
+    first_step: int | None = None
+    """The step this supervisor started from (a checkpoint's, after a relaunch); None
+    until it knows."""
+    error_kind: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """The supervisor's resize/worker events, all of them, oldest first: ``{seq, kind,
+    message}`` with ``seq`` counting from 0 for each supervisor."""
 
 
 class Launcher(Protocol):
@@ -37,8 +46,19 @@ class Launcher(Protocol):
 
     def ready(self) -> bool: ...
 
-    def submit(self, job_id: str, spec: JobSpec) -> None:
-        """Start the job's supervisor; does nothing if it already exists."""
+    def submit(self, job_id: str, spec: JobSpec, target: int | None = None) -> None:
+        """Start the job's supervisor (training ``target`` workers, default the spec's count);
+        does nothing if it already exists."""
+        ...
+
+    def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
+        """Start a new supervisor for a job whose supervisor was lost, from the job's newest
+        complete checkpoint; returns that checkpoint's step (None: from the start)."""
+        ...
+
+    def scale(self, job_id: str, count: int) -> bool:
+        """Tell the job's supervisor to train with ``count`` workers; False when there is no
+        supervisor to tell (the target then applies at the next launch)."""
         ...
 
     def poll(self, job_id: str, since: int) -> JobProgress | None:
@@ -107,11 +127,36 @@ class RayLauncher:
         except ValueError:
             return None
 
-    def submit(self, job_id: str, spec: JobSpec) -> None:
+    def submit(self, job_id: str, spec: JobSpec, target: int | None = None) -> None:
         from sparsetrain.workers.launch import start_job
 
         if self._actor(job_id) is None:
-            start_job(spec, job_id, storage=self.storage)
+            start_job(spec, job_id, storage=self.storage, target=target)
+
+    def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
+        from sparsetrain.workers.checkpoint import list_checkpoints
+
+        self.release(job_id)  # a supervisor that failed, or a name not yet released
+        checkpoints = list_checkpoints(self._root(job_id, spec))
+        step = None
+        if checkpoints and spec.exchange.mode == "sync":
+            spec = spec.model_copy(update={"resume_from": self._root(job_id, spec)})
+            step = checkpoints[-1].step
+        self.submit(job_id, spec, target)
+        return step
+
+    def scale(self, job_id: str, count: int) -> bool:
+        import ray
+        from ray.exceptions import RayActorError
+
+        actor = self._actor(job_id)
+        if actor is None:
+            return False
+        try:
+            ray.get(actor.scale.remote(count))
+        except RayActorError:
+            return False
+        return True
 
     def poll(self, job_id: str, since: int) -> JobProgress | None:
         import ray
@@ -121,11 +166,12 @@ class RayLauncher:
         if actor is None:
             return None
         try:
-            progress, records, checkpoints = ray.get(
+            progress, records, checkpoints, events = ray.get(
                 [
                     actor.progress.remote(),
                     actor.metrics.remote(since),
                     actor.checkpoint_list.remote(),
+                    actor.event_log.remote(),
                 ]
             )
         except RayActorError:
@@ -138,6 +184,10 @@ class RayLauncher:
             steps=[StepMetrics(**r) for r in records["steps"]],
             evals=[EvalMetrics(**r) for r in records["evals"]],
             checkpoints=checkpoints,
+            workers=progress["workers"],
+            first_step=progress["first_step"],
+            error_kind=progress["error_kind"],
+            events=events,
         )
 
     def cancel(self, job_id: str) -> None:

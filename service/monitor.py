@@ -1,10 +1,13 @@
 """Keeps the job store in step with the cluster: submits, follows, reconciles.
 
 One pass (``tick``) looks at every job that is not terminal: a PENDING job is submitted; a
-STARTING or RUNNING job's supervisor is polled, its new metrics stored in one batch, and its
-status moved on. A job whose supervisor is gone is marked FAILED with the reason. The first
-pass after a restart is the reconciliation: supervisors that outlived the previous control
-plane are re-attached and their buffered metrics backfilled from the last stored step.
+live job's supervisor is polled, its new metrics and events stored, and its status moved on
+(RUNNING, RESIZING while it waits for workers). A job whose supervisor is gone, or lost every
+worker, is RECOVERING: a new supervisor resumes it from its newest checkpoint (the metrics
+after that step are recorded again), up to ``max_restarts`` times, then it is FAILED with the
+reason. The first pass after a restart is the reconciliation: supervisors that outlived the
+previous control plane are re-attached and their buffered metrics backfilled from the last
+stored step.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Monitor:
         self.store = store
         self.launcher = launcher
         self._checkpoints_seen: dict[str, int] = {}
+        self._events_seen: dict[str, int] = {}  # supervisor events stored, per job
 
     def tick(self) -> None:
         """One pass over every active job. Blocking; run it off the event loop."""
@@ -47,7 +51,7 @@ class Monitor:
     def _advance(self, job: Job) -> None:
         if job.status is JobStatus.PENDING:
             try:
-                self.launcher.submit(job.id, job.spec)
+                self.launcher.submit(job.id, job.spec, job.target_workers)
             except Exception as error:
                 self._move(job.id, JobStatus.FAILED, "could not start", error=_line(error))
                 return
@@ -57,14 +61,22 @@ class Monitor:
                 self.launcher.cancel(job.id)  # cancelled while it was being started
                 raise
             return
+        recovering = job.status is JobStatus.RECOVERING
         last = self.store.last_metric_step(job.id)
-        progress = self.launcher.poll(job.id, since=0 if last is None else last + 1)
+        since = 0 if recovering or last is None else last + 1
+        progress = self.launcher.poll(job.id, since=since)
         if progress is None:
-            self._move(job.id, JobStatus.FAILED, "supervisor lost", error=GONE)
+            self._recover(job, GONE)
             return
+        if recovering:
+            if progress.first_step is None:
+                return  # still loading its checkpoint
+            self.store.truncate_metrics(job.id, progress.first_step)
         self._record(job, progress)
-        if job.status is JobStatus.STARTING and (progress.step > 0 or progress.state != "running"):
-            job = self.store.transition(job.id, JobStatus.RUNNING, "training started")
+        if progress.state == "failed" and progress.error_kind == "WorkersLost":
+            self._recover(job, progress.error or "every worker was lost")
+            return
+        job = self._follow(job, progress)
         if progress.state == "succeeded":
             self.store.transition(
                 job.id, JobStatus.SUCCEEDED, "finished", result=_summary(progress, self.store, job)
@@ -77,10 +89,78 @@ class Monitor:
             self._move(job.id, JobStatus.CANCELLED, "stopped")
             self.launcher.release(job.id)
 
+    def _follow(self, job: Job, progress: JobProgress) -> Job:
+        """Move a live job between STARTING, RUNNING, RESIZING and RECOVERING as its
+        supervisor reports."""
+        status = job.status
+        if status is JobStatus.STARTING and (progress.step > 0 or progress.state != "running"):
+            return self.store.transition(job.id, JobStatus.RUNNING, "training started")
+        if status is JobStatus.RECOVERING and progress.state != "resizing":
+            return self.store.transition(
+                job.id, JobStatus.RUNNING, f"recovered: training from step {progress.first_step}"
+            )
+        if progress.state == "resizing" and status is not JobStatus.RESIZING:
+            return self.store.transition(job.id, JobStatus.RESIZING, "waiting for workers")
+        if progress.state == "running" and status is JobStatus.RESIZING:
+            return self.store.transition(job.id, JobStatus.RUNNING, "enough workers again")
+        return job
+
+    def _recover(self, job: Job, reason: str) -> None:
+        """Relaunch a lost supervisor from the newest checkpoint, or fail the job once it has
+        used ``max_restarts``."""
+        self._checkpoints_seen.pop(job.id, None)
+        self._events_seen.pop(job.id, None)
+        if job.restarts >= job.spec.max_restarts:
+            limit = job.spec.max_restarts
+            self._move(
+                job.id,
+                JobStatus.FAILED,
+                "supervisor lost",
+                error=f"{reason}; gave up after {limit} restart(s) (max_restarts={limit})",
+            )
+            self.launcher.release(job.id)
+            return
+        if job.status is not JobStatus.RECOVERING:
+            self.store.transition(job.id, JobStatus.RECOVERING, reason)
+        restarts = self.store.count_restart(job.id)
+        try:
+            step = self.launcher.relaunch(job.id, job.spec, job.target_workers)
+        except Exception as error:
+            self._move(job.id, JobStatus.FAILED, "could not relaunch", error=_line(error))
+            return
+        self._events_seen[job.id] = 0  # a new supervisor: every event it reports is new
+        where = "the start" if step is None else f"the checkpoint at step {step}"
+        self.store.add_event(
+            job.id,
+            "log",
+            f"supervisor relaunched from {where} "
+            f"(restart {restarts} of at most {job.spec.max_restarts})",
+        )
+
     def _record(self, job: Job, progress: JobProgress) -> None:
         if progress.steps or progress.evals:
             self.store.add_metrics(job.id, progress.steps, progress.evals)
-        self.store.set_progress(job.id, progress.step, progress.total_steps)
+        self.store.set_progress(job.id, progress.step, progress.total_steps, progress.workers)
+        self._record_checkpoints(job, progress)
+        self._record_events(job, progress)
+
+    def _record_events(self, job: Job, progress: JobProgress) -> None:
+        """Store the supervisor's resize/worker events not stored yet."""
+        seen = self._events_seen.get(job.id)
+        if seen is None:  # first look since this process started: skip what is stored
+            stored = {
+                (event.kind, event.message)
+                for event in self.store.events(job.id, 0, limit=100_000)
+                if event.kind in ("resize", "worker")
+            }
+            fresh = [e for e in progress.events if (e["kind"], e["message"]) not in stored]
+        else:
+            fresh = progress.events[seen:]
+        for event in fresh:
+            self.store.add_event(job.id, event["kind"], event["message"])
+        self._events_seen[job.id] = len(progress.events)
+
+    def _record_checkpoints(self, job: Job, progress: JobProgress) -> None:
         seen = self._checkpoints_seen.get(job.id)
         if seen is None:  # first look since this process started: what is already recorded
             seen = max(

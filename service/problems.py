@@ -14,6 +14,7 @@ from sparsetrain.jobs import FieldProblem, Problem
 from sparsetrain.service.store import (
     IdempotencyConflict,
     IllegalTransition,
+    JobEnded,
     JobNotFound,
     JobNotTerminal,
 )
@@ -60,6 +61,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(IllegalTransition)
     @app.exception_handler(JobNotTerminal)
+    @app.exception_handler(JobEnded)
     @app.exception_handler(IdempotencyConflict)
     async def conflict(_: Request, error: Exception) -> JSONResponse:
         return problem(409, "Conflict", str(error))

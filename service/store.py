@@ -26,6 +26,7 @@ from sparsetrain.errors import SparsetrainError
 from sparsetrain.jobs import EventKind, Job, JobEvent, JobList, MetricsPage
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.service.store_schema import (
+    add_missing_columns,
     event_table,
     job_table,
     metadata,
@@ -62,6 +63,12 @@ class JobNotTerminal(StoreError):  # noqa: N818 (names are the public interface)
     def __init__(self, job_id: str, current: JobStatus) -> None:
         self.job_id, self.current = job_id, current
         super().__init__(f"job {job_id} is {current.value}; cancel it first")
+
+
+class JobEnded(StoreError):  # noqa: N818 (names are the public interface)
+    def __init__(self, job_id: str, current: JobStatus) -> None:
+        self.job_id, self.current = job_id, current
+        super().__init__(f"job {job_id} is {current.value}; it can no longer change")
 
 
 def _now() -> datetime:
@@ -112,6 +119,7 @@ class JobStore:
         if self._engine.dialect.name == "sqlite":
             sa.event.listen(self._engine, "connect", sqlite_pragmas)
         metadata.create_all(self._engine)
+        add_missing_columns(self._engine)
 
     def close(self) -> None:
         """Close every pooled connection; the store must not be used afterwards."""
@@ -271,16 +279,67 @@ class JobStore:
                 _add_event(conn, job_id, now, "status", to, reason)
                 return self._job(self._row(conn, job_id))
 
-    def set_progress(self, job_id: str, step: int, total_steps: int | None) -> None:
-        """Set the job's ``step``/``total_steps`` and ``updated_at``; records no event."""
+    def set_progress(
+        self, job_id: str, step: int, total_steps: int | None, workers: int | None = None
+    ) -> None:
+        """Set the job's ``step``/``total_steps`` (and live ``workers`` when given) and
+        ``updated_at``; records no event."""
+        values: dict[str, Any] = {"step": step, "total_steps": total_steps, "updated_at": _now()}
+        if workers is not None:
+            values["workers"] = workers
+        self._update(job_id, values)
+
+    def _update(self, job_id: str, values: dict[str, Any]) -> None:
         with self._tx() as conn:
             changed = conn.execute(
-                job_table.update()
-                .where(job_table.c.id == job_id)
-                .values(step=step, total_steps=total_steps, updated_at=_now())
+                job_table.update().where(job_table.c.id == job_id).values(**values)
             ).rowcount
         if changed == 0:
             raise JobNotFound(job_id)
+
+    def set_target_workers(self, job_id: str, count: int, reason: str) -> Job:
+        """Record a scale request (the size the job should train at) and a ``resize`` event
+        with ``reason``; returns the job. The caller checks that the job is live."""
+        with self._tx() as conn:
+            self._row(conn, job_id)
+            now = _now()
+            conn.execute(
+                job_table.update()
+                .where(job_table.c.id == job_id)
+                .values(target_workers=count, updated_at=now)
+            )
+            _add_event(conn, job_id, now, "resize", None, reason)
+            return self._job(self._row(conn, job_id))
+
+    def count_restart(self, job_id: str) -> int:
+        """Add one to the job's supervisor restarts; returns the new count."""
+        with self._tx() as conn:
+            conn.execute(
+                job_table.update()
+                .where(job_table.c.id == job_id)
+                .values(restarts=job_table.c.restarts + 1, updated_at=_now())
+            )
+            return int(self._row(conn, job_id).restarts)
+
+    def truncate_metrics(self, job_id: str, from_step: int) -> int:
+        """Delete the step records at ``from_step`` and later and the evaluations after
+        ``from_step`` (a rolled-back run records them again); returns how many went."""
+        with self._tx() as conn:
+            steps = conn.execute(
+                metric_table.delete().where(
+                    metric_table.c.job_id == job_id,
+                    metric_table.c.kind == "step",
+                    metric_table.c.step >= from_step,
+                )
+            ).rowcount
+            evals = conn.execute(
+                metric_table.delete().where(
+                    metric_table.c.job_id == job_id,
+                    metric_table.c.kind == "eval",
+                    metric_table.c.step > from_step,
+                )
+            ).rowcount
+        return int(steps) + int(evals)
 
     def delete_job(self, job_id: str, owner: str | None = None) -> None:
         """Delete a terminal job with its events and metrics; ``JobNotTerminal`` otherwise."""

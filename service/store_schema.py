@@ -49,6 +49,9 @@ job_table = sa.Table(
     sa.Column("finished_at", UTCDateTime),
     sa.Column("step", sa.Integer, nullable=False, default=0),
     sa.Column("total_steps", sa.Integer),
+    sa.Column("workers", sa.Integer),
+    sa.Column("target_workers", sa.Integer),
+    sa.Column("restarts", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("error", sa.Text),
     sa.Column("result_json", sa.Text),
     sa.UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
@@ -73,6 +76,29 @@ metric_table = sa.Table(
     sa.Column("payload", sa.Text, nullable=False),
     sa.PrimaryKeyConstraint("job_id", "kind", "step"),
 )
+
+
+# Columns added after the first release, with the constraint each is added with:
+# ``add_missing_columns`` brings older database files up to date.
+_ADDED_COLUMNS = {
+    "jobs": {"workers": "", "target_workers": "", "restarts": " NOT NULL DEFAULT 0"},
+}
+
+
+def add_missing_columns(engine: sa.Engine) -> None:
+    """Add the columns of ``_ADDED_COLUMNS`` a database made by an older release lacks.
+    Columns are only ever added, nullable or with a default, so old rows stay valid."""
+    inspector = sa.inspect(engine)
+    for table_name, columns in _ADDED_COLUMNS.items():
+        present = {column["name"] for column in inspector.get_columns(table_name)}
+        table = metadata.tables[table_name]
+        with engine.begin() as conn:
+            for name, constraint in columns.items():
+                if name not in present:
+                    kind = table.c[name].type.compile(dialect=engine.dialect)
+                    conn.execute(
+                        sa.text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}{constraint}")
+                    )
 
 
 _SQLITE_PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=5000", "synchronous=NORMAL")

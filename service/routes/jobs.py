@@ -11,10 +11,11 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
-from sparsetrain.jobs import CheckpointEntry, Job, JobList, MetricsPage
+from sparsetrain.errors import SpecError
+from sparsetrain.jobs import CheckpointEntry, Job, JobList, JobPatch, MetricsPage
 from sparsetrain.service.deps import Principal, State
 from sparsetrain.service.openapi import SSE_EVENT, problems
-from sparsetrain.service.store import JobNotFound
+from sparsetrain.service.store import JobEnded, JobNotFound
 from sparsetrain.service.validation import check_spec
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
@@ -23,6 +24,7 @@ from sparsetrain.status import JobStatus
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problems(401, 422))
 JobId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$", description="Job id.")]
 SSE_POLL_S = 0.25
+TERMINAL = tuple(status for status in JobStatus if status.is_terminal)
 # The largest integer the store (SQLite, 64-bit) can compare with: offsets, steps, event ids.
 MAX_INT64 = 2**63 - 1
 
@@ -83,9 +85,40 @@ def get_job(job_id: JobId, state: State, principal: Principal) -> Job:
 def cancel(job_id: JobId, state: State, principal: Principal) -> Job:
     """Stop the job's workers and mark it CANCELLED; 409 if it has already ended."""
     job = state.store.get_job(job_id, principal)
-    if job.status in (JobStatus.STARTING, JobStatus.RUNNING):
+    if job.status not in (JobStatus.PENDING, *TERMINAL):
         state.launcher.cancel(job_id)
     return state.store.transition(job_id, JobStatus.CANCELLED, f"cancelled by {principal}")
+
+
+@router.patch(
+    "/{job_id}",
+    response_model=Job,
+    summary="Resize a job while it runs",
+    responses=problems(400, 404, 409),
+)
+def patch(job_id: JobId, change: JobPatch, state: State, principal: Principal) -> Job:
+    """Set the number of workers the job trains with (``workers.count``, within the spec's
+    ``workers.min``..``workers.max``). The job resizes at a step boundary without a restart:
+    joiners start from the current parameters, leavers hand their memory to the aggregate.
+    409 once the job has ended."""
+    job = state.store.get_job(job_id, principal)
+    if job.status.is_terminal:
+        raise JobEnded(job_id, job.status)
+    count, workers = change.workers.count, job.spec.workers
+    if not workers.floor <= count <= workers.ceiling:
+        raise SpecError(
+            ("workers", "count"),
+            f"{count} is outside the job's [min, max] = [{workers.floor}, {workers.ceiling}]",
+        )
+    if job.spec.exchange.mode == "async" and count != workers.count:
+        raise SpecError(("workers", "count"), "async jobs cannot be resized")
+    old = job.target_workers or workers.count
+    job = state.store.set_target_workers(
+        job_id, count, f"scale requested by {principal}: {old} -> {count} workers"
+    )
+    if job.status is not JobStatus.PENDING:
+        state.launcher.scale(job_id, count)  # without a supervisor it applies at (re)launch
+    return job
 
 
 @router.delete(

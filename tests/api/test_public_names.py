@@ -18,6 +18,7 @@ PUBLIC = {
     "Job",
     "JobEvent",
     "JobList",
+    "JobPatch",
     "JobStatus",
     "MetricsPage",
     "Problem",

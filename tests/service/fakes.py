@@ -16,6 +16,10 @@ class FakeJob:
     step: int = 0
     state: str = "running"
     error: str | None = None
+    error_kind: str | None = None
+    first_step: int = 0
+    workers: int = 2
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -27,6 +31,9 @@ class FakeLauncher:
     cancelled: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     broken_checkpoints: bool = False
+    relaunched: list[tuple[str, int | None]] = field(default_factory=list)
+    scaled: list[tuple[str, int]] = field(default_factory=list)
+    checkpoint_step: int | None = 4
 
     def start(self) -> str | None:
         return None
@@ -34,11 +41,33 @@ class FakeLauncher:
     def ready(self) -> bool:
         return True
 
-    def submit(self, job_id: str, spec: JobSpec) -> None:
-        self.jobs.setdefault(job_id, FakeJob(total=spec.steps or 10))
+    def submit(self, job_id: str, spec: JobSpec, target: int | None = None) -> None:
+        workers = target or spec.workers.count
+        self.jobs.setdefault(job_id, FakeJob(total=spec.steps or 10, workers=workers))
 
-    def fail(self, job_id: str, message: str) -> None:
-        self.jobs[job_id].state, self.jobs[job_id].error = "failed", message
+    def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
+        """Resume from ``checkpoint_step`` (None: from the start)."""
+        self.relaunched.append((job_id, target))
+        step = self.checkpoint_step
+        self.jobs[job_id] = FakeJob(
+            total=spec.steps or 10, step=step or 0, first_step=step or 0, workers=target or 2
+        )
+        return step
+
+    def scale(self, job_id: str, count: int) -> bool:
+        self.scaled.append((job_id, count))
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        job.events.append(
+            {"seq": len(job.events), "kind": "resize", "message": f"resized to {count}"}
+        )
+        job.workers = count
+        return True
+
+    def fail(self, job_id: str, message: str, kind: str = "TrainingError") -> None:
+        job = self.jobs[job_id]
+        job.state, job.error, job.error_kind = "failed", message, kind
 
     def lose(self, job_id: str) -> None:
         del self.jobs[job_id]
@@ -51,7 +80,7 @@ class FakeLauncher:
             job.step = min(job.total, job.step + self.steps_per_poll)
             if job.step == job.total:
                 job.state = "succeeded"
-        steps = [_record(step) for step in range(since, job.step)]
+        steps = [_record(step) for step in range(max(since, job.first_step), job.step)]
         evals = [EvalMetrics(step=job.total, train_loss=0.5, train_accuracy=0.9)]
         return JobProgress(
             state=job.state,
@@ -64,6 +93,10 @@ class FakeLauncher:
                 {"step": step, "path": f"/ckpt/{job_id}/{step}", "nbytes": 1}
                 for step in range(4, job.step + 1, 4)
             ],
+            workers=job.workers,
+            first_step=job.first_step,
+            error_kind=job.error_kind,
+            events=list(job.events),
         )
 
     def cancel(self, job_id: str) -> None:

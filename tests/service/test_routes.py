@@ -125,15 +125,106 @@ async def test_failed_job_says_why(
     assert body["error"] == "non-finite loss or gradient (step 3, rank 1)"
 
 
-async def test_lost_supervisor_fails_the_job(
+async def test_a_lost_supervisor_is_relaunched_from_its_checkpoint(
     client: httpx.AsyncClient, tick: Tick, launcher: FakeLauncher
 ) -> None:
-    job = await _submit(client)
+    job = await _submit(client, steps=12)
+    tick(3)  # STARTING, then 8 of 12 steps
+    launcher.lose(job.id)
+    tick(1)
+    body = (await client.get(f"/v1/jobs/{job.id}")).json()
+    assert body["status"] == "RECOVERING" and body["restarts"] == 1
+    assert launcher.relaunched == [(job.id, None)]
+    tick(1)  # resumed from step 4: steps 4..7 are recorded again, 8..11 are new
+    body = (await client.get(f"/v1/jobs/{job.id}")).json()
+    assert body["status"] == "RUNNING"
     tick(2)
+    body = (await client.get(f"/v1/jobs/{job.id}")).json()
+    assert body["status"] == "SUCCEEDED"
+    page = MetricsPage.model_validate((await client.get(f"/v1/jobs/{job.id}/metrics")).json())
+    assert [m.step for m in page.steps] == list(range(12))
+    log = (await client.get(f"/v1/jobs/{job.id}/logs")).text
+    assert "RECOVERING" in log and "relaunched from the checkpoint at step 4" in log
+
+
+async def test_a_supervisor_lost_too_often_fails_the_job(
+    client: httpx.AsyncClient, tick: Tick, launcher: FakeLauncher
+) -> None:
+    job = await _submit(client, steps=1000, max_restarts=1)
+    tick(2)
+    launcher.lose(job.id)
+    tick(2)
+    assert (await client.get(f"/v1/jobs/{job.id}")).json()["status"] == "RUNNING"
     launcher.lose(job.id)
     tick(1)
     body = (await client.get(f"/v1/jobs/{job.id}")).json()
     assert body["status"] == "FAILED" and "supervisor is gone" in body["error"]
+    assert "max_restarts=1" in body["error"] and body["restarts"] == 1
+
+
+async def test_losing_every_worker_recovers_like_a_lost_supervisor(
+    client: httpx.AsyncClient, tick: Tick, launcher: FakeLauncher
+) -> None:
+    job = await _submit(client, steps=100)
+    tick(2)
+    launcher.fail(job.id, "all 2 workers were lost (step 5)", kind="WorkersLost")
+    tick(1)
+    assert (await client.get(f"/v1/jobs/{job.id}")).json()["status"] == "RECOVERING"
+
+
+async def test_patch_resizes_a_running_job(
+    client: httpx.AsyncClient, tick: Tick, launcher: FakeLauncher
+) -> None:
+    job = await _submit(client, steps=1000, workers={"count": 2, "min": 1, "max": 4})
+    tick(2)
+    response = await client.patch(f"/v1/jobs/{job.id}", json={"workers": {"count": 4}})
+    assert response.status_code == 200, response.text
+    assert response.json()["target_workers"] == 4
+    assert launcher.scaled == [(job.id, 4)]
+    tick(1)
+    body = (await client.get(f"/v1/jobs/{job.id}")).json()
+    assert body["workers"] == 4
+    log = (await client.get(f"/v1/jobs/{job.id}/logs")).text
+    assert "scale requested by" in log and "2 -> 4 workers" in log and "resized to 4" in log
+    tick(1)  # the supervisor's events are stored once
+    log = (await client.get(f"/v1/jobs/{job.id}/logs")).text
+    assert log.count("resized to 4") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"workers": {"count": 5}}, 422),
+        ({"workers": {"count": 0}}, 422),
+        ({"workers": {}}, 422),
+        ({"count": 3}, 422),
+    ],
+)
+async def test_patch_refuses_sizes_outside_the_bounds(
+    client: httpx.AsyncClient, body: dict[str, object], status: int
+) -> None:
+    job = await _submit(client, workers={"count": 2, "min": 1, "max": 4})
+    response = await client.patch(f"/v1/jobs/{job.id}", json=body)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get(f"/v1/jobs/{job.id}")).json()["target_workers"] is None
+
+
+async def test_patch_of_an_ended_job_is_a_conflict(client: httpx.AsyncClient, tick: Tick) -> None:
+    job = await _submit(client, workers={"count": 2, "min": 1, "max": 4})
+    await client.post(f"/v1/jobs/{job.id}/cancel")
+    response = await client.patch(f"/v1/jobs/{job.id}", json={"workers": {"count": 3}})
+    assert response.status_code == 409 and "CANCELLED" in response.json()["detail"]
+
+
+async def test_a_pending_job_starts_at_the_patched_size(
+    client: httpx.AsyncClient, tick: Tick, launcher: FakeLauncher
+) -> None:
+    job = await _submit(client, workers={"count": 2, "min": 1, "max": 4})
+    await client.patch(f"/v1/jobs/{job.id}", json={"workers": {"count": 3}})
+    assert launcher.scaled == []
+    tick(1)
+    assert launcher.jobs[job.id].workers == 3
 
 
 async def test_metrics_since_and_downsampling(client: httpx.AsyncClient, tick: Tick) -> None:
@@ -214,7 +305,17 @@ async def test_compressors_say_which_are_unbiased(client: httpx.AsyncClient) -> 
 
 async def test_registries(client: httpx.AsyncClient) -> None:
     kinds = {k["kind"] for k in (await client.get("/v1/compressors")).json()}
-    assert {"none", "topk", "randk", "threshold", "qsgd", "sign", "wangni"} == kinds
+    assert {
+        "none",
+        "topk",
+        "randk",
+        "threshold",
+        "qsgd",
+        "sign",
+        "wangni",
+        "atomo",
+        "powersgd",
+    } == kinds
     models = (await client.get("/v1/models")).json()
     assert {m["kind"] for m in models} == {"logistic_regression", "mlp", "cnn", "custom"}
     assert all("properties" in m["parameters"] for m in models)
@@ -300,8 +401,8 @@ async def test_a_job_cancelled_while_being_started_leaves_nothing_running(
     state = app.state.sparsetrain
     original = launcher.submit
 
-    def submit_then_lose_the_race(job_id: str, spec: JobSpec) -> None:
-        original(job_id, spec)
+    def submit_then_lose_the_race(job_id: str, spec: JobSpec, target: int | None = None) -> None:
+        original(job_id, spec, target)
         state.store.transition(job_id, JobStatus.CANCELLED, "cancelled by a racing request")
 
     launcher.submit = submit_then_lose_the_race  # type: ignore[method-assign]
