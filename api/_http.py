@@ -133,6 +133,11 @@ def cancel_call(job_id: str) -> Call:
     return Call("POST", _job_path(job_id, "cancel"), idempotent=False)
 
 
+def scale_call(job_id: str, count: int) -> Call:
+    """PATCH /v1/jobs/{id}: setting a target twice is the same as once, so it may be resent."""
+    return Call("PATCH", _job_path(job_id), json={"workers": {"count": count}})
+
+
 def delete_call(job_id: str) -> Call:
     return Call("DELETE", _job_path(job_id), expect=(204,))
 

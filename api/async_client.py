@@ -154,6 +154,10 @@ class AsyncClient:
         """Cancel the job (``Client.cancel``); ``Conflict`` if it already ended. Not resent."""
         return Job.model_validate(await self._json(_http.cancel_call(job_id)))
 
+    async def scale(self, job_id: str, count: int) -> Job:
+        """Resize the job to ``count`` workers (``Client.scale``)."""
+        return Job.model_validate(await self._json(_http.scale_call(job_id, count)))
+
     async def delete(self, job_id: str) -> None:
         """Delete an ended job; ``Conflict`` if it is still active."""
         await self._send(_http.delete_call(job_id))
@@ -275,6 +279,10 @@ class AsyncJobRef:
 
     async def cancel(self) -> Job:
         self.last = await self.client.cancel(self.id)
+        return self.last
+
+    async def scale(self, count: int) -> Job:
+        self.last = await self.client.scale(self.id, count)
         return self.last
 
     async def delete(self) -> None:

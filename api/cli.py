@@ -110,6 +110,13 @@ def _cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scale(client: Client, args: argparse.Namespace) -> int:
+    job = client.scale(args.job_id, args.count)
+    live = "?" if job.workers is None else job.workers
+    print(f"{job.id}: target {job.target_workers} workers ({live} live, {job.status.value})")
+    return 0
+
+
 def _cmd_schema(_: Client | None, args: argparse.Namespace) -> int:
     print(json.dumps(JobSpec.model_json_schema(), indent=2))
     return 0
@@ -154,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
         ("cancel", "cancel a job"),
     ):
         commands.add_parser(name, help=text).add_argument("job_id")
+    scale = commands.add_parser("scale", help="resize a running job (within workers.min..max)")
+    scale.add_argument("job_id")
+    scale.add_argument("count", type=int)
     metrics = commands.add_parser("metrics", help="a job's metrics, or a plot of them")
     metrics.add_argument("job_id")
     metrics.add_argument("--since", type=int, default=0)
@@ -174,6 +184,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "logs": _cmd_logs,
     "metrics": _cmd_metrics,
     "cancel": _cmd_cancel,
+    "scale": _cmd_scale,
 }
 
 

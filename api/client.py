@@ -185,6 +185,12 @@ class Client:
         ``NotFound``. Never resent automatically."""
         return Job.model_validate(self._json(_http.cancel_call(job_id)))
 
+    def scale(self, job_id: str, count: int) -> Job:
+        """Ask the job to train with ``count`` workers; it resizes at a step boundary without
+        a restart. Raises ``ValidationFailed`` outside its ``workers.min``..``max``,
+        ``Conflict`` once it has ended."""
+        return Job.model_validate(self._json(_http.scale_call(job_id, count)))
+
     def delete(self, job_id: str) -> None:
         """Delete an ended job and its records. Raises ``Conflict`` if it is still active."""
         self._send(_http.delete_call(job_id))
@@ -323,6 +329,11 @@ class JobRef:
     def cancel(self) -> Job:
         """Cancel the job (``Client.cancel``)."""
         self.last = self.client.cancel(self.id)
+        return self.last
+
+    def scale(self, count: int) -> Job:
+        """Resize the job to ``count`` workers (``Client.scale``)."""
+        self.last = self.client.scale(self.id, count)
         return self.last
 
     def delete(self) -> None:

@@ -54,6 +54,19 @@ def test_submit_jobs_status_logs_metrics_cancel(
     assert "409 Conflict" in capsys.readouterr().err
 
 
+def test_scale_prints_the_new_target_and_refuses_bad_sizes(
+    live: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = SPEC_YAML.replace("steps: 8", "steps: 1000\nworkers: {count: 2, min: 1, max: 4}")
+    assert _run(live, "submit", str(_spec_file(tmp_path, spec))) == 0
+    job_id = capsys.readouterr().out.strip()
+    live.tick(2)
+    assert _run(live, "scale", job_id, "3") == 0
+    assert f"{job_id}: target 3 workers" in capsys.readouterr().out
+    assert _run(live, "scale", job_id, "9") == 2
+    assert "outside the job's [min, max] = [1, 4]" in capsys.readouterr().err
+
+
 def test_follow_prints_progress_and_exit_code(
     live: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -221,3 +221,15 @@ async def test_tokens(tmp_path: Path) -> None:
         async with asgi_client(secured, token="s3") as alice:
             job = await alice.submit(job_spec())
             assert (await alice.get(job.id)).id == job.id
+
+
+async def test_scale_a_running_job(sdk: AsyncClient, tick: Tick) -> None:
+    job = sdk.job((await sdk.submit(job_spec(steps=1000, workers={"count": 2, "max": 3}))).id)
+    tick(2)
+    scaled = await job.scale(3)
+    assert scaled.target_workers == 3 and job.last is scaled
+    with pytest.raises(ValidationFailed, match=r"outside the job's \[min, max\] = \[2, 3\]"):
+        await sdk.scale(job.id, 4)
+    await sdk.cancel(job.id)
+    with pytest.raises(Conflict):
+        await sdk.scale(job.id, 2)
