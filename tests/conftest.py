@@ -2,8 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+import ray
 import torch
 
 # The test problems are tiny: on a busy 2-core machine a second intra-op thread only adds
 # scheduler stalls, so every test runs torch on one thread.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A local Ray head with 4 logical CPUs (workers reserve 1 each) and no GPU.
+
+    Jobs that name no storage write their checkpoints into a session temporary folder.
+    """
+    storage = tmp_path_factory.mktemp("storage")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SPARSETRAIN_STORAGE", str(storage))
+    ray.init(
+        address="local",  # a fresh cluster even when a `ray start` head runs on this machine
+        num_cpus=4,
+        num_gpus=0,
+        namespace="sparsetrain",
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        patch.undo()

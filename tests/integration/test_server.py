@@ -4,12 +4,6 @@ session's local Ray cluster. Includes killing the server with SIGKILL mid-job.""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,64 +12,10 @@ import httpx
 import pytest
 import ray
 
+from tests.server_process import Server, wait_for_job
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 DEADLINE_S = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """``python -m sparsetrain.service serve`` as a child process."""
-
-    def __init__(self, data_dir: Path, **env: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "SPARSETRAIN_DATA_DIR": str(data_dir),
-            "SPARSETRAIN_MONITOR_INTERVAL_S": "0.2",
-            "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-            **env,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "server.log"
-
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sparsetrain.service", "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"server did not become ready:\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
@@ -103,15 +43,7 @@ def _spec(steps: int, **overrides: Any) -> dict[str, Any]:
 
 
 def _wait(url: str, job_id: str, until: Any) -> dict[str, Any]:
-    """Poll the job until ``until(job)`` holds (bounded)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
-        if until(job):
-            return job
-        assert job["status"] not in ("FAILED", "CANCELLED"), job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never reached the condition")
+    return wait_for_job(url, job_id, until)
 
 
 def test_submit_runs_to_success_with_metrics(server: Server) -> None:
