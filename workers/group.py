@@ -4,8 +4,9 @@ Workers live in placement-group bundles (PACK or SPREAD, from the spec). The fir
 placed as one gang; every later request for more workers reuses bundles that departed
 workers freed, and places the rest as a new placement group, without blocking training:
 ``poll`` looks, without waiting, for placement groups that became ready and for new actors
-that finished building their replica. Actors are named ``job-<id>-worker-<slot>``, with the
-lowest free slot; ranks are positions in ``members``.
+that finished building their replica. Actors are named ``job-<id>-worker-<slot>``: the first
+group's slots are its ranks, later workers take the next unused slot; ranks are positions
+in ``members``.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.exceptions import ActorAlreadyExistsError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from sparsetrain.errors import SpecError
+from sparsetrain.errors import SpecError, TrainingError
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.worker import TrainingWorker
 
 NAMESPACE = "sparsetrain"
+NAME_ATTEMPTS = 1024
 
 
 def worker_name(job_id: str, slot: int) -> str:
@@ -77,6 +80,7 @@ class WorkerGroup:
         self._requests: list[_Request] = []
         self._free: list[Bundle] = []
         self._groups: list[PlacementGroup] = []
+        self._next_slot = 0  # never reused: a killed actor's name is released asynchronously
         self._spec_json = spec.model_dump_json()
 
     # ---- placement ------------------------------------------------------------------------
@@ -119,30 +123,27 @@ class WorkerGroup:
     ) -> Member:
         """Create a worker actor in ``bundle`` as rank ``rank`` of ``world`` (a joiner's
         place is set when it joins)."""
-        taken = {m.slot for m in self.members} | {m.slot for m in self.joiners}
-        slot = next(s for s in range(len(taken) + 1) if s not in taken)
-        actor = (
-            ray.remote(TrainingWorker)
-            .options(
-                name=worker_name(self.job_id, slot),
-                namespace=NAMESPACE,
-                num_cpus=self.spec.workers.cpus,
-                num_gpus=self.spec.workers.gpus,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=bundle.group, placement_group_bundle_index=bundle.index
-                ),
-            )
-            .remote(
-                self._spec_json,
-                rank,
-                world,
-                self.initial,
-                state,
-                averager,
-                [f for f in self.faults if f.get("slot") == slot],
-            )
-        )
-        return Member(slot, actor, bundle)
+        options = {
+            "namespace": NAMESPACE,
+            "num_cpus": self.spec.workers.cpus,
+            "num_gpus": self.spec.workers.gpus,
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                placement_group=bundle.group, placement_group_bundle_index=bundle.index
+            ),
+        }
+        for _ in range(NAME_ATTEMPTS):
+            slot, self._next_slot = self._next_slot, self._next_slot + 1
+            faults = [f for f in self.faults if f.get("slot") == slot]
+            try:
+                actor = (
+                    ray.remote(TrainingWorker)
+                    .options(name=worker_name(self.job_id, slot), **options)
+                    .remote(self._spec_json, rank, world, self.initial, state, averager, faults)
+                )
+            except ActorAlreadyExistsError:  # an earlier supervisor's worker, still being reaped
+                continue
+            return Member(slot, actor, bundle)
+        raise TrainingError(f"no free worker name for job {self.job_id}")
 
     # ---- growing -----------------------------------------------------------------------------
     @property

@@ -88,6 +88,7 @@ class Supervisor:
         self.verify_replicas = verify_replicas
         self.faults = faults
         self.target = self.spec.workers.count if target is None else target
+        self.standby = 0  # hot spares built and waiting
         self.steps: list[StepMetrics] = []
         self.evals: list[EvalMetrics] = []
         self.events: list[dict[str, Any]] = []
@@ -135,7 +136,8 @@ class Supervisor:
         return old
 
     def progress(self) -> dict[str, Any]:
-        """State, steps done, total steps, live and target workers, the error if failed."""
+        """State, steps done, total steps, live, target and standby workers, the error if
+        the job failed."""
         with self._lock:
             group = self.group
             return {
@@ -145,6 +147,7 @@ class Supervisor:
                 "total_steps": self.total_steps,
                 "workers": len(group.members) if group is not None else 0,
                 "target": self.target,
+                "standby": self.standby,
                 "error": self.error,
                 "error_kind": self.error_kind,
             }

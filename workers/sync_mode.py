@@ -11,7 +11,9 @@ previous step's updates to apply first. Between steps it may change the group (s
   step and leave after it;
 - a member whose actor died is dropped within the step that needed it; the step's mean is
   over the survivors' updates, and a replacement is asked for;
-- below ``workers.min`` training waits (state ``resizing``) up to ``workers.wait_s``.
+- below ``workers.min`` training waits (state ``resizing``) up to ``workers.wait_s``;
+- ``workers.standby`` hot spares are kept built (holding their resources), so growing or
+  replacing a lost worker takes one step boundary instead of starting a process.
 """
 
 from __future__ import annotations
@@ -182,9 +184,11 @@ class SyncLoop:
             self._wait_for(floor, step)
         room = max(0, self.sup.target - len(self.members))
         joining, self.ready = self.ready[:room], self.ready[room:]
-        if self.ready:  # more built than the target has room for
-            self.group.remove_joiners(self.ready)
-            self.ready = []
+        spares = self.spec.workers.standby
+        if len(self.ready) > spares:  # more built than the target and the spares need
+            self.group.remove_joiners(self.ready[spares:])
+            self.ready = self.ready[:spares]
+        self.sup.standby = len(self.ready)
         if joining or self.removed:
             self.epoch += 1
             self.regroup = True
@@ -207,14 +211,17 @@ class SyncLoop:
         if not workers.autoscale or time.monotonic() < self._autoscale_at:
             return
         self._autoscale_at = time.monotonic() + AUTOSCALE_POLL_S
-        planned = len(self.members) + self.group.coming + len(self.ready)
+        spares = self.spec.workers.standby
+        planned = len(self.members) + max(0, self.group.coming + len(self.ready) - spares)
         want = min(workers.ceiling, planned + self.group.fits())
         if want > self.sup.target:
             self.sup.set_target(want, "autoscale: the cluster has free resources")
 
     def _collect(self) -> None:
-        """Ask for, or withdraw, joiners to meet the target; keep the ones that are built."""
-        missing = self.sup.target - len(self.live) - self.group.coming - len(self.ready)
+        """Ask for, or withdraw, joiners to meet the target and the standby count; keep the
+        ones that are built."""
+        wanted = self.sup.target + self.spec.workers.standby
+        missing = wanted - len(self.live) - self.group.coming - len(self.ready)
         if missing > 0:
             self.group.request(missing)
         elif missing < 0:
@@ -222,6 +229,7 @@ class SyncLoop:
         self.group.poll()
         ready, failed = self.group.ready_joiners()
         self.ready += ready
+        self.sup.standby = len(self.ready)
         for member in failed:
             self.sup.event("worker", f"a new worker (slot {member.slot}) failed to start")
 

@@ -45,6 +45,11 @@ class WorkersSpec(StrictModel):
         description="Grow toward max whenever the Ray cluster has free resources for more "
         "workers (checked every few seconds at step boundaries).",
     )
+    standby: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=0,
+        description="Hot spares: workers built ahead of need, holding their resources, that "
+        "join at the next step boundary when the job grows or loses a worker.",
+    )
     lr_scaling: Literal["keep", "linear"] = Field(
         default="keep",
         description="Learning rate after a resize: keep the schedule's, or scale it "
