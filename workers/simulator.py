@@ -14,6 +14,7 @@ import torch
 
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
+from sparsetrain.workers.compression import build_compressor
 from sparsetrain.workers.data import Dataset
 from sparsetrain.workers.elastic import (
     Change,
@@ -60,6 +61,9 @@ def simulate(
     model = setup.model
 
     def new_worker(rank: int, world: int, epoch: int) -> WorkerState:
+        # Each logical worker owns its compressor, as each Ray worker does (PowerSGD keeps
+        # per-worker warm-start state in it).
+        compressor = build_compressor(spec.compression, model.numel, spec.seed, model.shapes)
         worker = WorkerState(
             rank=rank,
             world=world,
@@ -68,6 +72,7 @@ def simulate(
             numel=model.numel,
             device=model.device,
             epoch=epoch,
+            compressor=compressor,
         )
         if ledgers is not None:
             worker.ledger = Ledger(model.numel, model.device)
@@ -115,7 +120,7 @@ def simulate(
                     setup.objective,
                     worker,
                     setup.dataset,
-                    flush if rank in leaving else setup.compressor,
+                    flush if rank in leaving else worker.compressor or setup.compressor,
                     lr,
                     step,
                 ),

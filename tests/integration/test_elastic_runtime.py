@@ -118,3 +118,27 @@ def test_a_worker_killed_during_a_checkpoint_is_dropped_and_the_checkpoint_writt
         spec.model_copy(update={"resume_from": str(tmp_path / "step-0000000020.ckpt")})
     )
     assert resumed.steps[0].step == 20 and resumed.steps[0].workers == 2
+
+
+def test_powersgd_warm_start_matches_the_simulator_and_resumes_exactly(tmp_path: Any) -> None:
+    """Each worker keeps its own warm-start Q, in the simulator as on Ray, and checkpoints
+    carry it: a resumed run ends on the same weights."""
+    spec = _spec(
+        model={"kind": "mlp", "hidden": [16]},
+        compression={"kind": "powersgd", "rank": 2},
+        workers={"count": 2},
+        steps=30,
+        checkpoint={"every": 10},
+    )
+    full = run_job(spec, "psgdfull", storage=str(tmp_path), timeout_s=120)
+    assert full.params is not None
+    assert torch.equal(full.params, simulate(spec).params)
+    resumed = run_job(
+        spec.model_copy(
+            update={"resume_from": str(tmp_path / "psgdfull" / "step-0000000020.ckpt")}
+        ),
+        "psgdresumed",
+        storage=str(tmp_path),
+        timeout_s=120,
+    )
+    assert resumed.params is not None and torch.equal(resumed.params, full.params)
