@@ -47,3 +47,18 @@ class EvalMetrics(BaseModel):
     test_accuracy: float | None = None
     avg_train_loss: float | None = Field(default=None, description="f(x̄) of the average.")
     avg_test_accuracy: float | None = None
+    posterior_samples: int | None = Field(
+        default=None,
+        ge=0,
+        description="Sampling jobs, final evaluation: how many kept samples the posterior "
+        "predictive averages over.",
+    )
+    predictive_test_accuracy: float | None = Field(
+        default=None,
+        description="Accuracy of the posterior predictive (probabilities averaged over the "
+        "samples) on the test rows.",
+    )
+    predictive_test_log_likelihood: float | None = Field(
+        default=None,
+        description="Mean over test rows of log((1/S)·Σ_s p(y | x, sample s)).",
+    )

@@ -18,20 +18,22 @@ import numpy as np
 import ray
 import torch
 
-from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.metrics import EvalMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression import decode
 from sparsetrain.workers.evaluate import evaluate_setup
+from sparsetrain.workers.samplers import build_chain
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
-from sparsetrain.workers.step import RankStats
+from sparsetrain.workers.step import round_metrics
 
 if TYPE_CHECKING:
     from sparsetrain.workers.supervisor import Supervisor
 
 
 class ParameterServer:
-    """Holds the parameters; ``apply`` mutates them, one update at a time."""
+    """Holds the parameters; ``apply`` mutates them, one update at a time. For a sampling
+    job it also holds the chain: one Langevin noise draw per applied update, the samples."""
 
     def __init__(self, spec_json: str, initial: np.ndarray) -> None:
         spec = JobSpec.model_validate_json(spec_json)
@@ -46,10 +48,15 @@ class ParameterServer:
         )
         if self.averager is not None:
             self.averager.update(self.setup.model.flat, 0)
+        setup = self.setup
+        self.chain = build_chain(spec, setup.model, setup.objective, setup.dataset)
 
-    def apply(self, update: np.ndarray) -> int:
-        """x <- x - update / W; returns the new version (the number of updates applied)."""
+    def apply(self, update: np.ndarray, lr: float = 0.0) -> int:
+        """x <- x - update / W (a sampling job then adds the noise of a step ``lr`` update);
+        returns the new version (the number of updates applied)."""
         decode(bytes(update)).add_to(self.setup.model.flat, alpha=-1.0 / self.world)
+        if self.chain is not None:
+            self.chain.after_async_update(self.version, lr, self.world)
         self.version += 1
         if self.averager is not None and self.version % self.world == 0:
             self.averager.update(self.setup.model.flat, self.version // self.world)
@@ -58,9 +65,16 @@ class ParameterServer:
     def params(self) -> np.ndarray:
         return self.setup.model.flat.numpy()
 
+    def samples(self) -> np.ndarray | None:
+        """A sampling job's kept samples, (count, d); None for other jobs."""
+        return None if self.chain is None else self.chain.sample_tensor().numpy()
+
     def evaluate(self, step: int) -> dict[str, Any]:
+        """Evaluate the parameters; at the last round, a sampling job's samples too."""
         averaged = self.averager.value if self.averager is not None else None
-        return evaluate_setup(self.setup, step, averaged).model_dump()
+        final = self.chain is not None and step == self.setup.total_steps
+        samples = self.chain.sample_tensor() if final and self.chain is not None else None
+        return evaluate_setup(self.setup, step, averaged, samples).model_dump()
 
 
 @dataclass
@@ -113,13 +127,14 @@ def train_async(supervisor: Supervisor, total_steps: int, numel: int, initial: A
         entry = in_flight.pop(ready)
         info = supervisor.gather([ready], version // world, ranks=[entry.rank])[0]
         applied.append((info, version - entry.read_version))
-        server.apply.remote(entry.update)
+        server.apply.remote(entry.update, info["lr"])
         version += 1
         params = server.params.remote()
         if version % world == 0:
             round_index = version // world - 1
-            metrics = _round_metrics(round_index, applied, world, numel)
-            supervisor.record_step(metrics, [info["stats"] for info, _ in applied], numel)
+            stats = [(info["stats"], staleness) for info, staleness in applied]
+            metrics = round_metrics(round_index, applied[-1][0]["lr"], stats, world, numel)
+            supervisor.record_step(metrics, [item for item, _ in stats], numel)
             applied = []
             if every and (round_index + 1) % every == 0 and version < total_updates:
                 supervisor.record_eval(
@@ -130,24 +145,3 @@ def train_async(supervisor: Supervisor, total_steps: int, numel: int, initial: A
             launch(idle.pop(0))
     supervisor.record_eval(EvalMetrics(**ray.get(server.evaluate.remote(total_steps))))
     return server
-
-
-def _round_metrics(
-    step: int, applied: list[tuple[dict[str, Any], int]], world: int, numel: int
-) -> StepMetrics:
-    stats: list[RankStats] = [info["stats"] for info, _ in applied]
-    sizes = [0] * world
-    for item in stats:
-        sizes[item.rank] += item.nbytes
-    return StepMetrics(
-        step=step,
-        loss=sum(item.loss for item in stats) / len(stats),
-        lr=applied[-1][0]["lr"],
-        bytes_sent=sum(sizes),
-        bytes_per_worker=sizes,
-        density=sum(item.nnz for item in stats) / (len(stats) * numel),
-        compute_s=max(item.compute_s for item in stats),
-        compress_s=max(item.compress_s for item in stats),
-        exchange_s=0.0,
-        staleness=[staleness for _, staleness in applied],
-    )

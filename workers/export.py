@@ -1,4 +1,5 @@
-"""The final model as a file: a regular ``torch.nn.Module`` state dict, written atomically."""
+"""The final model as a file: a regular ``torch.nn.Module`` state dict, written atomically;
+for a sampling job also its posterior samples."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ import torch
 from sparsetrain.workers.flat import FlatModel
 
 MODEL_FILE = "model.pt"
+SAMPLES_FILE = "samples.pt"
+
+
+def _write_atomically(root: str, name: str, data: bytes) -> str:
+    """Write ``data`` as ``<root>/<name>`` (temporary name, then rename); returns the path."""
+    fs, path = fsspec.core.url_to_fs(root)
+    fs.makedirs(path, exist_ok=True)
+    final = f"{path.rstrip('/')}/{name}"
+    temporary = f"{path.rstrip('/')}/.{name}.tmp-{uuid.uuid4().hex}"
+    with fs.open(temporary, "wb") as handle:
+        handle.write(data)
+    fs.mv(temporary, final)
+    return f"{root.rstrip('/')}/{name}"
 
 
 def export_model(root: str, model: FlatModel, params: torch.Tensor) -> str:
@@ -26,11 +40,13 @@ def export_model(root: str, model: FlatModel, params: torch.Tensor) -> str:
     state.update({name: b.detach().cpu().clone() for name, b in model.buffers.items()})
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    fs, path = fsspec.core.url_to_fs(root)
-    fs.makedirs(path, exist_ok=True)
-    final = f"{path.rstrip('/')}/{MODEL_FILE}"
-    temporary = f"{path.rstrip('/')}/.{MODEL_FILE}.tmp-{uuid.uuid4().hex}"
-    with fs.open(temporary, "wb") as handle:
-        handle.write(buffer.getvalue())
-    fs.mv(temporary, final)
-    return f"{root.rstrip('/')}/{MODEL_FILE}"
+    return _write_atomically(root, MODEL_FILE, buffer.getvalue())
+
+
+def export_samples(root: str, samples: torch.Tensor) -> str:
+    """Write a sampling job's posterior samples, a (count, d) fp32 tensor of flat parameter
+    vectors (oldest first, in ``FlatModel`` order), to ``<root>/samples.pt``; returns the
+    path. Atomic as ``export_model``; load with ``torch.load(path, weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save(samples.detach().cpu().contiguous().clone(), buffer)
+    return _write_atomically(root, SAMPLES_FILE, buffer.getvalue())

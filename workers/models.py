@@ -1,4 +1,5 @@
-"""Model registry: the paper's logistic regression, an MLP and a small CNN.
+"""Model registry: the paper's logistic regression, Bayesian linear regression, an MLP and a
+small CNN.
 
 ``build_model`` returns the model as a ``FlatModel`` plus its ``Objective`` (data loss and
 L2 term). All replicas built from the same spec and seed start from identical parameters.
@@ -23,16 +24,48 @@ from sparsetrain.workers.flat import FlatModel
 
 @dataclass(frozen=True)
 class Objective:
-    """f(x) = mean data loss + (l2 / 2)·‖x‖². Binary tasks use one logit and logistic loss."""
+    """f(x) = mean data loss + (l2 / 2)·‖x‖². Binary tasks use one logit and logistic loss;
+    with ``noise_std`` the one output is a regression of the 0/1 label with Gaussian noise."""
 
     binary: bool
     l2: float
+    noise_std: float | None = None
 
     def data_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean logistic (binary) or softmax cross-entropy loss of a batch."""
+        """Mean loss of a batch: logistic (binary), softmax cross-entropy, or with
+        ``noise_std`` the squared error (y - output)² / (2·noise_std²)."""
+        if self.noise_std is not None:
+            residual = logits.squeeze(-1) - targets.to(logits.dtype)
+            return 0.5 * residual.square().mean() / self.noise_std**2
         if self.binary:
             return F.binary_cross_entropy_with_logits(logits.squeeze(-1), targets.float())
         return F.cross_entropy(logits, targets)
+
+    def log_likelihood(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(y_i | x_i, params) of every row (a vector), normalising constants included."""
+        if self.noise_std is not None:
+            residual = logits.squeeze(-1) - targets.to(logits.dtype)
+            scale = 0.5 * math.log(2.0 * math.pi * self.noise_std**2)
+            return -0.5 * residual.square() / self.noise_std**2 - scale
+        if self.binary:
+            return -F.binary_cross_entropy_with_logits(
+                logits.squeeze(-1), targets.float(), reduction="none"
+            )
+        return -F.cross_entropy(logits, targets, reduction="none")
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        """What a posterior-predictive average is taken of: P(class 1) (binary), class
+        probabilities (rows x classes), or the predicted label mean (regression)."""
+        if self.noise_std is not None:
+            return logits.squeeze(-1)
+        if self.binary:
+            return torch.sigmoid(logits.squeeze(-1))
+        return torch.softmax(logits, dim=-1)
+
+    def correct_scores(self, scores: torch.Tensor, targets: torch.Tensor) -> int:
+        """Number of rows that an (averaged) ``score`` classifies correctly."""
+        predicted = (scores > 0.5).long() if scores.dim() == 1 else scores.argmax(dim=-1)
+        return int((predicted == targets).sum())
 
     def regularizer(self, flat: torch.Tensor) -> torch.Tensor:
         """(l2 / 2)·‖flat‖²."""
@@ -40,6 +73,8 @@ class Objective:
 
     def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> int:
         """Number of correctly classified rows."""
+        if self.noise_std is not None:
+            return self.correct_scores(logits.squeeze(-1), targets)
         predicted = (logits.squeeze(-1) > 0).long() if self.binary else logits.argmax(dim=-1)
         return int((predicted == targets).sum())
 
@@ -63,6 +98,16 @@ def _logistic_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]
         nn.init.zeros_(linear.bias)
     l2 = spec.l2 if spec.l2 is not None else 1.0 / dataset.n_train
     return nn.Sequential(nn.Flatten(), linear), l2
+
+
+def _linear_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
+    if dataset.num_classes != 2:
+        raise SpecError(
+            ("model", "kind"),
+            f"linear_regression regresses 0/1 labels and needs a binary task; dataset "
+            f"{dataset.name!r} has {dataset.num_classes} classes",
+        )
+    return _logistic_regression(spec, dataset)
 
 
 def _mlp(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
@@ -118,6 +163,7 @@ def _custom(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
 
 MODELS: dict[str, Callable[[Any, Dataset], tuple[nn.Module, float]]] = {
     "logistic_regression": _logistic_regression,
+    "linear_regression": _linear_regression,
     "mlp": _mlp,
     "cnn": _cnn,
     "custom": _custom,
@@ -140,4 +186,6 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module, l2 = builder(spec, dataset)
-    return FlatModel(module, device=device), Objective(binary=dataset.num_classes == 2, l2=l2)
+    noise_std = spec.noise_std if kind == "linear_regression" else None
+    objective = Objective(binary=dataset.num_classes == 2, l2=l2, noise_std=noise_std)
+    return FlatModel(module, device=device), objective

@@ -12,7 +12,8 @@ from sparsetrain.workers.elastic import Change
 
 @dataclass
 class TrainResult:
-    """Every step's metrics, every evaluation, the final parameters, each rank's memory."""
+    """Every step's metrics, every evaluation, the final parameters, each rank's memory and,
+    for a sampling job, its samples."""
 
     steps: list[StepMetrics] = field(default_factory=list)
     evals: list[EvalMetrics] = field(default_factory=list)
@@ -21,6 +22,8 @@ class TrainResult:
     memories: list[torch.Tensor | None] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     """Membership changes, in order (Ray runs); ``simulate(spec, changes=...)`` replays them."""
+    samples: torch.Tensor | None = None
+    """Sampling jobs: the kept posterior samples, (count, d), oldest first."""
 
     @property
     def staleness(self) -> dict[int, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -25,6 +26,7 @@ from sparsetrain.workers.elastic import (
 )
 from sparsetrain.workers.evaluate import evaluate_setup
 from sparsetrain.workers.result import TrainResult
+from sparsetrain.workers.samplers import build_chain
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import (
@@ -33,6 +35,7 @@ from sparsetrain.workers.step import (
     RankStats,
     WorkerState,
     compute_update,
+    round_metrics,
     step_metrics,
 )
 
@@ -54,11 +57,15 @@ def simulate(
     ``ledgers`` is a list, every logical worker that ever trains gets a ``Ledger`` (in order
     of creation) and it is appended there.
 
+    A sampling job (``objective: sample``) adds the step's Langevin noise after each mean,
+    once, as every Ray replica does, and returns its samples in ``TrainResult.samples``.
+
     Deterministic: the same spec (and seed) gives the same trajectory. Raises
     ``TrainingError`` on a non-finite gradient, ``SpecError``/``DataError`` on bad input.
     """
     setup = prepare(spec, device=device, dataset=dataset)
     model = setup.model
+    chain = build_chain(spec, model, setup.objective, setup.dataset)
 
     def new_worker(rank: int, world: int, epoch: int) -> WorkerState:
         # Each logical worker owns its compressor, as each Ray worker does (PowerSGD keeps
@@ -73,6 +80,7 @@ def simulate(
             device=model.device,
             epoch=epoch,
             compressor=compressor,
+            chain=chain,
         )
         if ledgers is not None:
             worker.ledger = Ledger(model.numel, model.device)
@@ -89,7 +97,9 @@ def simulate(
     result = TrainResult()
 
     def record_eval(step: int) -> None:
-        metrics = evaluate_setup(setup, step, averager.value if averager else None)
+        final = chain is not None and step == setup.total_steps
+        samples = chain.sample_tensor() if final and chain is not None else None
+        metrics = evaluate_setup(setup, step, averager.value if averager else None, samples)
         result.evals.append(metrics)
         if on_eval is not None:
             on_eval(metrics)
@@ -109,7 +119,8 @@ def simulate(
             for rank, worker in enumerate(workers):
                 worker.regroup(len(workers), rank, epoch)
         leaving = leaving_ranks(len(workers), leaves, lost)
-        lr = setup.schedule(step) * lr_scale(spec, len(workers))
+        scheduled = setup.schedule(step)
+        lr = (chain.lr(step, scheduled) if chain else scheduled) * lr_scale(spec, len(workers))
         if averager is not None:
             averager.update(model.flat, step)
         outputs = [
@@ -130,6 +141,8 @@ def simulate(
         ]
         started = time.perf_counter()
         applier.apply(model.flat, [out.payload for _, out in outputs])
+        if chain is not None:
+            chain.after_apply(step, lr)
         metrics = step_metrics(
             step,
             lr,
@@ -148,4 +161,104 @@ def simulate(
     result.params = model.flat.detach().cpu().clone()
     result.averaged = averager.value.detach().cpu().clone() if averager else None
     result.memories = [w.memory.residual() for w in workers]
+    result.samples = chain.sample_tensor() if chain is not None else None
+    return result
+
+
+def simulate_async(
+    spec: JobSpec,
+    *,
+    device: torch.device | str = "cpu",
+    dataset: Dataset | None = None,
+    on_step: Callable[[StepMetrics], None] | None = None,
+) -> TrainResult:
+    """Train ``spec`` as the Ray async mode does, with W logical workers in this process.
+
+    Follows ``train_async``'s schedule exactly: at most min(W, max_staleness + 1) updates
+    are in flight, each computed on the parameters current when it was launched (at the
+    learning rate of that version's round), and they are applied in launch order with
+    weight 1/W, so from the (max_staleness + 1)-th update on every update is exactly
+    min(max_staleness, W - 1) versions stale. Idle ranks are relaunched first in, first
+    out. A sampling job adds one noise draw per applied update and keeps samples at round
+    boundaries. Records one ``StepMetrics`` per round of W updates, and evaluations at 0,
+    every ``eval.every`` rounds and the end. Deterministic given the spec.
+    """
+    setup = prepare(spec, device=device, dataset=dataset)
+    model = setup.model
+    world, tau = spec.workers.count, spec.exchange.max_staleness
+    chain = build_chain(spec, model, setup.objective, setup.dataset)
+    workers = [
+        WorkerState(
+            rank=rank,
+            world=world,
+            spec=spec,
+            dataset=setup.dataset,
+            numel=model.numel,
+            device=model.device,
+            compressor=build_compressor(spec.compression, model.numel, spec.seed, model.shapes),
+            chain=chain,
+        )
+        for rank in range(world)
+    ]
+    averager = None
+    if spec.averaging is not None:
+        averager = WeightedAverage(model.flat, averaging_shift(spec.averaging, spec.schedule))
+        averager.update(model.flat, 0)
+    result = TrainResult()
+    total_updates = setup.total_steps * world
+    version = 0
+    local_steps = [0] * world
+    in_flight: list[tuple[int, int, float, Any]] = []  # (rank, read version, lr, output)
+
+    def record_eval(step: int) -> None:
+        final = chain is not None and step == setup.total_steps
+        samples = chain.sample_tensor() if final and chain is not None else None
+        averaged = averager.value if averager else None
+        result.evals.append(evaluate_setup(setup, step, averaged, samples))
+
+    def launch(rank: int) -> None:
+        worker = workers[rank]
+        lr = setup.schedule(version // world)
+        compressor = worker.compressor or setup.compressor
+        output = compute_update(
+            model, setup.objective, worker, setup.dataset, compressor, lr, local_steps[rank]
+        )
+        in_flight.append((rank, version, lr, output))
+        local_steps[rank] += 1
+
+    launched = min(world, tau + 1, total_updates)
+    for rank in range(launched):
+        launch(rank)
+    idle = [rank for rank in range(world) if rank > tau]
+    applied: list[tuple[RankStats, int]] = []
+    last_lr = 0.0
+    every = spec.eval.every
+    record_eval(0)
+    while version < total_updates:
+        rank, read, last_lr, output = in_flight.pop(0)
+        applied.append((RankStats.of(rank, output), version - read))
+        output.payload.add_to(model.flat, alpha=-1.0 / world)
+        if chain is not None:
+            chain.after_async_update(version, last_lr, world)
+        version += 1
+        if version % world == 0:
+            round_index = version // world - 1
+            if averager is not None:
+                averager.update(model.flat, round_index + 1)
+            metrics = round_metrics(round_index, last_lr, applied, world, model.numel)
+            result.steps.append(metrics)
+            if on_step is not None:
+                on_step(metrics)
+            applied = []
+            if every and (round_index + 1) % every == 0 and version < total_updates:
+                record_eval(round_index + 1)
+        idle.append(rank)
+        while idle and launched < total_updates and len(in_flight) < tau + 1:
+            launch(idle.pop(0))
+            launched += 1
+    record_eval(setup.total_steps)
+    result.params = model.flat.detach().cpu().clone()
+    result.averaged = averager.value.detach().cpu().clone() if averager else None
+    result.memories = [w.memory.residual() for w in workers]
+    result.samples = chain.sample_tensor() if chain is not None else None
     return result

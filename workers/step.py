@@ -28,6 +28,7 @@ from sparsetrain.workers.elastic import salted_seed
 from sparsetrain.workers.flat import FlatModel
 from sparsetrain.workers.memory import Memory, build_memory
 from sparsetrain.workers.models import Objective
+from sparsetrain.workers.samplers import Chain
 
 
 def worker_seed(seed: int, rank: int) -> int:
@@ -72,7 +73,10 @@ class WorkerState:
 
     Its data shard sampler, its private generator, its error-feedback memory, its
     momentum buffer and, when it is given one that keeps state between steps (PowerSGD's
-    warm start), its compressor's state. ``state_dict`` captures all of it for checkpoints.
+    warm start), its compressor's state. A sampling job's rank also sees its replica's
+    ``chain`` (shared by the logical workers of one replica). ``state_dict`` captures all of
+    it for checkpoints (the chain's samples and fixed point in every rank's state, so any
+    surviving rank's state resumes the chain).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class WorkerState:
         device: torch.device | str = "cpu",
         compressor: Compressor | None = None,
         epoch: int = 0,
+        chain: Chain | None = None,
     ) -> None:
         """A fresh rank (zero memory and momentum) of a ``world``-worker group; ``epoch`` is
         the membership epoch it joins in (0 for the job's first group)."""
@@ -104,6 +109,7 @@ class WorkerState:
         self.momentum = float(spec.optimizer.momentum)
         self.velocity = torch.zeros(numel, device=device) if self.momentum > 0 else None
         self.compressor = compressor
+        self.chain = chain
         self.ledger: Ledger | None = None
 
     def _sampler(self, world: int, rank: int, epoch: int) -> ShardSampler:
@@ -130,6 +136,8 @@ class WorkerState:
             state["velocity"] = self.velocity.detach().cpu().clone()
         if isinstance(self.compressor, StatefulCompressor):
             state["compressor"] = self.compressor.state_dict()
+        if self.chain is not None:
+            state["chain"] = self.chain.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -145,6 +153,8 @@ class WorkerState:
             if not isinstance(self.compressor, StatefulCompressor):
                 raise ValueError("state has a compressor state; this rank's compressor keeps none")
             self.compressor.load_state_dict(state["compressor"])
+        if self.chain is not None and "chain" in state:
+            self.chain.load_state_dict(state["chain"])
 
 
 def compute_update(
@@ -158,9 +168,10 @@ def compute_update(
 ) -> StepOutput:
     """Run rank ``state.rank``'s part of step ``step`` and return its payload.
 
-    Mutates ``state`` (sampler position, generator, memory, momentum); reads the model's
-    parameters without changing them. Raises ``TrainingError`` naming the step and rank when
-    the loss or gradient is not finite.
+    With a sampling ``state.chain`` the gradient is the chain's (N·∇f̃, or SGLD-FP's control
+    variate) and ``lr`` the step size. Mutates ``state`` (sampler position, generator,
+    memory, momentum); reads the model's parameters without changing them. Raises
+    ``TrainingError`` naming the step and rank when the loss or gradient is not finite.
     """
     device = model.device
     start = time.perf_counter()
@@ -171,6 +182,8 @@ def compute_update(
     if objective.l2:
         grad.add_(model.flat, alpha=objective.l2)
         loss = loss + objective.regularizer(model.flat)
+    if state.chain is not None:
+        grad = state.chain.gradient(step, grad, inputs, targets)
     if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
         raise TrainingError("non-finite loss or gradient", step=step, rank=state.rank)
     if state.velocity is not None:
@@ -274,6 +287,29 @@ class RankStats:
             exchange_s=exchange_s,
             memory_norm=output.memory_norm,
         )
+
+
+def round_metrics(
+    step: int, lr: float, applied: Sequence[tuple[RankStats, int]], world: int, numel: int
+) -> StepMetrics:
+    """Asynchronous mode: the metrics of round ``step`` from its W applied updates, each
+    given as (its rank's stats, its staleness), in the order they were applied."""
+    stats = [item for item, _ in applied]
+    sizes = [0] * world
+    for item in stats:
+        sizes[item.rank] += item.nbytes
+    return StepMetrics(
+        step=step,
+        loss=sum(item.loss for item in stats) / len(stats),
+        lr=lr,
+        bytes_sent=sum(sizes),
+        bytes_per_worker=sizes,
+        density=sum(item.nnz for item in stats) / (len(stats) * numel),
+        compute_s=max(item.compute_s for item in stats),
+        compress_s=max(item.compress_s for item in stats),
+        exchange_s=0.0,
+        staleness=[staleness for _, staleness in applied],
+    )
 
 
 def step_metrics(

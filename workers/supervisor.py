@@ -30,7 +30,7 @@ from sparsetrain.workers.checkpoint import (
     save_checkpoint,
 )
 from sparsetrain.workers.elastic import Change
-from sparsetrain.workers.export import export_model
+from sparsetrain.workers.export import export_model, export_samples
 from sparsetrain.workers.group import NAMESPACE, WorkerGroup, worker_name
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import RankStats
@@ -319,24 +319,31 @@ class Supervisor:
         if spec.exchange.mode == "async":
             server = train_async(self, total, numel, group.initial)
             if not self.stopping():
-                self._finish(ray.get(server.params.remote()))
+                self._finish(ray.get(server.params.remote()), samples=server.samples.remote())
             return
         params = SyncLoop(self, group, epoch).run(start, total, numel)
         if params is not None:
             self._finish(params, write_checkpoint=True)
 
-    def _finish(self, params: Any, write_checkpoint: bool = False) -> None:
-        """Keep the final parameters and memories, write the last checkpoint (sync) and the
-        model file."""
+    def _finish(self, params: Any, write_checkpoint: bool = False, samples: Any = None) -> None:
+        """Keep the final parameters and memories, write the last checkpoint (sync), the
+        model file and a sampling job's samples file (``samples``: a reference to them; by
+        default the first member's)."""
         group = self.group
         assert group is not None
         total = self.total_steps or 0
+        extra: dict[str, Any] = {}
+        if self.spec.objective == "sample":
+            source = samples if samples is not None else group.members[0].actor.samples.remote()
+            extra["samples"] = ray.get(source)
+            export_samples(self.checkpoint_root, torch.from_numpy(np.array(extra["samples"])))
         if write_checkpoint:
             snapshots = ray.get([m.actor.snapshot.remote(total) for m in group.members])
             self.checkpoint(total, snapshots, params)
         self._final = {
             "params": params,
             "memories": ray.get([m.actor.memory.remote() for m in group.members]),
+            **extra,
         }
         export_model(self.checkpoint_root, self._setup.model, torch.from_numpy(np.array(params)))
 

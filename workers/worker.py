@@ -21,6 +21,7 @@ from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression import decode, encode
 from sparsetrain.workers.elastic import flush_compressor
 from sparsetrain.workers.evaluate import evaluate_setup
+from sparsetrain.workers.samplers import build_chain
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import (
@@ -60,6 +61,10 @@ class TrainingWorker:
         self.setup = prepare(spec, device=device)
         model = self.setup.model
         model.flat.copy_(torch.from_numpy(np.array(initial, dtype=np.float32)).to(device))
+        self.chain = build_chain(spec, model, self.setup.objective, self.setup.dataset)
+        # A sampling job's (step, lr) whose updates this replica has not applied yet: the
+        # noise of that step is added when they are.
+        self._pending: tuple[int, float] | None = None
         self.state = WorkerState(
             rank=rank,
             world=world,
@@ -68,6 +73,7 @@ class TrainingWorker:
             numel=model.numel,
             device=device,
             compressor=self.setup.compressor,
+            chain=self.chain,
         )
         self.applier = MeanApplier(model.numel, device)
         self.lr_scale = 1.0
@@ -92,7 +98,8 @@ class TrainingWorker:
     ) -> None:
         """Become a fresh rank ``rank`` of ``world`` in membership epoch ``epoch``: load the
         group's parameters, momentum and iterate average from ``shared`` (see
-        ``shared_state``), with zero memory. Mutates the replica and replaces the rank state."""
+        ``shared_state``), with zero memory; a sampling job's chain and pending step too.
+        Mutates the replica and replaces the rank state."""
         model = self.setup.model
         model.flat.copy_(torch.from_numpy(np.array(shared["params"])).to(model.device))
         self.rank, self.world, self.lr_scale = rank, world, lr_scale
@@ -105,24 +112,33 @@ class TrainingWorker:
             device=model.device,
             epoch=epoch,
             compressor=self.setup.compressor,
+            chain=self.chain,
         )
+        if self.chain is not None and shared.get("chain") is not None:
+            self.chain.load_state_dict(shared["chain"])
+            pending = shared.get("pending")
+            self._pending = None if pending is None else (int(pending[0]), float(pending[1]))
         if self.state.velocity is not None and shared["velocity"] is not None:
             self.state.velocity.copy_(shared["velocity"])
         if self.averager is not None and shared["averager"] is not None:
             self.averager.load_state_dict(shared["averager"])
 
     def shared_state(self) -> dict[str, Any]:
-        """What a joiner copies from this rank: parameters, momentum buffer, iterate average."""
+        """What a joiner copies from this rank: parameters, momentum buffer, iterate average
+        and, for a sampling job, the chain and the step whose updates are still pending."""
         velocity = self.state.velocity
         return {
             "params": self.parameters(),
             "velocity": None if velocity is None else velocity.detach().cpu().clone(),
             "averager": self.averager.state_dict() if self.averager is not None else None,
+            "chain": self.chain.state_dict() if self.chain is not None else None,
+            "pending": self._pending,
         }
 
     def _apply(self, updates: tuple[np.ndarray, ...], reduced: bool) -> float:
         """Apply the mean of ``updates`` (or the one already ``reduced`` aggregate) to this
-        replica; returns the seconds it took. Mutates the replica's parameters."""
+        replica, then a sampling job's noise of the step they belong to (exactly once per
+        applied step); returns the seconds it took. Mutates the replica's parameters."""
         if not updates:
             return 0.0
         started = time.perf_counter()
@@ -132,6 +148,10 @@ class TrainingWorker:
             payloads[0].add_to(model.flat, alpha=-1.0)
         else:
             self.applier.apply(model.flat, payloads)
+        if self.chain is not None and self._pending is not None:
+            step, lr = self._pending
+            self.chain.after_apply(step, lr)
+        self._pending = None
         return time.perf_counter() - started
 
     def step(
@@ -168,7 +188,8 @@ class TrainingWorker:
             info["eval"] = self.evaluate(step).model_dump()
         if self.averager is not None:
             self.averager.update(self.setup.model.flat, step)
-        lr = self.setup.schedule(step) * self.lr_scale
+        scheduled = self.setup.schedule(step)
+        lr = (self.chain.lr(step, scheduled) if self.chain else scheduled) * self.lr_scale
         output = compute_update(
             self.setup.model,
             self.setup.objective,
@@ -178,6 +199,7 @@ class TrainingWorker:
             lr,
             step,
         )
+        self._pending = (step, lr)
         info["lr"] = lr
         info["stats"] = RankStats.of(self.rank, output, exchange_s)
         return np.frombuffer(encode(output.payload), dtype=np.uint8), info
@@ -209,11 +231,13 @@ class TrainingWorker:
     def finish(
         self, steps: int, *updates: np.ndarray, reduced: bool = False, evaluate: bool = True
     ) -> dict[str, Any]:
-        """Apply the last step's updates; return the digest and, on request, the final eval."""
+        """Apply the last step's updates; return the digest and, on request, the final eval
+        (a sampling job's with its samples)."""
         self._apply(updates, reduced)
         info: dict[str, Any] = {"digest": self.digest()}
         if evaluate:
-            info["eval"] = self.evaluate(steps).model_dump()
+            samples = self.chain.sample_tensor() if self.chain is not None else None
+            info["eval"] = self.evaluate(steps, samples).model_dump()
         return info
 
     def snapshot(self, step: int = 0) -> dict[str, Any]:
@@ -225,9 +249,13 @@ class TrainingWorker:
             "averager": self.averager.state_dict() if self.averager is not None else None,
         }
 
-    def evaluate(self, step: int) -> Any:
+    def evaluate(self, step: int, samples: torch.Tensor | None = None) -> Any:
         averaged = self.averager.value if self.averager is not None else None
-        return evaluate_setup(self.setup, step, averaged)
+        return evaluate_setup(self.setup, step, averaged, samples)
+
+    def samples(self) -> np.ndarray | None:
+        """A sampling job's kept samples, (count, d); None for other jobs."""
+        return None if self.chain is None else self.chain.sample_tensor().numpy()
 
     def digest(self) -> int:
         """CRC32 of the parameter bytes: equal digests mean bit-identical replicas."""

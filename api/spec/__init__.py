@@ -34,6 +34,7 @@ from sparsetrain.spec.model import (
     MODEL_SPECS,
     CNNSpec,
     CustomModelSpec,
+    LinearRegressionSpec,
     LogisticRegressionSpec,
     MLPSpec,
     ModelSpec,
@@ -48,11 +49,13 @@ from sparsetrain.spec.optim import (
     SGDSpec,
     StepLR,
 )
+from sparsetrain.spec.sampler import SAMPLER_SPECS, SamplerSpec, SGLDFPSpec, SGLDSpec
 
 __all__ = [
     "COMPRESSION_SPECS",
     "DATA_SPECS",
     "MODEL_SPECS",
+    "SAMPLER_SPECS",
     "AtomoSpec",
     "AveragingSpec",
     "CNNSpec",
@@ -69,6 +72,7 @@ __all__ = [
     "InverseTimeLR",
     "JobSpec",
     "LibSVMSpec",
+    "LinearRegressionSpec",
     "LogisticRegressionSpec",
     "MLPSpec",
     "MemoryKind",
@@ -78,6 +82,9 @@ __all__ = [
     "QSGDSpec",
     "RandKSpec",
     "SGDSpec",
+    "SGLDFPSpec",
+    "SGLDSpec",
+    "SamplerSpec",
     "ScheduleSpec",
     "SignSpec",
     "SklearnSpec",

@@ -17,6 +17,7 @@ from sparsetrain.spec.optim import (
     ScheduleSpec,
     SGDSpec,
 )
+from sparsetrain.spec.sampler import SamplerSpec, SGLDFPSpec
 
 MemoryKind = Literal["none", "error_feedback"]
 
@@ -159,6 +160,14 @@ class JobSpec(StrictModel):
     )
     model: ModelSpec = Field(description="What is trained (by `kind`).")
     data: DataSpec = Field(description="What it is trained on (by `kind`).")
+    objective: Literal["minimize", "sample"] = Field(
+        default="minimize",
+        description="minimize: train to a minimum of f. sample: draw posterior samples "
+        "from exp(-N·f/T) with the given sampler (N: training rows).",
+    )
+    sampler: SamplerSpec | None = Field(
+        default=None, description="How to sample (by `kind`); needs objective 'sample'."
+    )
     optimizer: OptimizerSpec = Field(default_factory=SGDSpec)
     schedule: ScheduleSpec = Field(default_factory=ConstantLR)
     averaging: AveragingSpec | None = Field(
@@ -211,6 +220,14 @@ class JobSpec(StrictModel):
             raise ValueError("resuming from a checkpoint is supported in sync mode only")
         if self.exchange.mode == "async" and self.workers.elastic:
             raise ValueError("elastic workers (min < max) are supported in sync mode only")
+        if self.objective == "sample" and self.sampler is None:
+            raise ValueError("objective 'sample' needs a 'sampler' (kind sgld or sgldfp)")
+        if self.sampler is not None and self.objective != "sample":
+            raise ValueError("a 'sampler' is only used with objective 'sample'")
+        if self.sampler is not None and self.optimizer.momentum:
+            raise ValueError("samplers take plain gradient steps: set optimizer.momentum to 0")
+        if isinstance(self.sampler, SGLDFPSpec) and self.exchange.mode == "async":
+            raise ValueError("sampler 'sgldfp' is supported in sync mode only; use 'sgld'")
         if (
             self.memory == "error_feedback"
             and isinstance(self.compression, RandKSpec)

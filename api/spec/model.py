@@ -21,6 +21,23 @@ class LogisticRegressionSpec(StrictModel):
     bias: bool = Field(default=False, description="Add an intercept term.")
 
 
+class LinearRegressionSpec(StrictModel):
+    """Bayesian linear regression on the 0/1 labels of a binary task: y ~ N(x·w, noise_std²).
+
+    The loss is (y - x·w)² / (2·noise_std²) per row plus (l2/2)·‖w‖²; as a sampling target
+    its posterior is Gaussian and known in closed form. Rows with output > 1/2 count as class 1.
+    """
+
+    kind: Literal["linear_regression"] = "linear_regression"
+    noise_std: Annotated[float, Field(gt=0.0)] = Field(
+        default=1.0, description="The standard deviation of the Gaussian likelihood."
+    )
+    l2: Annotated[float, Field(ge=0.0)] | None = Field(
+        default=None, description="Regularisation λ; default 1/n, n the number of training rows."
+    )
+    bias: bool = Field(default=False, description="Add an intercept term.")
+
+
 class MLPSpec(StrictModel):
     """Fully connected network on flattened inputs."""
 
@@ -61,12 +78,13 @@ class CustomModelSpec(StrictModel):
 
 
 ModelSpec = Annotated[
-    LogisticRegressionSpec | MLPSpec | CNNSpec | CustomModelSpec,
+    LogisticRegressionSpec | LinearRegressionSpec | MLPSpec | CNNSpec | CustomModelSpec,
     Field(discriminator="kind"),
 ]
 
 MODEL_SPECS: dict[str, type[StrictModel]] = {
     "logistic_regression": LogisticRegressionSpec,
+    "linear_regression": LinearRegressionSpec,
     "mlp": MLPSpec,
     "cnn": CNNSpec,
     "custom": CustomModelSpec,
