@@ -18,7 +18,7 @@ import ray
 DEADLINE_S = 120.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -28,7 +28,7 @@ class Server:
     """``python -m sparsetrain.service serve`` as a child process."""
 
     def __init__(self, data_dir: Path, **env: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,

@@ -16,9 +16,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cl
 
 
 def test_serve_starts_the_control_plane(tmp_path: Path) -> None:
-    from tests.integration.test_server import _free_port
+    from tests.server_process import free_port
 
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "SPARSETRAIN_DATA_DIR": str(tmp_path),
