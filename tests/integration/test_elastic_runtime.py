@@ -142,3 +142,16 @@ def test_powersgd_warm_start_matches_the_simulator_and_resumes_exactly(tmp_path:
         timeout_s=120,
     )
     assert resumed.params is not None and torch.equal(resumed.params, full.params)
+
+
+def test_autoscale_grows_into_free_resources_up_to_max() -> None:
+    spec = _spec(workers={"count": 1, "min": 1, "max": 3, "autoscale": True}, steps=1_000_000)
+    supervisor = start_job(spec, storage=None)
+    try:
+        progress = _wait(supervisor, lambda p: p["workers"] == 3)
+        assert progress["target"] == 3
+        events = [e["message"] for e in ray.get(supervisor.event_log.remote())]
+        assert any(m.startswith("autoscale: the cluster has free resources") for m in events)
+        assert not any("target 3 -> 4" in m for m in events)
+    finally:
+        ray.kill(supervisor)
