@@ -24,9 +24,6 @@ import argparse
 import asyncio
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ import numpy as np
 import ray
 
 from benchmarks._common import machine, save_figure, write_json
+from benchmarks._server import Server
 
 SUBMIT = "POST /v1/jobs"
 GET_JOB = "GET /v1/jobs/{id}"
@@ -62,8 +60,6 @@ JOB_SPEC: dict[str, Any] = {
 }
 MONITOR_INTERVAL_S = 0.5
 REQUEST_TIMEOUT_S = 10.0
-READY_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 60.0
 
 
 def log(message: str) -> None:
@@ -96,73 +92,6 @@ def ray_cluster() -> Iterator[tuple[str, str]]:
         yield ray.get_runtime_context().gcs_address, source
     finally:
         ray.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """``python -m sparsetrain.service serve`` as a child process on 127.0.0.1."""
-
-    def __init__(self, data_dir: Path, ray_address: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir / "server.log"
-        self.env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("SPARSETRAIN_API_TOKENS", "SPARSETRAIN_API_TOKENS_FILE")
-        }
-        self.env.update(
-            SPARSETRAIN_DATA_DIR=str(data_dir),
-            SPARSETRAIN_STORAGE=str(data_dir / "checkpoints"),
-            SPARSETRAIN_MONITOR_INTERVAL_S=str(MONITOR_INTERVAL_S),
-            RAY_ADDRESS=ray_address,
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
-
-    def start(self) -> float:
-        """Start it and wait until ``/readyz`` answers 200; returns the seconds that took."""
-        started = time.perf_counter()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sparsetrain.service", "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the server was not ready in {READY_TIMEOUT_S:g}s:\n{self.log_tail()}")
-
-    def stop(self) -> str:
-        """SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``; returns how it ended."""
-        if self.process is None or self.process.poll() is not None:
-            return "not running"
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-            return "terminated"
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
-            return "killed"
 
 
 # --- the load ------------------------------------------------------------------------------
@@ -581,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="api-load-") as tmp, ray_cluster() as (address, src):
         log(f"Ray at {address} ({src}); starting the server")
-        server = Server(Path(tmp) / "data", address)
+        server = Server(Path(tmp) / "data", address, MONITOR_INTERVAL_S)
         startup_s = server.start()
         log(f"server ready at {server.url} in {startup_s:.1f}s; {clients} clients, {duration:g}s")
         job_ids: list[str] = []

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cl
 
 
 def test_serve_starts_the_control_plane(tmp_path: Path) -> None:
-    from tests.server_process import free_port
+    from benchmarks._server import free_port
 
     port = free_port()
     env = {
