@@ -133,3 +133,44 @@ def test_statuses_resizing_and_recovering_are_live_and_reversible() -> None:
     assert S.RUNNING.can_become(S.RECOVERING) and S.RECOVERING.can_become(S.RUNNING)
     assert not S.RECOVERING.can_become(S.SUCCEEDED) and not S.PENDING.can_become(S.RESIZING)
     assert not (S.RESIZING.is_terminal or S.RECOVERING.is_terminal)
+
+
+def test_sampling_needs_a_sampler_and_a_sampler_needs_sampling() -> None:
+    base = {"model": {"kind": "linear_regression"}, "data": {"kind": "synthetic"}, "steps": 5}
+    with pytest.raises(ValidationError, match="objective 'sample' needs a 'sampler'"):
+        JobSpec.model_validate({**base, "objective": "sample"})
+    with pytest.raises(ValidationError, match="only used with objective 'sample'"):
+        JobSpec.model_validate({**base, "sampler": {"kind": "sgld"}})
+    spec = JobSpec.model_validate({**base, "objective": "sample", "sampler": {"kind": "sgld"}})
+    assert spec.sampler is not None and spec.sampler.temperature == 1.0
+    assert JobSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_sampler_fields_are_checked_by_name() -> None:
+    base = {"model": {"kind": "logistic_regression"}, "data": {"kind": "synthetic"}, "steps": 5}
+    bad = {"kind": "sgld", "temperature": 0.0}
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate({**base, "objective": "sample", "sampler": bad})
+    assert ("sampler", "sgld", "temperature") in [e["loc"] for e in info.value.errors()]
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate({**base, "objective": "sample", "sampler": {"kind": "sgldfp"}})
+    missing = {e["loc"][-1] for e in info.value.errors()}
+    assert missing == {"fixed_point_steps", "fixed_point_lr"}
+    fp = {"kind": "sgldfp", "fixed_point_steps": 10, "fixed_point_lr": 0.1}
+    with pytest.raises(ValidationError, match="sync mode only"):
+        JobSpec.model_validate(
+            {**base, "objective": "sample", "sampler": fp, "exchange": {"mode": "async"}}
+        )
+    with pytest.raises(ValidationError, match="momentum"):
+        JobSpec.model_validate(
+            {**base, "objective": "sample", "sampler": fp, "optimizer": {"momentum": 0.9}}
+        )
+
+
+def test_sampler_registry_names_its_kinds() -> None:
+    from sparsetrain.spec import SAMPLER_SPECS
+
+    assert {kind: cls.model_fields["kind"].default for kind, cls in SAMPLER_SPECS.items()} == {
+        "sgld": "sgld",
+        "sgldfp": "sgldfp",
+    }
