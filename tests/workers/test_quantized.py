@@ -57,15 +57,17 @@ def test_qsgd_variance_within_the_papers_bound() -> None:
 
 
 def test_quantized_nbytes_and_bit_stream_by_hand() -> None:
-    """levels (0, 0, 3, 0, -1): gap 3 = 011, |3| = 011, + = 0, gap 2 = 010, |1| = 1, - = 1."""
+    """levels (0, 0, 3, 0, -1) code gap 3, |3|, gap 2, |1| (Elias-gamma 011, 011, 010, 1)
+    and signs +, -: unary parts 01 01 01 1, then mantissas 1 1 0, then sign bits 0 1."""
     update = QuantizedUpdate(
         torch.tensor([2.0]), torch.tensor([0, 0, 3, 0, -1], dtype=torch.int8), 5, 5, 4
     )
-    assert update.nbytes == 24 + 4 + 2
+    assert update.nbytes == 24 + 4 + 4 + 2
     assert update.nnz == 2
     wire = encode(update)
     assert wire[24:28] == torch.tensor([2.0]).numpy().tobytes()
-    assert wire[28:] == bytes([0b01101100, 0b10110000])
+    assert wire[28:32] == (2).to_bytes(4, "little")
+    assert wire[32:] == bytes([0b01010111, 0b10010000])
     decoded = decode(wire)
     assert isinstance(decoded, QuantizedUpdate)
     assert torch.equal(decoded.levels, update.levels)
@@ -92,7 +94,7 @@ def test_qsgd_zero_vector_and_sparse_savings() -> None:
     zero = _qsgd(d, bucket_size=1000).compress(  # type: ignore[attr-defined]
         torch.zeros(d), step=0, generator=torch.Generator()
     )
-    assert zero.nnz == 0 and zero.nbytes == 24 + 4 * 10
+    assert zero.nnz == 0 and zero.nbytes == 24 + 4 * 10 + 4
     assert torch.equal(decode(encode(zero)).to_dense(), torch.zeros(d))
     x = torch.randn(d, generator=torch.Generator().manual_seed(0))
     small = _qsgd(d, levels=1).compress(x, step=0, generator=torch.Generator().manual_seed(0))  # type: ignore[attr-defined]
