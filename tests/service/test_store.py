@@ -414,3 +414,46 @@ def test_sqlite_pragmas(store: JobStore, db_url: str) -> None:
     }
     with sqlite3.connect(db_file) as raw:  # WAL is a property of the file, seen by any reader
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_database_from_before_elastic_jobs_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store = JobStore(f"sqlite:///{path}")
+    job, _ = store.create_job(_spec(), "alice")
+    store.close()
+    with sqlite3.connect(path) as conn:  # the jobs table as the first release made it
+        for column in ("workers", "target_workers", "restarts"):
+            conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    reopened = JobStore(f"sqlite:///{path}")
+    try:
+        old = reopened.get_job(job.id)
+        assert (old.workers, old.target_workers, old.restarts) == (None, None, 0)
+        assert reopened.count_restart(job.id) == 1
+        reopened.set_target_workers(job.id, 3, "scale requested")
+        assert reopened.get_job(job.id).target_workers == 3
+    finally:
+        reopened.close()
+
+
+def test_truncate_metrics_drops_the_rolled_back_steps(store: JobStore) -> None:
+    job, _ = store.create_job(_spec(), "alice")
+    steps = [
+        StepMetrics(
+            step=step,
+            loss=1.0,
+            lr=0.1,
+            bytes_sent=1,
+            bytes_per_worker=[1],
+            density=0.1,
+            compute_s=0.0,
+            compress_s=0.0,
+            exchange_s=0.0,
+        )
+        for step in range(10)
+    ]
+    evals = [EvalMetrics(step=s, train_loss=1.0, train_accuracy=0.5) for s in (0, 5, 10)]
+    store.add_metrics(job.id, steps, evals)
+    assert store.truncate_metrics(job.id, 5) == 5 + 1
+    page = store.metrics(job.id)
+    assert [m.step for m in page.steps] == list(range(5))
+    assert [e.step for e in page.evals] == [0, 5]
