@@ -14,6 +14,7 @@ from sparsetrain.errors import SpecError
 from sparsetrain.spec import (
     CNNSpec,
     CustomModelSpec,
+    LinearRegressionSpec,
     LogisticRegressionSpec,
     MLPSpec,
     SklearnSpec,
@@ -43,6 +44,7 @@ def digits_binary() -> Dataset:
 
 SPECS = {
     "logistic_regression": LogisticRegressionSpec(bias=True),
+    "linear_regression": LinearRegressionSpec(noise_std=0.5, bias=True),
     "mlp": MLPSpec(hidden=[16, 8]),
     "cnn": CNNSpec(channels=[4, 8], hidden=16),
     "custom": CustomModelSpec(factory="tests.workers.custom_model:build", kwargs={"width": 6}),
@@ -52,6 +54,8 @@ SPECS = {
 BUILDS = [
     ("logistic_regression", synthetic, 1),
     ("logistic_regression", digits, 10),
+    ("linear_regression", synthetic, 1),
+    ("linear_regression", digits_binary, 1),
     ("mlp", synthetic, 1),
     ("mlp", digits, 10),
     ("cnn", digits, 10),
