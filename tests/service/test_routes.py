@@ -317,7 +317,13 @@ async def test_registries(client: httpx.AsyncClient) -> None:
         "powersgd",
     } == kinds
     models = (await client.get("/v1/models")).json()
-    assert {m["kind"] for m in models} == {"logistic_regression", "mlp", "cnn", "custom"}
+    assert {m["kind"] for m in models} == {
+        "logistic_regression",
+        "linear_regression",
+        "mlp",
+        "cnn",
+        "custom",
+    }
     assert all("properties" in m["parameters"] for m in models)
     assert len((await client.get("/v1/datasets")).json()) == 4
 
