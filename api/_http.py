@@ -52,7 +52,8 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 BACKOFF_BASE = 0.2  # seconds before the first retry; doubles per retry
 BACKOFF_MAX = 5.0
 JITTER_SEED = 0x5EED  # jitter is deterministic per client, so runs are reproducible
-REGISTRIES = ("compressors", "models", "datasets")
+REGISTRIES = ("compressors", "models", "datasets", "samplers")
+ARTIFACTS = ("model", "samples")
 _JSONABLE: TypeAdapter[Any] = TypeAdapter(Any)
 
 
@@ -164,12 +165,15 @@ def checkpoints_call(job_id: str) -> Call:
     return Call("GET", _job_path(job_id, "checkpoints"))
 
 
-def model_call(job_id: str) -> Call:
-    return Call("GET", _job_path(job_id, "model"))
+def artifact_call(job_id: str, name: str) -> Call:
+    """GET /v1/jobs/{id}/model or /samples (a file)."""
+    if name not in ARTIFACTS:
+        raise ValueError(f"unknown artifact {name!r}; expected one of {', '.join(ARTIFACTS)}")
+    return Call("GET", _job_path(job_id, name))
 
 
 def registry_call(name: str) -> Call:
-    """GET /v1/compressors, /v1/models or /v1/datasets."""
+    """GET /v1/compressors, /v1/models, /v1/datasets or /v1/samplers."""
     if name not in REGISTRIES:
         raise ValueError(f"unknown registry {name!r}; expected one of {', '.join(REGISTRIES)}")
     return Call("GET", f"/v1/{name}")
@@ -318,7 +322,7 @@ def stream_timeout(timeout: httpx.Timeout) -> httpx.Timeout:
     return httpx.Timeout(connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool)
 
 
-def model_target(path: str | os.PathLike[str], job_id: str) -> Path:
-    """Where ``download_model`` writes: ``path``, or ``<path>/<job_id>-model.pt`` for a folder."""
+def artifact_target(path: str | os.PathLike[str], job_id: str, name: str) -> Path:
+    """Where a download writes: ``path``, or ``<path>/<job_id>-<name>.pt`` for a folder."""
     target = Path(path).expanduser()
-    return target / f"{job_id}-model.pt" if target.is_dir() else target
+    return target / f"{job_id}-{name}.pt" if target.is_dir() else target

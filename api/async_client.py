@@ -207,8 +207,15 @@ class AsyncClient:
 
     async def download_model(self, job_id: str, path: str | os.PathLike[str]) -> Path:
         """Save the final weights at ``path`` atomically (``Client.download_model``)."""
-        target = _http.model_target(path, job_id)
-        response = await self._send(_http.model_call(job_id), stream=True)
+        return await self._download(job_id, "model", path)
+
+    async def download_samples(self, job_id: str, path: str | os.PathLike[str]) -> Path:
+        """Save a sampling job's posterior samples (``Client.download_samples``)."""
+        return await self._download(job_id, "samples", path)
+
+    async def _download(self, job_id: str, name: str, path: str | os.PathLike[str]) -> Path:
+        target = _http.artifact_target(path, job_id, name)
+        response = await self._send(_http.artifact_call(job_id, name), stream=True)
         try:
             with AtomicFile(target) as out:
                 try:
@@ -230,6 +237,11 @@ class AsyncClient:
     async def models(self) -> builtins.list[dict[str, Any]]:
         """The model kinds a spec may name."""
         result: builtins.list[dict[str, Any]] = await self._json(_http.registry_call("models"))
+        return result
+
+    async def samplers(self) -> builtins.list[dict[str, Any]]:
+        """The SG-MCMC sampler kinds a spec may name."""
+        result: builtins.list[dict[str, Any]] = await self._json(_http.registry_call("samplers"))
         return result
 
     async def datasets(self) -> builtins.list[dict[str, Any]]:
@@ -276,6 +288,9 @@ class AsyncJobRef:
 
     async def download_model(self, path: str | os.PathLike[str]) -> Path:
         return await self.client.download_model(self.id, path)
+
+    async def download_samples(self, path: str | os.PathLike[str]) -> Path:
+        return await self.client.download_samples(self.id, path)
 
     async def cancel(self) -> Job:
         self.last = await self.client.cancel(self.id)

@@ -244,8 +244,16 @@ class Client:
         """Save the ended job's final weights (a torch state dict) at ``path`` (a folder gets
         ``<job_id>-model.pt``) and return where. The file appears only once complete.
         Raises ``NotFound`` when the job has no model file (yet)."""
-        target = _http.model_target(path, job_id)
-        response = self._send(_http.model_call(job_id), stream=True)
+        return self._download(job_id, "model", path)
+
+    def download_samples(self, job_id: str, path: str | os.PathLike[str]) -> Path:
+        """Save a sampling job's posterior samples (a (count, d) tensor of flat parameter
+        vectors) at ``path`` (a folder gets ``<job_id>-samples.pt``), as ``download_model``."""
+        return self._download(job_id, "samples", path)
+
+    def _download(self, job_id: str, name: str, path: str | os.PathLike[str]) -> Path:
+        target = _http.artifact_target(path, job_id, name)
+        response = self._send(_http.artifact_call(job_id, name), stream=True)
         try:
             with AtomicFile(target) as out:
                 try:
@@ -268,6 +276,11 @@ class Client:
     def models(self) -> builtins.list[dict[str, Any]]:
         """The model kinds a spec may name (as ``compressors``)."""
         result: builtins.list[dict[str, Any]] = self._json(_http.registry_call("models"))
+        return result
+
+    def samplers(self) -> builtins.list[dict[str, Any]]:
+        """The SG-MCMC sampler kinds a spec may name (as ``compressors``)."""
+        result: builtins.list[dict[str, Any]] = self._json(_http.registry_call("samplers"))
         return result
 
     def datasets(self) -> builtins.list[dict[str, Any]]:
@@ -325,6 +338,10 @@ class JobRef:
     def download_model(self, path: str | os.PathLike[str]) -> Path:
         """Save the final weights (``Client.download_model``)."""
         return self.client.download_model(self.id, path)
+
+    def download_samples(self, path: str | os.PathLike[str]) -> Path:
+        """Save the posterior samples (``Client.download_samples``)."""
+        return self.client.download_samples(self.id, path)
 
     def cancel(self) -> Job:
         """Cancel the job (``Client.cancel``)."""

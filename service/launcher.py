@@ -76,7 +76,13 @@ class Launcher(Protocol):
 
     def checkpoints(self, job_id: str, spec: JobSpec) -> list[dict[str, Any]]: ...
 
-    def model_path(self, job_id: str, spec: JobSpec) -> str | None: ...
+    def model_path(self, job_id: str, spec: JobSpec) -> str | None:
+        """The final model file, once written (a local path or a URL)."""
+        ...
+
+    def samples_path(self, job_id: str, spec: JobSpec) -> str | None:
+        """A sampling job's posterior samples file, once written."""
+        ...
 
     def shutdown(self) -> None: ...
 
@@ -214,7 +220,15 @@ class RayLauncher:
     def model_path(self, job_id: str, spec: JobSpec) -> str | None:
         from sparsetrain.workers.export import MODEL_FILE
 
-        path = f"{self._root(job_id, spec)}/{MODEL_FILE}"
+        return self._artifact(job_id, spec, MODEL_FILE)
+
+    def samples_path(self, job_id: str, spec: JobSpec) -> str | None:
+        from sparsetrain.workers.export import SAMPLES_FILE
+
+        return self._artifact(job_id, spec, SAMPLES_FILE) if spec.objective == "sample" else None
+
+    def _artifact(self, job_id: str, spec: JobSpec, name: str) -> str | None:
+        path = f"{self._root(job_id, spec)}/{name}"
         return path if "://" in path or os.path.exists(path) else None
 
     def shutdown(self) -> None:

@@ -4,6 +4,6 @@ Needs the ``server`` extra (torch). ``simulate`` runs a job's W workers in one p
 """
 
 from sparsetrain.workers.result import TrainResult
-from sparsetrain.workers.simulator import simulate
+from sparsetrain.workers.simulator import simulate, simulate_async
 
-__all__ = ["TrainResult", "simulate"]
+__all__ = ["TrainResult", "simulate", "simulate_async"]

@@ -144,4 +144,5 @@ def run_job(
             None if m is None else torch.from_numpy(np.array(m)) for m in final.get("memories", [])
         ],
         changes=[Change.from_dict(change) for change in changes],
+        samples=torch.from_numpy(np.array(final["samples"])) if "samples" in final else None,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi import Path as PathParam
@@ -243,24 +243,47 @@ def checkpoints(job_id: JobId, state: State, principal: Principal) -> list[Check
     return [CheckpointEntry(**c) for c in state.launcher.checkpoints(job_id, job.spec)]
 
 
-@router.get(
-    "/{job_id}/model",
-    summary="The final weights (a torch state dict)",
-    response_class=FileResponse,
-    responses={
+def _binary(description: str) -> dict[int | str, dict[str, Any]]:
+    return {
         200: {
-            "description": "The model file.",
+            "description": description,
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
         },
         **problems(404),
-    },
+    }
+
+
+def _artifact(job_id: str, path: str | None, what: str) -> FileResponse:
+    """The file at ``path`` (local only), or 404 naming ``what`` is missing."""
+    if path is None or "://" in path:
+        raise JobNotFound(f"job {job_id} has no {what} file (yet)")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}-{what}.pt")
+
+
+@router.get(
+    "/{job_id}/model",
+    summary="The final weights (a torch state dict)",
+    response_class=FileResponse,
+    responses=_binary("The model file."),
 )
 def model(job_id: JobId, state: State, principal: Principal) -> FileResponse:
     """``torch.load(file, weights_only=True)`` gives the trained module's state dict."""
     job = state.store.get_job(job_id, principal)
     path = state.launcher.model_path(job_id, job.spec) if job.status.is_terminal else None
-    if path is None or "://" in path:
-        raise JobNotFound(f"job {job_id} has no model file (yet)")
-    return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}-model.pt")
+    return _artifact(job_id, path, "model")
+
+
+@router.get(
+    "/{job_id}/samples",
+    summary="A sampling job's posterior samples",
+    response_class=FileResponse,
+    responses=_binary("The samples file."),
+)
+def samples(job_id: JobId, state: State, principal: Principal) -> FileResponse:
+    """``torch.load(file, weights_only=True)`` gives a (count, d) tensor of flat parameter
+    vectors, oldest first; 404 unless the job sampled (``objective: sample``) and ended."""
+    job = state.store.get_job(job_id, principal)
+    path = state.launcher.samples_path(job_id, job.spec) if job.status.is_terminal else None
+    return _artifact(job_id, path, "samples")

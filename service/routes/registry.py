@@ -1,4 +1,5 @@
-"""``/v1/compressors``, ``/v1/models``, ``/v1/datasets``: what a spec may name."""
+"""``/v1/compressors``, ``/v1/models``, ``/v1/datasets``, ``/v1/samplers``: what a spec may
+name."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from sparsetrain.service.deps import Principal
 from sparsetrain.service.openapi import problems
-from sparsetrain.spec import COMPRESSION_SPECS, DATA_SPECS, MODEL_SPECS
+from sparsetrain.spec import COMPRESSION_SPECS, DATA_SPECS, MODEL_SPECS, SAMPLER_SPECS
 
 router = APIRouter(prefix="/v1", tags=["registries"], responses=problems(401))
 
@@ -53,3 +54,9 @@ def models(_: Principal) -> list[Kind]:
 @router.get("/datasets", response_model=list[Kind])
 def datasets(_: Principal) -> list[Kind]:
     return _kinds(DATA_SPECS)
+
+
+@router.get("/samplers", response_model=list[Kind])
+def samplers(_: Principal) -> list[Kind]:
+    """SG-MCMC samplers for jobs with ``objective: sample``."""
+    return _kinds(SAMPLER_SPECS)

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import ray
+import torch
 
 from tests.server_process import Server, wait_for_job
 
@@ -126,3 +127,26 @@ def test_cli_submit_follow_and_plot_a_real_job(
     plot = tmp_path / "curves.png"
     assert main(["--url", server.url, "metrics", job_id, "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 5_000
+
+
+def test_a_sampling_job_serves_its_samples(server: Server, tmp_path: Path) -> None:
+    from sparsetrain.client import Client
+
+    spec = _spec(
+        40,
+        model={"kind": "linear_regression", "noise_std": 0.5, "l2": 0.05},
+        objective="sample",
+        sampler={"kind": "sgld", "burn_in": 10, "thinning": 5},
+        schedule={"kind": "constant", "lr": 2e-4},
+    )
+    job_id = httpx.post(f"{server.url}/v1/jobs", json=spec, timeout=10).json()["id"]
+    job = _wait(server.url, job_id, lambda j: j["status"] == "SUCCEEDED")
+    assert job["result"]["final"]["posterior_samples"] == 6
+    with Client(server.url) as client:
+        assert {s["kind"] for s in client.samplers()} == {"sgld", "sgldfp"}
+        path = client.download_samples(job_id, tmp_path)
+    samples = torch.load(path, weights_only=True)
+    assert path.name == f"{job_id}-samples.pt" and tuple(samples.shape) == (6, 20)
+    plain = httpx.post(f"{server.url}/v1/jobs", json=_spec(5), timeout=10).json()["id"]
+    _wait(server.url, plain, lambda j: j["status"] == "SUCCEEDED")
+    assert httpx.get(f"{server.url}/v1/jobs/{plain}/samples", timeout=10).status_code == 404

@@ -115,6 +115,9 @@ class FakeLauncher:
     def model_path(self, job_id: str, spec: JobSpec) -> str | None:
         return None
 
+    def samples_path(self, job_id: str, spec: JobSpec) -> str | None:
+        return None
+
     def shutdown(self) -> None:
         pass
 

@@ -326,6 +326,8 @@ async def test_registries(client: httpx.AsyncClient) -> None:
     }
     assert all("properties" in m["parameters"] for m in models)
     assert len((await client.get("/v1/datasets")).json()) == 4
+    samplers = (await client.get("/v1/samplers")).json()
+    assert {s["kind"] for s in samplers} == {"sgld", "sgldfp"}
 
 
 async def test_health_ready_and_prometheus(client: httpx.AsyncClient) -> None:
