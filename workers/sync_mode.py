@@ -147,20 +147,22 @@ class SyncLoop:
         self.sup.record_step(metrics, ranks, numel)
 
     def _gather(
-        self, members: list[Member], refs: list[Any], step: int
-    ) -> tuple[list[dict[str, Any]], list[Member]]:
-        """Each member's result; members whose actor died are dropped from the group (and
-        reported) rather than failing the job. A worker's own exception fails the job."""
-        results, lost = [], []
+        self, members: list[Member], refs: list[Any], step: int, *, lose: bool = True
+    ) -> tuple[list[Any], list[Member]]:
+        """Each member's result, and the members whose actor died (they return nothing; with
+        ``lose`` they are dropped from the group now). A worker's own exception fails the
+        job, naming its rank."""
+        results, dead = [], []
         for rank, (member, ref) in enumerate(zip(members, refs, strict=True)):
             try:
                 results.append(ray.get(ref))
             except RayTaskError as error:
                 raise task_error(error, rank, step) from None
             except RayActorError as error:
-                lost.append(member)
-                self._lose(member, rank, step, error)
-        return results, lost
+                dead.append(member)
+                if lose:
+                    self._lose(member, rank, step, error)
+        return results, dead
 
     def _lose(self, member: Member, rank: int, step: int, error: Exception) -> None:
         self.group.remove([member])
@@ -301,14 +303,10 @@ class SyncLoop:
         raise WorkersLostError("every worker was lost")
 
     def _tolerant(self, members: list[Member], refs: list[Any], step: int) -> list[Any]:
-        results = []
-        for rank, (member, ref) in enumerate(zip(members, refs, strict=True)):
-            try:
-                results.append(ray.get(ref))
-            except RayTaskError as error:
-                raise task_error(error, rank, step) from None
-            except RayActorError:
-                self._dead.add(member.slot)
+        """Results of a boundary call (finish, snapshot): a member found dead is remembered
+        and dropped, as lost, in the next step."""
+        results, dead = self._gather(members, refs, step, lose=False)
+        self._dead.update(member.slot for member in dead)
         if not results:
             raise WorkersLostError(f"all {len(members)} workers were lost", step=step)
         return results
