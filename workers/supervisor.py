@@ -37,7 +37,6 @@ from sparsetrain.workers.step import RankStats
 from sparsetrain.workers.sync_mode import SyncLoop, WorkersLostError, task_error
 from sparsetrain.workers.telemetry import JobTelemetry
 
-PLACEMENT_TIMEOUT_S = 60.0
 __all__ = ["NAMESPACE", "Supervisor", "check_resources", "resume_point", "worker_name"]
 
 
@@ -57,12 +56,12 @@ def check_resources(spec: JobSpec, available: dict[str, float], count: int | Non
             )
 
 
-def initial_size(spec: JobSpec, total: dict[str, float]) -> int:
-    """How many workers to start with: ``count``, or as many as the cluster's resources can
-    ever hold when that is fewer (never below ``min``; the rest join when they fit)."""
-    fits = [int(total.get("CPU", 0.0) // spec.workers.cpus)]
+def initial_size(spec: JobSpec, free: dict[str, float]) -> int:
+    """How many workers to start with: ``count``, or as many as the cluster's ``free``
+    resources hold now when that is fewer (never below ``min``; the rest join later)."""
+    fits = [int(free.get("CPU", 0.0) // spec.workers.cpus)]
     if spec.workers.gpus:
-        fits.append(int(total.get("GPU", 0.0) // spec.workers.gpus))
+        fits.append(int(free.get("GPU", 0.0) // spec.workers.gpus))
     return max(spec.workers.floor, min(spec.workers.count, *fits))
 
 
@@ -313,8 +312,9 @@ class Supervisor:
         group = WorkerGroup(self.job_id, spec, ray.put(initial_params), self.faults)
         with self._lock:
             self.group = group
-        size = len(states) if states is not None else initial_size(spec, ray.cluster_resources())
-        group.start(size, PLACEMENT_TIMEOUT_S, states, averager)
+        free = ray.available_resources()
+        size = len(states) if states is not None else initial_size(spec, free)
+        group.start(size, spec.workers.wait_s, states, averager)
         self._telemetry = JobTelemetry(self.job_id)
         if spec.exchange.mode == "async":
             server = train_async(self, total, numel, group.initial)

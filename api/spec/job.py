@@ -58,7 +58,8 @@ class WorkersSpec(StrictModel):
     )
     wait_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = Field(
         default=300.0,
-        description="Seconds to wait for resources while below min before failing.",
+        description="Seconds to wait for resources, to place the first workers or while "
+        "below min, before failing.",
     )
     cpus: Annotated[float, Field(gt=0.0, le=512.0)] = Field(
         default=1.0, description="CPUs reserved for each worker."

@@ -155,3 +155,24 @@ def test_autoscale_grows_into_free_resources_up_to_max() -> None:
         assert not any("target 3 -> 4" in m for m in events)
     finally:
         ray.kill(supervisor)
+
+
+def test_a_busy_cluster_starts_an_elastic_job_small_and_it_grows_when_resources_free() -> None:
+    free = int(ray.available_resources().get("CPU", 0))
+    blocker = ray.remote(num_cpus=free - 1)(_Idle).remote()
+    ray.get(blocker.ready.remote())
+    spec = _spec(workers={"count": 3, "min": 1, "max": 3}, steps=1_000_000)
+    supervisor = start_job(spec, storage=None)
+    try:
+        first = _wait(supervisor, lambda p: p["step"] > 0)
+        assert first["workers"] == 1 and first["target"] == 3
+        ray.kill(blocker)
+        _wait(supervisor, lambda p: p["workers"] == 3)
+    finally:
+        ray.kill(supervisor)
+        ray.kill(blocker)
+
+
+class _Idle:
+    def ready(self) -> bool:
+        return True
