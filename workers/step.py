@@ -298,17 +298,13 @@ def round_metrics(
     sizes = [0] * world
     for item in stats:
         sizes[item.rank] += item.nbytes
-    return StepMetrics(
-        step=step,
-        loss=sum(item.loss for item in stats) / len(stats),
-        lr=lr,
-        bytes_sent=sum(sizes),
-        bytes_per_worker=sizes,
-        density=sum(item.nnz for item in stats) / (len(stats) * numel),
-        compute_s=max(item.compute_s for item in stats),
-        compress_s=max(item.compress_s for item in stats),
-        exchange_s=0.0,
-        staleness=[staleness for _, staleness in applied],
+    record = step_metrics(step, lr, stats, numel, exchange_s=0.0)
+    return record.model_copy(
+        update={
+            "bytes_per_worker": sizes,
+            "staleness": [staleness for _, staleness in applied],
+            "memory_norm": None,  # a rank may appear twice in a round
+        }
     )
 
 
