@@ -158,8 +158,11 @@ def test_autoscale_grows_into_free_resources_up_to_max() -> None:
 
 
 def test_a_busy_cluster_starts_an_elastic_job_small_and_it_grows_when_resources_free() -> None:
-    free = int(ray.available_resources().get("CPU", 0))
-    blocker = ray.remote(num_cpus=free - 1)(_Idle).remote()
+    total = int(ray.cluster_resources()["CPU"])
+    deadline = time.monotonic() + DEADLINE_S  # earlier tests' workers release their CPUs
+    while ray.available_resources().get("CPU", 0) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+    blocker = ray.remote(num_cpus=total - 1)(_Idle).remote()
     ray.get(blocker.ready.remote())
     spec = _spec(workers={"count": 3, "min": 1, "max": 3}, steps=1_000_000)
     supervisor = start_job(spec, storage=None)
