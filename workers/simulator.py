@@ -26,9 +26,9 @@ from sparsetrain.workers.elastic import (
 )
 from sparsetrain.workers.evaluate import evaluate_setup
 from sparsetrain.workers.result import TrainResult
-from sparsetrain.workers.samplers import build_chain
+from sparsetrain.workers.samplers import Chain, build_chain
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
-from sparsetrain.workers.setup import prepare
+from sparsetrain.workers.setup import JobSetup, prepare
 from sparsetrain.workers.step import (
     Ledger,
     MeanApplier,
@@ -68,20 +68,7 @@ def simulate(
     chain = build_chain(spec, model, setup.objective, setup.dataset)
 
     def new_worker(rank: int, world: int, epoch: int) -> WorkerState:
-        # Each logical worker owns its compressor, as each Ray worker does (PowerSGD keeps
-        # per-worker warm-start state in it).
-        compressor = build_compressor(spec.compression, model.numel, spec.seed, model.shapes)
-        worker = WorkerState(
-            rank=rank,
-            world=world,
-            spec=spec,
-            dataset=setup.dataset,
-            numel=model.numel,
-            device=model.device,
-            epoch=epoch,
-            compressor=compressor,
-            chain=chain,
-        )
+        worker = _logical_worker(setup, rank, world, epoch, chain)
         if ledgers is not None:
             worker.ledger = Ledger(model.numel, model.device)
             ledgers.append(worker.ledger)
@@ -90,9 +77,7 @@ def simulate(
     world = setup.world
     workers = [new_worker(rank, world, 0) for rank in range(world)]
     flush = flush_compressor(model.numel)
-    averager = None
-    if spec.averaging is not None:
-        averager = WeightedAverage(model.flat, averaging_shift(spec.averaging, spec.schedule))
+    averager = _averager(setup)
     applier = MeanApplier(model.numel, model.device)
     result = TrainResult()
 
@@ -187,22 +172,9 @@ def simulate_async(
     model = setup.model
     world, tau = spec.workers.count, spec.exchange.max_staleness
     chain = build_chain(spec, model, setup.objective, setup.dataset)
-    workers = [
-        WorkerState(
-            rank=rank,
-            world=world,
-            spec=spec,
-            dataset=setup.dataset,
-            numel=model.numel,
-            device=model.device,
-            compressor=build_compressor(spec.compression, model.numel, spec.seed, model.shapes),
-            chain=chain,
-        )
-        for rank in range(world)
-    ]
-    averager = None
-    if spec.averaging is not None:
-        averager = WeightedAverage(model.flat, averaging_shift(spec.averaging, spec.schedule))
+    workers = [_logical_worker(setup, rank, world, 0, chain) for rank in range(world)]
+    averager = _averager(setup)
+    if averager is not None:
         averager.update(model.flat, 0)
     result = TrainResult()
     total_updates = setup.total_steps * world
@@ -262,3 +234,30 @@ def simulate_async(
     result.memories = [w.memory.residual() for w in workers]
     result.samples = chain.sample_tensor() if chain is not None else None
     return result
+
+
+def _logical_worker(
+    setup: JobSetup, rank: int, world: int, epoch: int, chain: Chain | None
+) -> WorkerState:
+    """A fresh rank with its own compressor, as each Ray worker has (PowerSGD keeps
+    per-worker warm-start state in it)."""
+    spec, model = setup.spec, setup.model
+    return WorkerState(
+        rank=rank,
+        world=world,
+        spec=spec,
+        dataset=setup.dataset,
+        numel=model.numel,
+        device=model.device,
+        epoch=epoch,
+        compressor=build_compressor(spec.compression, model.numel, spec.seed, model.shapes),
+        chain=chain,
+    )
+
+
+def _averager(setup: JobSetup) -> WeightedAverage | None:
+    """The iterate average the spec asks for, starting from the current parameters."""
+    spec = setup.spec
+    if spec.averaging is None:
+        return None
+    return WeightedAverage(setup.model.flat, averaging_shift(spec.averaging, spec.schedule))
