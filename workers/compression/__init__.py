@@ -17,6 +17,7 @@ from sparsetrain.workers.compression.payload import (
     Update,
     decode,
     encode,
+    wire_parts,
 )
 from sparsetrain.workers.compression.powersgd import PowerSGD
 from sparsetrain.workers.compression.qsgd import QSGD
@@ -93,4 +94,5 @@ __all__ = [
     "decode",
     "encode",
     "wangni_probabilities",
+    "wire_parts",
 ]

@@ -171,37 +171,53 @@ Update = DenseUpdate | SparseUpdate | QuantizedUpdate | SignUpdate | LowRankUpda
 """Every payload type a compressor of this package produces."""
 
 
+def wire_parts(payload: Payload) -> tuple[bytes, tuple[torch.Tensor, ...]] | None:
+    """A dense or sparse payload's wire form split in two: the prefix (header, and the seed
+    of a shared-seed update) and the tensors whose raw bytes follow it, in order. None for
+    the payload kinds that have their own encoder (quantized and low-rank ones)."""
+    if not isinstance(payload, DenseUpdate | SparseUpdate):
+        return None
+    value_code = _DTYPE_CODES[payload.values.dtype]
+    if isinstance(payload, DenseUpdate):
+        header = HEADER.pack(MAGIC, DENSE, value_code, 0, payload.numel, payload.nnz)
+        return header, (payload.values,)
+    index_code = _DTYPE_CODES[payload.indices.dtype]
+    if payload.seed is not None:
+        header = HEADER.pack(
+            MAGIC, SPARSE_IMPLICIT, value_code, index_code, payload.numel, payload.nnz
+        )
+        return header + _SEED.pack(payload.seed), (payload.values,)
+    header = HEADER.pack(MAGIC, SPARSE, value_code, index_code, payload.numel, payload.nnz)
+    return header, (payload.indices, payload.values)
+
+
 def encode(payload: Payload) -> bytes:
     """Serialise a payload to its wire form; ``len(result) == payload.nbytes``."""
     if isinstance(payload, QuantizedUpdate | SignUpdate):
         return encode_quantized(payload)
     if isinstance(payload, LowRankUpdate):
         return encode_low_rank(payload)
-    if not isinstance(payload, DenseUpdate | SparseUpdate):
+    parts = wire_parts(payload)
+    if parts is None:
         raise TypeError(f"cannot encode a {type(payload).__name__}")
-    value_code = _DTYPE_CODES[payload.values.dtype]
-    if isinstance(payload, DenseUpdate):
-        header = HEADER.pack(MAGIC, DENSE, value_code, 0, payload.numel, payload.nnz)
-        return header + _raw_bytes(payload.values)
-    index_code = _DTYPE_CODES[payload.indices.dtype]
-    if payload.seed is not None:
-        header = HEADER.pack(
-            MAGIC, SPARSE_IMPLICIT, value_code, index_code, payload.numel, payload.nnz
-        )
-        return header + _SEED.pack(payload.seed) + _raw_bytes(payload.values)
-    header = HEADER.pack(MAGIC, SPARSE, value_code, index_code, payload.numel, payload.nnz)
-    return header + _raw_bytes(payload.indices) + _raw_bytes(payload.values)
+    prefix, tensors = parts
+    return prefix + b"".join(_raw_bytes(tensor) for tensor in tensors)
 
 
-def decode(buffer: bytes) -> Update:
-    """Parse the wire form written by ``encode``; raises ``ValueError`` on a malformed buffer."""
+def decode(buffer: bytes | bytearray | memoryview, *, copy: bool = True) -> Update:
+    """Parse the wire form written by ``encode``; raises ``ValueError`` on a malformed buffer.
+
+    ``copy=False``: a dense or sparse update's tensors are views of ``buffer`` (writable,
+    and alive as long as they are), as ``HostStaging`` uses its pinned buffer; the other
+    kinds are always decoded into new memory.
+    """
     if len(buffer) < HEADER_NBYTES:
         raise ValueError(f"update of {len(buffer)} bytes is shorter than its header")
     magic, kind, value_code, index_code, numel, nnz = HEADER.unpack_from(buffer)
     if magic == MAGIC and kind in (QUANTIZED, SIGN):
-        return decode_quantized(buffer)
+        return decode_quantized(bytes(buffer))
     if magic == MAGIC and kind == LOW_RANK:
-        return decode_low_rank(buffer)
+        return decode_low_rank(bytes(buffer))
     if magic != MAGIC or value_code not in _CODE_DTYPES or index_code not in _CODE_DTYPES:
         raise ValueError("not a sparsetrain update (bad magic or dtype code)")
     value_dtype = _CODE_DTYPES[value_code]
@@ -219,13 +235,13 @@ def decode(buffer: bytes) -> Update:
     if len(buffer) != expected:
         raise ValueError(f"update is {len(buffer)} bytes, its header promises {expected}")
     if kind == DENSE:
-        return DenseUpdate(_from_bytes(buffer, value_dtype, nnz, offset))
+        return DenseUpdate(_from_bytes(buffer, value_dtype, nnz, offset, copy=copy))
     if kind == SPARSE_IMPLICIT:
         (seed,) = _SEED.unpack_from(buffer, offset)
-        values = _from_bytes(buffer, value_dtype, nnz, offset + _SEED.size)
+        values = _from_bytes(buffer, value_dtype, nnz, offset + _SEED.size, copy=copy)
         return SparseUpdate(shared_indices(numel, nnz, seed), values, numel, seed)
     index_dtype_ = _CODE_DTYPES[index_code]
-    indices = _from_bytes(buffer, index_dtype_, nnz, offset)
+    indices = _from_bytes(buffer, index_dtype_, nnz, offset, copy=copy)
     index_bytes = nnz * indices.element_size()
-    values = _from_bytes(buffer, value_dtype, nnz, offset + index_bytes)
+    values = _from_bytes(buffer, value_dtype, nnz, offset + index_bytes, copy=copy)
     return SparseUpdate(indices, values, numel)

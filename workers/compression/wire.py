@@ -35,9 +35,23 @@ def raw_bytes(tensor: torch.Tensor) -> bytes:
     return flat.numpy().tobytes()
 
 
-def from_bytes(buffer: bytes, dtype: torch.dtype, count: int, offset: int) -> torch.Tensor:
-    """``count`` elements of ``dtype`` read from ``buffer`` at byte ``offset``, as a new
-    tensor that does not share the buffer's memory."""
+def from_bytes(
+    buffer: bytes | bytearray | memoryview,
+    dtype: torch.dtype,
+    count: int,
+    offset: int,
+    *,
+    copy: bool = True,
+) -> torch.Tensor:
+    """``count`` elements of ``dtype`` read from ``buffer`` at byte ``offset``.
+
+    With ``copy`` (the default) the tensor owns a copy of just those bytes; without, it is a
+    view of ``buffer``'s memory (which must then be writable and outlive the tensor).
+    """
     if count == 0:
         return torch.empty(0, dtype=dtype)
-    return torch.frombuffer(bytearray(buffer), dtype=dtype, count=count, offset=offset)
+    size = count * torch.empty(0, dtype=dtype).element_size()
+    view = memoryview(buffer).cast("B")[offset : offset + size]
+    if len(view) != size:
+        raise ValueError(f"buffer holds {len(view)} of the {size} bytes asked for at {offset}")
+    return torch.frombuffer(bytearray(view) if copy else view, dtype=dtype)
