@@ -4,6 +4,7 @@ Per step the supervisor makes exactly one call, ``step(t, *updates)``: the worke
 mean of the previous step's W updates (Ray resolves the object references before the call,
 zero-copy for same-node numpy buffers), then computes, compresses and returns its own update
 for step t as a numpy byte buffer that Ray puts in the object store for the other ranks.
+A CUDA replica moves both through pinned host buffers (``HostStaging``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import numpy as np
 import torch
 
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.compression import decode, encode
 from sparsetrain.workers.elastic import flush_compressor
 from sparsetrain.workers.evaluate import evaluate_setup
 from sparsetrain.workers.samplers import build_chain
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
+from sparsetrain.workers.staging import HostStaging
 from sparsetrain.workers.step import (
     MeanApplier,
     RankStats,
@@ -59,8 +60,9 @@ class TrainingWorker:
         self.rank = rank
         self.world = world
         self.setup = prepare(spec, device=device)
+        self.staging = HostStaging(device)
         model = self.setup.model
-        model.flat.copy_(torch.from_numpy(np.array(initial, dtype=np.float32)).to(device))
+        self.staging.copy_into(model.flat, initial)
         self.chain = build_chain(spec, model, self.setup.objective, self.setup.dataset)
         # A sampling job's (step, lr) whose updates this replica has not applied yet: the
         # noise of that step is added when they are.
@@ -101,7 +103,7 @@ class TrainingWorker:
         ``shared_state``), with zero memory; a sampling job's chain and pending step too.
         Mutates the replica and replaces the rank state."""
         model = self.setup.model
-        model.flat.copy_(torch.from_numpy(np.array(shared["params"])).to(model.device))
+        self.staging.copy_into(model.flat, shared["params"])
         self.rank, self.world, self.lr_scale = rank, world, lr_scale
         self.state = WorkerState(
             rank=rank,
@@ -143,7 +145,7 @@ class TrainingWorker:
             return 0.0
         started = time.perf_counter()
         model = self.setup.model
-        payloads = [decode(bytes(buffer)).to(model.device) for buffer in updates]
+        payloads = self.staging.receive(updates)
         if reduced:
             payloads[0].add_to(model.flat, alpha=-1.0)
         else:
@@ -152,6 +154,8 @@ class TrainingWorker:
             step, lr = self._pending
             self.chain.after_apply(step, lr)
         self._pending = None
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
         return time.perf_counter() - started
 
     def step(
@@ -202,7 +206,7 @@ class TrainingWorker:
         self._pending = (step, lr)
         info["lr"] = lr
         info["stats"] = RankStats.of(self.rank, output, exchange_s)
-        return np.frombuffer(encode(output.payload), dtype=np.uint8), info
+        return self.staging.send(output.payload), info
 
     def compute_at(
         self, step: int, params: np.ndarray, version: int
@@ -214,7 +218,7 @@ class TrainingWorker:
         parameters and the rank's state (sampler, generator, memory).
         """
         model = self.setup.model
-        model.flat.copy_(torch.from_numpy(np.array(params, dtype=np.float32)).to(model.device))
+        self.staging.copy_into(model.flat, params)
         lr = self.setup.schedule(version // self.world)
         output = compute_update(
             model,
@@ -226,7 +230,7 @@ class TrainingWorker:
             step,
         )
         info = {"lr": lr, "stats": RankStats.of(self.rank, output)}
-        return np.frombuffer(encode(output.payload), dtype=np.uint8), info
+        return self.staging.send(output.payload), info
 
     def finish(
         self, steps: int, *updates: np.ndarray, reduced: bool = False, evaluate: bool = True
