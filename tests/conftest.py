@@ -15,7 +15,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A local Ray head with 4 logical CPUs (workers reserve 1 each) and no GPU.
+    """A local Ray head with 4 logical CPUs (workers reserve 1 each) and this machine's
+    GPUs (none in CI; tests/gpu run where there are some).
 
     Jobs that name no storage write their checkpoints into a session temporary folder.
     """
@@ -25,7 +26,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     ray.init(
         address="local",  # a fresh cluster even when a `ray start` head runs on this machine
         num_cpus=4,
-        num_gpus=0,
+        num_gpus=torch.cuda.device_count(),
         namespace="sparsetrain",
         include_dashboard=False,
         log_to_driver=False,
