@@ -13,7 +13,14 @@ A short ``run_job`` (logistic regression, d = 10,000, W = 2, top-k 1%) measures 
 runtime's per-step overhead: per-step wall time of the training loop minus the median of
 (compute_s + compress_s).
 
+``--device cuda`` runs the same grid with the vectors on the GPU, the W actors sharing it
+(``num_gpus = 1/W`` each, as ``workers.gpus`` does), each method twice: updates staged
+through the workers' pinned host buffers (``HostStaging``) and through pageable memory
+(plain ``encode``/``decode``, the baseline). The gloo baseline then all-reduces a CUDA
+tensor (NCCL cannot run two ranks on one GPU), and the runtime job's workers take a GPU share.
+
     python -m benchmarks.exchange --quick --out results/exchange.json
+    python -m benchmarks.exchange --device cuda --out results/exchange_gpu.json
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ import torch.multiprocessing as mp
 from benchmarks._common import machine, save_figure, write_json
 from sparsetrain.spec import DenseSpec, JobSpec, TopKSpec
 from sparsetrain.workers import launch
-from sparsetrain.workers.compression import build_compressor, decode, encode
+from sparsetrain.workers.compression import build_compressor
+from sparsetrain.workers.staging import HostStaging
 from sparsetrain.workers.step import MeanApplier
 
 METHODS: dict[str, Any] = {
@@ -55,38 +63,62 @@ def log(message: str) -> None:
 
 
 class ExchangeRank:
-    """One rank: a fixed vector, one compressor per method, a dense parameter buffer."""
+    """One rank: a fixed vector, one compressor per method, a dense parameter buffer, and
+    the host staging a training worker on ``device`` uses (``staged`` as ``HostStaging``)."""
 
-    def __init__(self, d: int, rank: int, methods: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        d: int,
+        rank: int,
+        methods: dict[str, Any],
+        device: str = "cpu",
+        staged: bool | None = None,
+    ) -> None:
         torch.set_num_threads(1)
         self.d = d
-        self.vector = torch.randn(d, generator=torch.Generator().manual_seed(rank))
+        self.device = torch.device(device)
+        vector = torch.randn(d, generator=torch.Generator().manual_seed(rank))
+        self.vector = vector.to(self.device)
         self.compressors = {name: build_compressor(s, d, rank) for name, s in methods.items()}
-        self.dense = torch.zeros(d)
-        self.applier = MeanApplier(d)
+        self.dense = torch.zeros(d, device=self.device)
+        self.applier = MeanApplier(d, self.device)
+        self.staging = HostStaging(self.device, staged=staged)
 
     def ready(self) -> int:
         return self.d
 
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def compress(self, method: str, step: int) -> tuple[np.ndarray, dict[str, float]]:
-        """Compress + encode this rank's vector; returns the wire buffer and the timing."""
+        """Compress + encode this rank's vector (what ``TrainingWorker.step`` returns);
+        returns the wire buffer and the timing."""
+        self._sync()
         started = time.perf_counter()
         payload = self.compressors[method].compress(self.vector, step=step)
-        buffer = np.frombuffer(encode(payload), dtype=np.uint8)
+        buffer = self.staging.send(payload)
         return buffer, {"compress_s": time.perf_counter() - started, "nbytes": payload.nbytes}
 
     def gather(self, *updates: np.ndarray) -> float:
         """What ``TrainingWorker._apply`` does: decode all W updates, apply their mean."""
         started = time.perf_counter()
-        payloads = [decode(bytes(buffer)).to(self.dense.device) for buffer in updates]
-        self.applier.apply(self.dense, payloads)
+        self.applier.apply(self.dense, self.staging.receive(updates))
+        self._sync()
         return time.perf_counter() - started
 
 
-def measure_exchange(d: int, world: int, rounds: int) -> dict[str, dict[str, Any]]:
-    """Median exchange (and compress, decode+apply) seconds of each method for (d, W)."""
+def measure_exchange(
+    d: int, world: int, rounds: int, device: str = "cpu", staged: bool | None = None
+) -> dict[str, dict[str, Any]]:
+    """Median exchange (and compress, decode+apply) seconds of each method for (d, W); on
+    CUDA the W actors share one GPU."""
     actor: Any = ray.remote(ExchangeRank)
-    ranks: list[Any] = [actor.options(num_cpus=1).remote(d, r, METHODS) for r in range(world)]
+    gpus = 1 / world if device == "cuda" else 0
+    ranks: list[Any] = [
+        actor.options(num_cpus=1, num_gpus=gpus).remote(d, r, METHODS, device, staged)
+        for r in range(world)
+    ]
     try:
         ray.get([rank.ready.remote() for rank in ranks])
         out: dict[str, dict[str, Any]] = {}
@@ -120,8 +152,10 @@ def measure_exchange(d: int, world: int, rounds: int) -> dict[str, dict[str, Any
             ray.kill(rank)
 
 
-def _gloo_rank(rank: int, world: int, port: int, sizes: list[int], rounds: int, out: str) -> None:
-    """One gloo process: median ``all_reduce`` seconds of a d-vector, for each d."""
+def _gloo_rank(
+    rank: int, world: int, port: int, sizes: list[int], rounds: int, out: str, device: str
+) -> None:
+    """One gloo process: median ``all_reduce`` seconds of a d-vector on ``device``, each d."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -129,14 +163,18 @@ def _gloo_rank(rank: int, world: int, port: int, sizes: list[int], rounds: int, 
     dist.init_process_group("gloo", rank=rank, world_size=world)
     medians: dict[str, float] = {}
     for d in sizes:
-        base = torch.randn(d, generator=torch.Generator().manual_seed(rank))
+        base = torch.randn(d, generator=torch.Generator().manual_seed(rank)).to(device)
         tensor = base.clone()
         times = []
         for round_ in range(WARMUP + rounds):
             tensor.copy_(base)
+            if tensor.is_cuda:
+                torch.cuda.synchronize()
             dist.barrier()
             started = time.perf_counter()
             dist.all_reduce(tensor)
+            if tensor.is_cuda:
+                torch.cuda.synchronize()
             if round_ >= WARMUP:
                 times.append(time.perf_counter() - started)
         medians[str(d)] = statistics.median(times)
@@ -146,18 +184,22 @@ def _gloo_rank(rank: int, world: int, port: int, sizes: list[int], rounds: int, 
     dist.destroy_process_group()
 
 
-def measure_gloo(sizes: list[int], world: int, rounds: int) -> dict[int, float]:
-    """Median seconds of a gloo all-reduce of a dense fp32 d-vector among ``world`` processes."""
+def measure_gloo(
+    sizes: list[int], world: int, rounds: int, device: str = "cpu"
+) -> dict[int, float]:
+    """Median seconds of a gloo all-reduce of a dense fp32 d-vector on ``device`` among
+    ``world`` processes."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "gloo.json")
-        mp.spawn(_gloo_rank, args=(world, port, sizes, rounds, out), nprocs=world, join=True)
+        args = (world, port, sizes, rounds, out, device)
+        mp.spawn(_gloo_rank, args=args, nprocs=world, join=True)
         return {int(d): s for d, s in json.loads(Path(out).read_text()).items()}
 
 
-def measure_runtime(steps: int) -> dict[str, Any]:
+def measure_runtime(steps: int, gpus: float = 0.0) -> dict[str, Any]:
     """Per-step overhead of ``run_job``: loop wall time per step - median(compute + compress).
 
     The loop's wall time is bracketed by when ``on_step`` sees the records: from the last
@@ -169,7 +211,7 @@ def measure_runtime(steps: int) -> dict[str, Any]:
             "model": {"kind": "logistic_regression"},
             "data": {"kind": "synthetic", "n": 2000, "d": 10_000, "test_fraction": 0.0},
             "compression": {"kind": "topk", "ratio": 0.01},
-            "workers": {"count": 2},
+            "workers": {"count": 2, "gpus": gpus},
             "batch_size": 8,
             "steps": steps,
             "eval": {"every": 0},
@@ -210,7 +252,11 @@ def measure_runtime(steps: int) -> dict[str, Any]:
 
 def targets(grid: list[dict[str, Any]], runtime: dict[str, Any]) -> dict[str, Any]:
     """The two goals; a value not measured in this mode is null, and so is its ``met``."""
-    ratios = {(g["d"], g["W"], g["method"]): g["ratio_vs_gloo"] for g in grid}
+    ratios = {
+        (g["d"], g["W"], g["method"]): g["ratio_vs_gloo"]
+        for g in grid
+        if g.get("staging", "pinned") == "pinned"
+    }
     values = {
         "topk_1pct_d10M_W2_ratio": (ratios.get((10_000_000, 2, "topk_1pct")), 0.3),
         "runtime_overhead_ms": (runtime["overhead_ms"], 5.0),
@@ -229,10 +275,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     configs = sorted({(g["d"], g["W"]) for g in report["grid"]})
-    series = [*METHODS, "gloo_allreduce"]
+    series = [*dict.fromkeys(_series(g) for g in report["grid"]), "gloo_allreduce"]
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6, 2.4 * len(configs)), 4.5))
-    seconds = {(g["d"], g["W"], g["method"]): g["exchange_s"] for g in report["grid"]}
+    seconds = {(g["d"], g["W"], _series(g)): g["exchange_s"] for g in report["grid"]}
     for b in report["baseline"]:
         seconds[(b["d"], b["W"], "gloo_allreduce")] = b["gloo_allreduce_s"]
     for j, name in enumerate(series):
@@ -243,9 +289,15 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(configs)), [f"d={_size(d)}\nW={w}" for d, w in configs])
     ax.set_yscale("log")
     ax.set_ylabel("exchange time per step (ms, median)")
-    ax.set_title("Ray object-store all-gather vs gloo all-reduce (dense fp32)")
+    where = "GPU" if report["device"] == "cuda" else "CPU"
+    ax.set_title(f"Ray object-store all-gather vs gloo all-reduce (dense fp32), {where}")
     ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+def _series(row: dict[str, Any]) -> str:
+    """A grid row's bar label: its method, with its host staging on the GPU."""
+    return f"{row['method']} ({row['staging']})" if "staging" in row else str(row["method"])
 
 
 def _size(d: int) -> str:
@@ -260,7 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/exchange.json"))
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per measurement")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where the vectors live"
+    )
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
+    cuda = args.device == "cuda"
+    stagings: dict[str | None, bool | None] = (
+        {"pinned": True, "pageable": False} if cuda else {None: None}
+    )
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     sizes = [10_000] if args.smoke else [1_000_000, 10_000_000]
     worlds = [2] if args.smoke or args.quick else [2, 4]
@@ -272,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(
             address="local",
             num_cpus=max(4, *worlds),
+            num_gpus=torch.cuda.device_count() if cuda else 0,
             include_dashboard=False,
             log_to_driver=False,
         )
@@ -280,22 +342,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for world in worlds:
             log(f"gloo all-reduce, W={world}, d in {[_size(d) for d in sizes]}")
-            gloo = measure_gloo(sizes, world, rounds)
+            gloo = measure_gloo(sizes, world, rounds, args.device)
             for d in sizes:
                 baseline.append(
                     {"d": d, "W": world, "gloo_allreduce_s": gloo[d], "bytes_per_worker": 4 * d}
                 )
-                log(f"object-store all-gather, d={_size(d)} W={world}")
-                for method, row in measure_exchange(d, world, rounds).items():
-                    row.update(d=d, W=world, method=method, gloo_allreduce_s=gloo[d])
-                    row["ratio_vs_gloo"] = row["exchange_s"] / gloo[d]
-                    grid.append(row)
-                    log(
-                        f"  {method:<12} exchange {row['exchange_s'] * 1e3:8.2f} ms  "
-                        f"gloo {gloo[d] * 1e3:8.2f} ms  ratio {row['ratio_vs_gloo']:.3f}"
-                    )
+                for staging, staged in stagings.items():
+                    label = f" ({staging} host buffers)" if staging else ""
+                    log(f"object-store all-gather, d={_size(d)} W={world}{label}")
+                    rows = measure_exchange(d, world, rounds, args.device, staged)
+                    for method, row in rows.items():
+                        row.update(d=d, W=world, method=method, gloo_allreduce_s=gloo[d])
+                        if staging:
+                            row["staging"] = staging
+                        row["ratio_vs_gloo"] = row["exchange_s"] / gloo[d]
+                        grid.append(row)
+                        log(
+                            f"  {_series(row):<24} exchange {row['exchange_s'] * 1e3:8.2f} ms  "
+                            f"gloo {gloo[d] * 1e3:8.2f} ms  ratio {row['ratio_vs_gloo']:.3f}"
+                        )
         log(f"runtime overhead: run_job, {runtime_steps} steps")
-        runtime = measure_runtime(runtime_steps)
+        runtime = measure_runtime(runtime_steps, gpus=0.5 if cuda else 0.0)
         log(f"  per-step overhead {runtime['overhead_ms']:.2f} ms")
     finally:
         if owns_ray:
@@ -303,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "exchange",
         "mode": mode_name,
+        "device": args.device,
         "rounds": rounds,
         "warmup_rounds": WARMUP,
         "machine": machine(),
@@ -318,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             "gloo_allreduce_s": "rank 0's median time of dist.all_reduce of the dense fp32 "
             "d-vector among W gloo processes on 127.0.0.1, after a barrier",
             "ratio_vs_gloo": "exchange_s / gloo_allreduce_s for the same (d, W)",
+            "staging": "(cuda only) pinned: updates leave and enter the GPU through the "
+            "workers' reusable page-locked host buffers; pageable: through plain encode/decode "
+            "(new pageable host memory per update); targets use the pinned rows",
         },
         "grid": grid,
         "baseline": baseline,
@@ -332,10 +403,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_summary(report: dict[str, Any], out: Path, plot_path: Path) -> None:
-    print(f"\n{'d':>5} {'W':>2} {'method':<12}{'exchange ms':>12}{'gloo ms':>10}{'ratio':>8}")
+    print(f"\n{'d':>5} {'W':>2} {'method':<24}{'exchange ms':>12}{'gloo ms':>10}{'ratio':>8}")
     for g in report["grid"]:
         print(
-            f"{_size(g['d']):>5} {g['W']:>2} {g['method']:<12}{g['exchange_s'] * 1e3:>12.2f}"
+            f"{_size(g['d']):>5} {g['W']:>2} {_series(g):<24}{g['exchange_s'] * 1e3:>12.2f}"
             f"{g['gloo_allreduce_s'] * 1e3:>10.2f}{g['ratio_vs_gloo']:>8.3f}"
         )
     runtime = report["runtime"]

@@ -10,7 +10,9 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import ray
+import torch
 
 from benchmarks.exchange import METHODS, main
 
@@ -23,6 +25,8 @@ def test_exchange_benchmark_smoke(tmp_path: Path) -> None:
 
     report = json.loads(out.read_text())
     assert report["mode"] == "smoke"
+    assert report["device"] == "cpu"
+    assert all("staging" not in row for row in report["grid"])
     grid = {(g["d"], g["W"], g["method"]): g for g in report["grid"]}
     assert set(grid) == {(10_000, 2, method) for method in METHODS}
     for row in grid.values():
@@ -52,3 +56,16 @@ def test_exchange_benchmark_smoke(tmp_path: Path) -> None:
     assert isinstance(targets["runtime_overhead_ms"]["met"], bool)
 
     assert out.with_suffix(".png").stat().st_size > 5_000
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_cuda_mode_refuses_to_run_without_a_gpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--smoke", "--device", "cuda", "--out", str(tmp_path / "x.json")])
+    assert info.value.code == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
