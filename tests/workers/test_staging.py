@@ -37,9 +37,7 @@ PAYLOADS = {
         torch.tensor([3, 7, 900], dtype=torch.int64), torch.tensor([1.0, -2.0, 0.5]), D
     ),
     "randk_shared_seed": lambda: _payload(RandKSpec(ratio=0.05, shared_seed=True)),
-    "empty_sparse": lambda: SparseUpdate(
-        torch.zeros(0, dtype=torch.int32), torch.zeros(0), D
-    ),
+    "empty_sparse": lambda: SparseUpdate(torch.zeros(0, dtype=torch.int32), torch.zeros(0), D),
     "qsgd": lambda: _payload(QSGDSpec()),
     "sign": lambda: _payload(SignSpec()),
 }
