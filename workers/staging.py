@@ -58,6 +58,12 @@ class HostStaging:
         """``buffer`` if it holds ``nbytes``, else a new one with 25% headroom."""
         return buffer if buffer.numel() >= nbytes else self._allocate(nbytes + nbytes // 4)
 
+    def _wait_incoming(self) -> None:
+        """Block until the last host-to-device copies out of the incoming buffer are done."""
+        if self._in_flight is not None:
+            self._in_flight.synchronize()
+            self._in_flight = None
+
     def send(self, payload: Payload) -> np.ndarray:
         """The wire form of ``payload`` (the bytes of ``encode``) as a uint8 array.
 
@@ -90,9 +96,7 @@ class HostStaging:
         updates are decoded in place and sent to the device asynchronously."""
         if not self.staged:
             return [decode(bytes(buffer)).to(self.device) for buffer in buffers]
-        if self._in_flight is not None:
-            self._in_flight.synchronize()
-            self._in_flight = None
+        self._wait_incoming()
         sizes = [len(buffer) for buffer in buffers]
         self._incoming = self._grown(self._incoming, sum(_round_up(n) for n in sizes))
         host = self._incoming.numpy()
@@ -121,14 +125,13 @@ class HostStaging:
         return payload.to(device)
 
     def copy_into(self, target: torch.Tensor, array: np.ndarray) -> None:
-        """``target.copy_(array)`` for a flat fp32 ``array`` (parameters from the object
-        store), through the incoming buffer when staged. Mutates ``target`` only."""
+        """``target.copy_(array)`` for a flat fp32 ``array`` (an async worker's parameters
+        from the server, every step), through the incoming buffer when staged, which then
+        holds at least the whole parameter vector. Mutates ``target`` only."""
         if not self.staged:
             target.copy_(torch.from_numpy(np.array(array, dtype=np.float32)).to(target.device))
             return
-        if self._in_flight is not None:
-            self._in_flight.synchronize()
-            self._in_flight = None
+        self._wait_incoming()
         host = np.asarray(array, dtype=np.float32).reshape(-1)
         self._incoming = self._grown(self._incoming, host.nbytes)
         staged = self._incoming[: host.nbytes].view(torch.float32)

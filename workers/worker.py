@@ -62,7 +62,7 @@ class TrainingWorker:
         self.setup = prepare(spec, device=device)
         self.staging = HostStaging(device)
         model = self.setup.model
-        self.staging.copy_into(model.flat, initial)
+        model.flat.copy_(torch.from_numpy(np.array(initial, dtype=np.float32)).to(device))
         self.chain = build_chain(spec, model, self.setup.objective, self.setup.dataset)
         # A sampling job's (step, lr) whose updates this replica has not applied yet: the
         # noise of that step is added when they are.
@@ -103,7 +103,7 @@ class TrainingWorker:
         ``shared_state``), with zero memory; a sampling job's chain and pending step too.
         Mutates the replica and replaces the rank state."""
         model = self.setup.model
-        self.staging.copy_into(model.flat, shared["params"])
+        model.flat.copy_(torch.from_numpy(np.array(shared["params"])).to(model.device))
         self.rank, self.world, self.lr_scale = rank, world, lr_scale
         self.state = WorkerState(
             rank=rank,
