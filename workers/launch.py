@@ -134,6 +134,7 @@ def run_job(
         records = ray.get(supervisor.metrics.remote(0))
         final = ray.get(supervisor.result.remote())
         changes = ray.get(supervisor.membership.remote())
+        events = ray.get(supervisor.event_log.remote())
     finally:
         ray.kill(supervisor)
     return TrainResult(
@@ -145,4 +146,5 @@ def run_job(
         ],
         changes=[Change.from_dict(change) for change in changes],
         samples=torch.from_numpy(np.array(final["samples"])) if "samples" in final else None,
+        events=events,
     )

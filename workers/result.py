@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -24,6 +25,9 @@ class TrainResult:
     """Membership changes, in order (Ray runs); ``simulate(spec, changes=...)`` replays them."""
     samples: torch.Tensor | None = None
     """Sampling jobs: the kept posterior samples, (count, d), oldest first."""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """The supervisor's events (resizes, lost and replaced workers), in order (Ray runs):
+    ``{"seq", "kind", "message"}``."""
 
     @property
     def staleness(self) -> dict[int, int]:
