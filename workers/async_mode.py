@@ -7,6 +7,11 @@ parameters when it starts, and applies updates in the order their parameters wer
 An update therefore waits behind at most the ``max_staleness`` others that were in flight
 when it read the parameters: none is applied more than ``max_staleness`` versions stale
 (Chen et al., "Stochastic Gradient MCMC with Stale Gradients").
+
+A worker that dies is replaced in place: its update in flight and its memory are lost, a
+fresh worker (zero memory, its shard from the start) takes its bundle and rank and computes
+on the newest parameters, which the server holds; the job still applies ``steps * W``
+updates. If a replacement dies before it delivers an update, the job fails as WorkersLost.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import ray
 import torch
 
+from sparsetrain.errors import TrainingError
 from sparsetrain.metrics import EvalMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression import decode
@@ -26,9 +32,15 @@ from sparsetrain.workers.samplers import build_chain
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import round_metrics
+from sparsetrain.workers.sync_mode import WorkersLostError
 
 if TYPE_CHECKING:
+    from sparsetrain.workers.group import WorkerGroup
     from sparsetrain.workers.supervisor import Supervisor
+
+
+class WorkerDiedError(TrainingError):
+    """A worker's actor died (its process was killed or crashed) while computing."""
 
 
 class ParameterServer:
@@ -84,8 +96,10 @@ class _InFlight:
     update: Any
 
 
-def train_async(supervisor: Supervisor, total_steps: int, numel: int, initial: Any) -> Any:
-    """Run ``total_steps`` rounds of W updates each; returns the parameter server handle.
+def train_async(supervisor: Supervisor, group: WorkerGroup, total_steps: int, numel: int) -> Any:
+    """Run ``total_steps`` rounds of W updates each on ``group``'s workers (started from
+    ``group.initial``); returns the parameter server handle. Replaces dead workers in
+    ``group``.
 
     Records one ``StepMetrics`` per round (with each update's staleness) on ``supervisor``.
     """
@@ -94,7 +108,7 @@ def train_async(supervisor: Supervisor, total_steps: int, numel: int, initial: A
     server: Any = (
         ray.remote(ParameterServer)
         .options(name=f"job-{supervisor.job_id}-ps", namespace="sparsetrain", num_cpus=0)
-        .remote(spec.model_dump_json(), initial)
+        .remote(spec.model_dump_json(), group.initial)
     )
     supervisor.helpers.append(server)
     total_updates = total_steps * world
@@ -106,13 +120,35 @@ def train_async(supervisor: Supervisor, total_steps: int, numel: int, initial: A
     def launch(rank: int) -> None:
         nonlocal launched
         update, info = (
-            supervisor.workers[rank]
-            .compute_at.options(num_returns=2)
+            group.members[rank]
+            .actor.compute_at.options(num_returns=2)
             .remote(local_steps[rank], params, version)
         )
         in_flight[info] = _InFlight(rank, version, update)
         local_steps[rank] += 1
         launched += 1
+
+    replaced: set[int] = set()  # ranks whose replacement has not delivered an update yet
+
+    def replace(entry: _InFlight, error: WorkerDiedError) -> None:
+        nonlocal launched
+        if entry.rank in replaced:
+            raise WorkersLostError(
+                f"worker {entry.rank} died again before its replacement delivered an update",
+                step=error.step,
+                rank=entry.rank,
+            )
+        member = group.members[entry.rank]
+        fresh = group.replace(member, entry.rank, world)
+        replaced.add(entry.rank)
+        launched -= 1  # its update is lost; another one is computed in its place
+        supervisor.event(
+            "worker",
+            f"worker {entry.rank} (slot {member.slot}) died after {version} updates were "
+            f"applied; its update in flight and its memory are lost; a new worker "
+            f"(slot {fresh.slot}) takes its place",
+        )
+        launch(entry.rank)
 
     for rank in range(min(world, tau + 1, total_updates)):
         launch(rank)
@@ -125,7 +161,12 @@ def train_async(supervisor: Supervisor, total_steps: int, numel: int, initial: A
             return server
         ready = next(iter(in_flight))  # launched first, so read the oldest parameters
         entry = in_flight.pop(ready)
-        info = supervisor.gather([ready], version // world, ranks=[entry.rank])[0]
+        try:
+            info = supervisor.gather([ready], version // world, ranks=[entry.rank])[0]
+        except WorkerDiedError as error:
+            replace(entry, error)
+            continue
+        replaced.discard(entry.rank)
         applied.append((info, version - entry.read_version))
         server.apply.remote(entry.update, info["lr"])
         version += 1

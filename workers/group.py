@@ -214,6 +214,17 @@ class WorkerGroup:
         fits = [int(free.get(name, 0.0) // amount) for name, amount in self.bundle.items()]
         return min(fits) if fits else 0
 
+    def replace(self, member: Member, rank: int, world: int) -> Member:
+        """Kill ``member`` (dead or not) and build a fresh worker (zero memory, its shard
+        from the start) in the same bundle as rank ``rank`` of ``world``; it takes the
+        member's place in ``members``. Returns at once: calls to the new actor run once
+        it is built."""
+        index = self.members.index(member)
+        ray.kill(member.actor, no_restart=True)
+        fresh = self._build(member.bundle, rank, world)
+        self.members[index] = fresh
+        return fresh
+
     # ---- shrinking ---------------------------------------------------------------------------
     def remove(self, members: list[Member]) -> None:
         """Kill ``members`` and free their bundles for later joiners."""

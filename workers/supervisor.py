@@ -21,7 +21,7 @@ import torch
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.async_mode import train_async
+from sparsetrain.workers.async_mode import WorkerDiedError, train_async
 from sparsetrain.workers.checkpoint import (
     Checkpoint,
     list_checkpoints,
@@ -238,7 +238,8 @@ class Supervisor:
         return [m.actor for m in self.group.members] if self.group is not None else []
 
     def gather(self, refs: list[Any], step: int, ranks: list[int] | None = None) -> list[Any]:
-        """``ray.get`` each rank's result; a failure names the rank and its error (async).
+        """``ray.get`` each rank's result (async). A worker's exception fails the job naming
+        its rank; a dead worker raises ``WorkerDiedError``.
 
         ``ranks`` names the rank behind each reference (default: 0, 1, ...).
         """
@@ -248,8 +249,9 @@ class Supervisor:
                 results.append(ray.get(ref))
             except ray.exceptions.RayTaskError as error:
                 raise task_error(error, rank, step) from None
-            except ray.exceptions.RayActorError:
-                raise TrainingError(f"worker {rank} died", step=step, rank=rank) from None
+            except ray.exceptions.RayActorError as error:
+                message = f"worker {rank} died ({type(error).__name__})"
+                raise WorkerDiedError(message, step=step, rank=rank) from None
         return results
 
     def checkpoint(self, done: int, snapshots: list[dict[str, Any]], params: Any) -> None:
@@ -317,7 +319,7 @@ class Supervisor:
         group.start(size, spec.workers.wait_s, states, averager)
         self._telemetry = JobTelemetry(self.job_id)
         if spec.exchange.mode == "async":
-            server = train_async(self, total, numel, group.initial)
+            server = train_async(self, group, total, numel)
             if not self.stopping():
                 self._finish(ray.get(server.params.remote()), samples=server.samples.remote())
             return

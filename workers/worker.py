@@ -50,8 +50,9 @@ class TrainingWorker:
         checkpoint) restore the rank's sampler, generator, memory, momentum and average.
 
         ``faults`` (fault injection for the chaos tests, never from a job spec): entries
-        ``{"where": "step" | "snapshot", "step": t}`` make this process SIGKILL itself at
-        the start of that call for step (boundary) t.
+        ``{"where": "step" | "snapshot" | "compute", "step": t}`` make this process SIGKILL
+        itself at the start of that call for step (boundary) t; ``compute`` is an async
+        worker's ``compute_at`` for its local step t.
         """
         spec = JobSpec.model_validate_json(spec_json)
         self.faults = list(faults or [])
@@ -217,6 +218,7 @@ class TrainingWorker:
         The learning rate follows the server's round, version // W. Mutates the replica's
         parameters and the rank's state (sampler, generator, memory).
         """
+        self._fault("compute", step)
         model = self.setup.model
         self.staging.copy_into(model.flat, params)
         lr = self.setup.schedule(version // self.world)

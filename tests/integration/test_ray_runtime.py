@@ -120,6 +120,36 @@ def test_async_mode_bounds_staleness_and_converges() -> None:
     assert abs(result.final.train_loss - sync.final.train_loss) < 0.05 * sync.final.train_loss
 
 
+def test_async_mode_replaces_a_killed_worker_and_finishes() -> None:
+    """Worker 1 dies in its 10th update: a new worker takes its rank, the job still applies
+    60 rounds of 3 updates within the staleness bound and converges like the sync run."""
+    spec = _spec(
+        workers={"count": 3},
+        steps=60,
+        schedule={"kind": "constant", "lr": 2.0},
+        exchange={"mode": "async", "max_staleness": 1},
+    )
+    result = run_job(spec, faults=[{"slot": 1, "where": "compute", "step": 9}], timeout_s=120)
+    sync = simulate(spec.model_copy(update={"exchange": ExchangeSpec()}))
+    assert len(result.steps) == 60
+    assert sum(result.staleness.values()) == 60 * 3
+    assert max(result.staleness) <= 1
+    (event,) = [e for e in result.events if e["kind"] == "worker"]
+    assert event["message"].startswith("worker 1 (slot 1) died after")
+    assert "a new worker (slot 3) takes its place" in event["message"]
+    assert abs(result.final.train_loss - sync.final.train_loss) < 0.05 * sync.final.train_loss
+
+
+def test_async_mode_fails_when_a_replacement_dies_before_its_first_update() -> None:
+    spec = _spec(workers={"count": 2}, steps=30, exchange={"mode": "async", "max_staleness": 1})
+    faults = [
+        {"slot": 0, "where": "compute", "step": 5},
+        {"slot": 2, "where": "compute", "step": 6},  # the replacement's first update
+    ]
+    with pytest.raises(TrainingError, match="died again before its replacement delivered"):
+        run_job(spec, faults=faults, timeout_s=120)
+
+
 def test_async_with_zero_staleness_is_serial() -> None:
     spec = _spec(steps=10, exchange={"mode": "async", "max_staleness": 0})
     result = run_job(spec, timeout_s=120)
