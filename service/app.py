@@ -33,7 +33,11 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = JobStore(settings.resolved_database_url())
-        chosen = launcher or RayLauncher(settings.ray_address, settings.resolved_storage())
+        chosen = launcher or RayLauncher(
+            settings.ray_address,
+            settings.resolved_storage(),
+            cluster_autoscales=settings.cluster_autoscales,
+        )
         dashboard = await run_in_threadpool(chosen.start)
         if dashboard:
             log.info("Ray dashboard at %s", dashboard)

@@ -88,11 +88,15 @@ class Launcher(Protocol):
 
 
 class RayLauncher:
-    """Runs jobs on the Ray cluster at ``address`` (None: a local one)."""
+    """Runs jobs on the Ray cluster at ``address`` (None: a local one); with
+    ``cluster_autoscales`` their supervisors wait for nodes the cluster does not have yet."""
 
-    def __init__(self, address: str | None, storage: str) -> None:
+    def __init__(
+        self, address: str | None, storage: str, *, cluster_autoscales: bool = False
+    ) -> None:
         self.address = address
         self.storage = storage
+        self.cluster_autoscales = cluster_autoscales
 
     def start(self) -> str | None:
         """Join ``address``; without one, join the local head or start one (``ray start
@@ -137,7 +141,13 @@ class RayLauncher:
         from sparsetrain.workers.launch import start_job
 
         if self._actor(job_id) is None:
-            start_job(spec, job_id, storage=self.storage, target=target)
+            start_job(
+                spec,
+                job_id,
+                storage=self.storage,
+                target=target,
+                cluster_autoscales=self.cluster_autoscales,
+            )
 
     def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
         from sparsetrain.workers.checkpoint import list_checkpoints

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     allow_custom_code: bool = Field(
         default=False, description="Allow job specs that import user code."
     )
+    cluster_autoscales: bool = Field(
+        default=False,
+        description="The Ray cluster adds nodes on demand (a KubeRay or Ray autoscaler): a job "
+        "the current nodes cannot hold waits up to workers.wait_s for them instead of failing "
+        "at once.",
+    )
     data_roots: str | None = Field(
         default=None,
         description=f"'{os.pathsep}'-separated folders data files may be read from; "

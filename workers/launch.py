@@ -60,12 +60,15 @@ def start_job(
     verify_replicas: bool = False,
     target: int | None = None,
     faults: list[dict[str, Any]] | None = None,
+    cluster_autoscales: bool = False,
 ) -> Any:
     """Create and start the job's detached supervisor; returns its actor handle.
 
     Checkpoints go to ``spec.checkpoint.path``, else ``<storage>/<job id>``. ``target``
     overrides ``workers.count`` as the size to train at; ``faults`` injects worker deaths
-    (chaos tests only; see ``TrainingWorker``).
+    (chaos tests only; see ``TrainingWorker``). ``cluster_autoscales``: the cluster adds
+    nodes on demand, so a job larger than its current nodes waits up to ``workers.wait_s``
+    to be placed instead of failing at once.
     """
     if not ray.is_initialized():
         ray.init(namespace=NAMESPACE, log_to_driver=False)
@@ -85,6 +88,7 @@ def start_job(
         verify_replicas,
         faults,
         target,
+        cluster_autoscales,
     )
     ray.get(supervisor.start.remote())
     return supervisor

@@ -76,16 +76,19 @@ class Supervisor:
         verify_replicas: bool = False,
         faults: list[dict[str, Any]] | None = None,
         target: int | None = None,
+        cluster_autoscales: bool = False,
     ) -> None:
         """``target`` overrides ``workers.count`` as the size to train at (a scale request
         that outlived an earlier supervisor); ``faults`` is passed to the workers for the
-        chaos tests."""
+        chaos tests; ``cluster_autoscales`` skips the check that the cluster's current
+        nodes can hold the job (placement then waits up to ``workers.wait_s``)."""
         self.job_id = job_id
         self.spec = JobSpec.model_validate_json(spec_json)
         self.checkpoint_root = self.spec.checkpoint.path or f"{storage.rstrip('/')}/{job_id}"
         self.checkpoints: list[dict[str, Any]] = []
         self.verify_replicas = verify_replicas
         self.faults = faults
+        self.cluster_autoscales = cluster_autoscales
         self.target = self.spec.workers.count if target is None else target
         self.standby = 0  # hot spares built and waiting
         self.steps: list[StepMetrics] = []
@@ -296,7 +299,8 @@ class Supervisor:
 
     def _train(self) -> None:
         spec = self.spec
-        check_resources(spec, ray.cluster_resources())
+        if not self.cluster_autoscales:
+            check_resources(spec, ray.cluster_resources())
         setup = prepare(spec)  # validates the spec against the data and builds x_0
         self._setup = setup
         self.total_steps = total = setup.total_steps

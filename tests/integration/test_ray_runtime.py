@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import ray
 import torch
 
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
+from sparsetrain.service.launcher import RayLauncher
 from sparsetrain.spec import ExchangeSpec, JobSpec
 from sparsetrain.workers import simulate
 from sparsetrain.workers.launch import run_job, start_job, supervisor_name
@@ -72,6 +74,29 @@ def test_impossible_resources_fail_fast_with_what_was_asked() -> None:
         run_job(spec, timeout_s=60)
     message = str(info.value)
     assert "2 GPU asked" in message and "has 0" in message
+
+
+def test_on_an_autoscaling_cluster_a_job_waits_for_nodes_instead_of_failing_fast(
+    tmp_path: Path,
+) -> None:
+    """With ``cluster_autoscales`` (the service's SPARSETRAIN_CLUSTER_AUTOSCALES) the
+    supervisor skips the capacity check and waits ``wait_s`` for the placement group; no
+    node comes here, so it then fails naming what it asked for."""
+    spec = _spec(workers={"count": 2, "gpus": 1, "wait_s": 1.5})
+    RayLauncher(None, str(tmp_path), cluster_autoscales=True).submit("autoscales", spec)
+    supervisor = ray.get_actor(supervisor_name("autoscales"), namespace=NAMESPACE)
+    started = time.monotonic()
+    try:
+        progress = ray.get(supervisor.progress.remote())
+        while progress["state"] in ("created", "running") and time.monotonic() - started < 60:
+            time.sleep(0.05)
+            progress = ray.get(supervisor.progress.remote())
+    finally:
+        ray.kill(supervisor)
+    assert progress["state"] == "failed" and progress["error_kind"] == "SpecError"
+    assert "could not place 2 workers" in progress["error"]
+    assert "'GPU': 1" in progress["error"] and "within 1.5s" in progress["error"]
+    assert time.monotonic() - started >= 1.5
 
 
 def test_worker_failure_names_rank_and_step() -> None:
