@@ -26,7 +26,7 @@ import torch
 from sparsetrain.errors import TrainingError
 from sparsetrain.metrics import EvalMetrics
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.compression import decode
+from sparsetrain.workers.compression import decode_view
 from sparsetrain.workers.evaluate import evaluate_setup
 from sparsetrain.workers.samplers import build_chain
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
@@ -66,7 +66,7 @@ class ParameterServer:
     def apply(self, update: np.ndarray, lr: float = 0.0) -> int:
         """x <- x - update / W (a sampling job then adds the noise of a step ``lr`` update);
         returns the new version (the number of updates applied)."""
-        decode(bytes(update)).add_to(self.setup.model.flat, alpha=-1.0 / self.world)
+        decode_view(update).add_to(self.setup.model.flat, alpha=-1.0 / self.world)
         if self.chain is not None:
             self.chain.after_async_update(self.version, lr, self.world)
         self.version += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sparsetrain.workers.compression import DenseUpdate, SparseUpdate, decode, encode
+from sparsetrain.workers.compression import DenseUpdate, SparseUpdate, decode_view, encode
 from sparsetrain.workers.compression.payload import HEADER_NBYTES, index_dtype
 from sparsetrain.workers.step import MeanApplier
 
@@ -39,7 +39,7 @@ class Reducer:
 
     def reduce(self, *updates: np.ndarray) -> np.ndarray:
         """Decode ``updates``, average them in rank order, encode the result."""
-        payloads = [decode(bytes(buffer)) for buffer in updates]
+        payloads = [decode_view(buffer) for buffer in updates]
         numel = payloads[0].numel
         if self.applier is None or self.applier.scratch.numel() != numel:
             self.applier = MeanApplier(numel)

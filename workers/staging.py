@@ -20,6 +20,7 @@ from sparsetrain.workers.compression import (
     SparseUpdate,
     Update,
     decode,
+    decode_view,
     encode,
     wire_parts,
 )
@@ -92,10 +93,12 @@ class HostStaging:
 
     def receive(self, buffers: Sequence[np.ndarray]) -> list[Update]:
         """Decode ``buffers`` (wire forms, as the object store hands them over) onto the
-        device. Staged: each is copied once into the incoming buffer, dense and sparse
-        updates are decoded in place and sent to the device asynchronously."""
+        device. Unstaged, a CPU replica reads dense and sparse updates in place
+        (``decode_view``: read-only views, valid while ``buffers`` live). Staged: each is
+        copied once into the incoming buffer, decoded in place and sent to the device
+        asynchronously."""
         if not self.staged:
-            return [decode(bytes(buffer)).to(self.device) for buffer in buffers]
+            return [decode_view(buffer).to(self.device) for buffer in buffers]
         self._wait_incoming()
         sizes = [len(buffer) for buffer in buffers]
         self._incoming = self._grown(self._incoming, sum(_round_up(n) for n in sizes))

@@ -15,8 +15,10 @@ from sparsetrain.workers.compression import (
     SparseUpdate,
     build_compressor,
     decode,
+    decode_view,
     encode,
 )
+from sparsetrain.workers.compression.wire import HEADER_NBYTES
 from sparsetrain.workers.staging import HostStaging
 
 D = 1000
@@ -111,3 +113,15 @@ def test_decode_refuses_a_truncated_update() -> None:
     buffer = encode(PAYLOADS["topk_fp32"]())
     with pytest.raises(ValueError, match="header promises"):
         decode(buffer[:-1])
+
+
+def test_decode_view_reads_an_object_store_buffer_in_place() -> None:
+    payload = PAYLOADS["topk_fp32"]()
+    assert isinstance(payload, SparseUpdate)
+    buffer = np.frombuffer(encode(payload), dtype=np.uint8)  # read-only, as Ray hands it over
+    assert not buffer.flags.writeable
+    view = decode_view(buffer)
+    _assert_same(view, payload)
+    assert isinstance(view, SparseUpdate)
+    assert view.indices.data_ptr() == buffer.ctypes.data + HEADER_NBYTES
+    assert view.values.data_ptr() == view.indices.data_ptr() + 4 * payload.nnz

@@ -16,6 +16,7 @@ from sparsetrain.workers.compression.payload import (
     SparseUpdate,
     Update,
     decode,
+    decode_view,
     encode,
     wire_parts,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "atomo_probabilities",
     "build_compressor",
     "decode",
+    "decode_view",
     "encode",
     "wangni_probabilities",
     "wire_parts",

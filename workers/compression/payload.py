@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from sparsetrain.workers.compression.lowrank import (
@@ -207,9 +208,8 @@ def encode(payload: Payload) -> bytes:
 def decode(buffer: bytes | bytearray | memoryview, *, copy: bool = True) -> Update:
     """Parse the wire form written by ``encode``; raises ``ValueError`` on a malformed buffer.
 
-    ``copy=False``: a dense or sparse update's tensors are views of ``buffer`` (writable,
-    and alive as long as they are), as ``HostStaging`` uses its pinned buffer; the other
-    kinds are always decoded into new memory.
+    ``copy=False``: a dense or sparse update's tensors are views of ``buffer``, which must
+    outlive them (see ``decode_view``); the other kinds are always decoded into new memory.
     """
     if len(buffer) < HEADER_NBYTES:
         raise ValueError(f"update of {len(buffer)} bytes is shorter than its header")
@@ -245,3 +245,10 @@ def decode(buffer: bytes | bytearray | memoryview, *, copy: bool = True) -> Upda
     index_bytes = nnz * indices.element_size()
     values = _from_bytes(buffer, value_dtype, nnz, offset + index_bytes, copy=copy)
     return SparseUpdate(indices, values, numel)
+
+
+def decode_view(buffer: bytes | np.ndarray) -> Update:
+    """``decode`` without copying a dense or sparse update's bytes: its tensors are views of
+    ``buffer`` (an update as the object store hands it over, zero-copy on the same node),
+    valid while ``buffer`` lives, and read-only: nothing may write to them."""
+    return decode(np.frombuffer(buffer, dtype=np.uint8).data, copy=False)

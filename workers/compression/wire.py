@@ -9,6 +9,7 @@ values for dense and sparse updates, the number of factor blocks for low-rank up
 from __future__ import annotations
 
 import struct
+import warnings
 
 import torch
 
@@ -46,7 +47,8 @@ def from_bytes(
     """``count`` elements of ``dtype`` read from ``buffer`` at byte ``offset``.
 
     With ``copy`` (the default) the tensor owns a copy of just those bytes; without, it is a
-    view of ``buffer``'s memory (which must then be writable and outlive the tensor).
+    view of ``buffer``'s memory, which must outlive it; a view of a read-only buffer (an
+    object-store read) must never be written.
     """
     if count == 0:
         return torch.empty(0, dtype=dtype)
@@ -54,4 +56,8 @@ def from_bytes(
     view = memoryview(buffer).cast("B")[offset : offset + size]
     if len(view) != size:
         raise ValueError(f"buffer holds {len(view)} of the {size} bytes asked for at {offset}")
-    return torch.frombuffer(bytearray(view) if copy else view, dtype=dtype)
+    if copy:
+        return torch.frombuffer(bytearray(view), dtype=dtype)
+    with warnings.catch_warnings():  # torch warns about read-only buffers; see the docstring
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(view, dtype=dtype)
