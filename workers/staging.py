@@ -4,7 +4,7 @@ An update crosses the object store as bytes in host memory. For a CUDA replica,
 ``HostStaging`` keeps one page-locked (pinned) host buffer for the outgoing update and one
 for the incoming ones: device-to-host and host-to-device copies are then DMA transfers
 that need no driver bounce buffer, and no step allocates host memory. A CPU replica
-encodes and decodes as usual (``staged=False``).
+(``staged=False``) encodes as usual and reads received updates in place (``decode_view``).
 """
 
 from __future__ import annotations
