@@ -7,6 +7,10 @@ payload length (8 bytes, little-endian), the payload's SHA-256 (32 bytes), then 
 
 Writes go to ``.step-{step:010d}.ckpt.tmp-<uuid4 hex>`` in the same folder and are then moved
 onto the final name, so a final name never holds a half-written file written by this module.
+
+A sampling job's replicas hold the same chain (its samples grow with the run): the file
+stores it once, in rank 0's state, and later ranks whose chain equals it carry the marker
+``"chain": "shared"``, which loading replaces with rank 0's chain again.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ FORMAT_VERSION = 1
 _HEADER = len(MAGIC) + 8 + 32
 _FINAL = re.compile(r"^step-(\d{10,})\.ckpt$")
 _TMP = re.compile(r"^\.step-\d{10,}\.ckpt\.tmp-[0-9a-f]{32}$")
+SHARED_CHAIN = "shared"
 
 
 @dataclass
@@ -107,6 +112,40 @@ def _check(state: dict[str, Any], where: str) -> None:
     raise CheckpointError(f"{where}: {problem}")
 
 
+def _equal(a: Any, b: Any) -> bool:
+    """Deep equality of plain checkpoint values (tensors bit for bit)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and bool(a == b)
+
+
+def _chain_once(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``workers`` with every later rank's chain that equals rank 0's replaced by the marker."""
+    first = workers[0].get("chain") if workers else None
+    if first is None:
+        return workers
+    return [workers[0]] + [
+        {**w, "chain": SHARED_CHAIN} if _equal(w.get("chain"), first) else w for w in workers[1:]
+    ]
+
+
+def _chain_restored(workers: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Undo ``_chain_once``; raises ``CheckpointError`` for a marker rank 0 cannot fill."""
+    first = workers[0].get("chain") if workers else None
+    restored = []
+    for rank, state in enumerate(workers):
+        if state.get("chain") == SHARED_CHAIN:
+            if rank == 0 or not isinstance(first, dict):
+                raise CheckpointError(f"{where}: workers[{rank}] shares a chain rank 0 lacks")
+            state = {**state, "chain": first}
+        restored.append(state)
+    return restored
+
+
 def save_checkpoint(root: str, checkpoint: Checkpoint) -> CheckpointInfo:
     """Write ``checkpoint`` atomically as ``<root>/step-{step:010d}.ckpt`` and describe it.
 
@@ -119,6 +158,7 @@ def save_checkpoint(root: str, checkpoint: Checkpoint) -> CheckpointInfo:
     state = {f.name: getattr(checkpoint, f.name) for f in fields(checkpoint)}
     state = _plain({**state, "format_version": FORMAT_VERSION}, "checkpoint")
     _check(state, "checkpoint")
+    state["workers"] = _chain_once(state["workers"])
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
@@ -218,7 +258,7 @@ def load_checkpoint(path: str) -> Checkpoint:
     return Checkpoint(
         step=state["step"],
         params=state["params"],
-        workers=state["workers"],
+        workers=_chain_restored(state["workers"], path),
         averager=state["averager"],
         spec_json=state["spec_json"],
         extra=state["extra"],

@@ -375,3 +375,45 @@ def test_info_is_frozen() -> None:
     info = CheckpointInfo(step=1, path="x", nbytes=2)
     with pytest.raises(AttributeError):
         info.step = 2  # type: ignore[misc]
+
+
+def test_a_chain_shared_by_every_replica_is_stored_once(tmp_path: Path) -> None:
+    """Three ranks with the same 200 x 1000 samples: the file holds them once (plus the
+    params), and loading gives every rank the chain back; a rank whose chain differs keeps
+    its own."""
+    samples = torch.randn(200, 1000, generator=torch.Generator().manual_seed(0))
+    chain = {"samples": samples, "sample_steps": list(range(200))}
+
+    def saved(states: list[dict[str, Any]], name: str) -> tuple[Checkpoint, int]:
+        folder = str(tmp_path / name)
+        info = save_checkpoint(
+            folder, Checkpoint(7, torch.zeros(10), states, averager=None, spec_json="{}")
+        )
+        return load_checkpoint(info.path), info.nbytes
+
+    shared, shared_bytes = saved(
+        [{"rank": r, "chain": {**chain, "samples": samples.clone()}} for r in range(3)], "same"
+    )
+    one_copy = samples.numel() * samples.element_size()
+    assert one_copy < shared_bytes < 1.2 * one_copy
+    for state in shared.workers:
+        assert torch.equal(state["chain"]["samples"], samples)
+        assert state["chain"]["sample_steps"] == list(range(200))
+
+    other = {**chain, "samples": samples + 1}
+    mixed, mixed_bytes = saved(
+        [{"rank": 0, "chain": chain}, {"rank": 1, "chain": other}, {"rank": 2, "chain": chain}],
+        "mixed",
+    )
+    assert mixed_bytes > 1.9 * one_copy
+    assert torch.equal(mixed.workers[1]["chain"]["samples"], samples + 1)
+    assert torch.equal(mixed.workers[2]["chain"]["samples"], samples)
+
+
+def test_a_shared_chain_marker_without_rank_0_chain_is_refused(tmp_path: Path) -> None:
+    states: list[dict[str, Any]] = [{"rank": 0}, {"rank": 1, "chain": "shared"}]
+    info = save_checkpoint(
+        str(tmp_path), Checkpoint(1, torch.zeros(4), states, averager=None, spec_json="{}")
+    )
+    with pytest.raises(CheckpointError, match=r"workers\[1\] shares a chain rank 0 lacks"):
+        load_checkpoint(info.path)
