@@ -32,7 +32,8 @@ import torch
 from sparsetrain.errors import CheckpointError
 
 MAGIC = b"SPTCKPT1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a chain shared by every rank is stored once (see the docstring)
+READABLE_VERSIONS = (1, 2)
 _HEADER = len(MAGIC) + 8 + 32
 _FINAL = re.compile(r"^step-(\d{10,})\.ckpt$")
 _TMP = re.compile(r"^\.step-\d{10,}\.ckpt\.tmp-[0-9a-f]{32}$")
@@ -112,21 +113,30 @@ def _check(state: dict[str, Any], where: str) -> None:
     raise CheckpointError(f"{where}: {problem}")
 
 
+def _bytes_of(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+
+
 def _equal(a: Any, b: Any) -> bool:
-    """Deep equality of plain checkpoint values (tensors bit for bit)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict) and isinstance(b, dict):
+    """Deep equality of plain checkpoint values: the same types and containers, tensors of
+    the same dtype and shape with the same bytes."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, torch.Tensor):
+        if a.dtype != b.dtype or a.shape != b.shape:
+            return False
+        return torch.equal(_bytes_of(a), _bytes_of(b))
+    if isinstance(a, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+    if isinstance(a, list | tuple):
         return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and bool(a == b)
+    return bool(a == b)
 
 
 def _chain_once(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``workers`` with every later rank's chain that equals rank 0's replaced by the marker."""
     first = workers[0].get("chain") if workers else None
-    if first is None:
+    if not isinstance(first, dict):
         return workers
     return [workers[0]] + [
         {**w, "chain": SHARED_CHAIN} if _equal(w.get("chain"), first) else w for w in workers[1:]
@@ -252,7 +262,7 @@ def load_checkpoint(path: str) -> Checkpoint:
         raise CheckpointError(f"{path}: cannot read the checkpoint payload: {exc}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: the payload is not a dict")
-    if state.get("format_version") != FORMAT_VERSION:
+    if state.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path}: unsupported format version {state.get('format_version')!r}")
     _check(state, path)
     return Checkpoint(
