@@ -11,7 +11,8 @@ when it read the parameters: none is applied more than ``max_staleness`` version
 A worker that dies is replaced in place: its update in flight and its memory are lost, a
 fresh worker (zero memory, its shard from the start) takes its bundle and rank and computes
 on the newest parameters, which the server holds; the job still applies ``steps * W``
-updates. If a replacement dies before it delivers an update, the job fails as WorkersLost.
+updates. The job fails (an async job has no checkpoint to restart from) when the
+replacement is not built within ``workers.wait_s`` or dies before it delivers an update.
 """
 
 from __future__ import annotations
@@ -28,15 +29,17 @@ from sparsetrain.metrics import EvalMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression import decode_view
 from sparsetrain.workers.evaluate import evaluate_setup
+from sparsetrain.workers.group import WorkerGroup, wait_until
 from sparsetrain.workers.samplers import build_chain
 from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import round_metrics
-from sparsetrain.workers.sync_mode import WorkersLostError
 
 if TYPE_CHECKING:
-    from sparsetrain.workers.group import WorkerGroup
     from sparsetrain.workers.supervisor import Supervisor
+
+
+REPLACE_POLL_S = 0.05
 
 
 class WorkerDiedError(TrainingError):
@@ -133,13 +136,25 @@ def train_async(supervisor: Supervisor, group: WorkerGroup, total_steps: int, nu
     def replace(entry: _InFlight, error: WorkerDiedError) -> None:
         nonlocal launched
         if entry.rank in replaced:
-            raise WorkersLostError(
+            raise TrainingError(
                 f"worker {entry.rank} died again before its replacement delivered an update",
                 step=error.step,
                 rank=entry.rank,
             )
         member = group.members[entry.rank]
         fresh = group.replace(member, entry.rank, world)
+        built = fresh.actor.numel.remote()
+
+        def ready() -> bool:
+            return bool(ray.wait([built], timeout=0)[0]) or supervisor.stopping()
+
+        if not wait_until(ready, spec.workers.wait_s, REPLACE_POLL_S):
+            raise TrainingError(
+                f"worker {entry.rank}'s replacement was not placed within "
+                f"{spec.workers.wait_s:g}s; the cluster has {ray.available_resources()} free",
+                step=error.step,
+                rank=entry.rank,
+            )
         replaced.add(entry.rank)
         launched -= 1  # its update is lost; another one is computed in its place
         supervisor.event(
