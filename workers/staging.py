@@ -2,8 +2,9 @@
 
 An update crosses the object store as bytes in host memory. For a CUDA replica,
 ``HostStaging`` keeps one page-locked (pinned) host buffer for the outgoing update and one
-for the incoming ones: device-to-host and host-to-device copies are then DMA transfers
-that need no driver bounce buffer, and no step allocates host memory. A CPU replica
+for the incoming ones: device-to-host and host-to-device copies of dense and sparse
+updates are then DMA transfers that need no driver bounce buffer, and once the buffers have
+grown to the largest update they allocate no host memory. A CPU replica
 (``staged=False``) encodes as usual and reads received updates in place (``decode_view``).
 """
 
@@ -87,8 +88,8 @@ class HostStaging:
                 target = self._outgoing[at : at + size].view(tensor.dtype)
                 target.copy_(tensor.detach().reshape(-1), non_blocking=True)
             at += size
-        if tensors and tensors[0].device.type == "cuda":
-            torch.cuda.current_stream(tensors[0].device).synchronize()
+        for device in {t.device for t in tensors if t.device.type == "cuda"}:
+            torch.cuda.current_stream(device).synchronize()
         return out[:total]
 
     def receive(self, buffers: Sequence[np.ndarray]) -> list[Update]:
