@@ -38,9 +38,12 @@ __all__ = [
     "DEFAULT_URL",
     "RETRY_STATUSES",
     "Call",
+    "Retry",
     "ServerSentEvent",
+    "Settings",
     "aparse_sse",
     "backoff",
+    "build_request",
     "parse_sse",
     "raise_for_problem",
 ]
@@ -241,6 +244,21 @@ def check(call: Call, response: httpx.Response) -> None:
     )
 
 
+def build_request(
+    http: httpx.Client | httpx.AsyncClient, call: Call, timeout: httpx.Timeout
+) -> httpx.Request:
+    """The request that sends ``call`` through ``http`` (its base URL and default headers),
+    with ``timeout``. Mutates nothing; one is built per attempt."""
+    return http.build_request(
+        call.method,
+        call.path,
+        params=call.params,
+        json=call.json,
+        headers=call.headers,
+        timeout=timeout,
+    )
+
+
 # -- retries and transport failures ------------------------------------------------------------
 
 
@@ -261,6 +279,35 @@ def should_retry(
     return isinstance(
         error, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
     )
+
+
+@dataclass
+class Retry:
+    """The retry state of one call by a client with ``settings``: whether a failed attempt
+    ends the call, and how long to wait before the next one. ``next_delay`` advances
+    ``attempt`` and draws from ``jitter`` (the client's, shared by its calls)."""
+
+    call: Call
+    settings: Settings
+    jitter: random.Random
+    attempt: int = 0
+
+    def raise_unless_resendable(self, error: httpx.TransportError) -> None:
+        """Return when the call may be resent after ``error``; raise our ``TransportError``
+        (chained to ``error``) otherwise."""
+        if not should_retry(self.call, self.attempt, self.settings.retries, error=error):
+            raise transport_error(self.settings.url, error) from error
+
+    def is_final(self, status: int) -> bool:
+        """True when an answer with ``status`` ends the call (the caller then reads it if
+        unexpected and calls ``check``); False when the call is to be resent."""
+        return not should_retry(self.call, self.attempt, self.settings.retries, status=status)
+
+    def next_delay(self) -> float:
+        """Seconds to wait before resending (``backoff``); counts the attempt."""
+        delay = backoff(self.attempt, self.jitter)
+        self.attempt += 1
+        return delay
 
 
 def new_jitter() -> random.Random:
@@ -293,6 +340,36 @@ def transport_error(url: str, error: httpx.TransportError) -> TransportError:
 
 
 # -- client settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a client talks to and how: the server's base URL, the headers every request
+    sends, the default timeout, and how many times a safe request is resent."""
+
+    url: str
+    headers: Mapping[str, str]
+    timeout: httpx.Timeout
+    retries: int
+
+    @classmethod
+    def resolve(
+        cls,
+        url: str | None,
+        token: str | None,
+        timeout: float | httpx.Timeout | None,
+        retries: int,
+    ) -> Settings:
+        """The settings a client was given, defaults and environment filled in
+        (``resolve_url``, ``resolve_headers``, ``resolve_timeout``); ``retries`` at least 0."""
+        return cls(
+            resolve_url(url), resolve_headers(token), resolve_timeout(timeout), max(0, retries)
+        )
+
+    def httpx_options(self) -> dict[str, Any]:
+        """The keyword arguments that make an ``httpx.Client`` or ``httpx.AsyncClient``
+        send to this server with these headers and timeout."""
+        return {"base_url": self.url, "headers": dict(self.headers), "timeout": self.timeout}
 
 
 def resolve_url(url: str | None) -> str:

@@ -41,21 +41,14 @@ class AsyncClient:
         retries: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._url = _http.resolve_url(url)
-        self._timeout = _http.resolve_timeout(timeout)
-        self._retries = max(0, retries)
+        self._settings = _http.Settings.resolve(url, token, timeout, retries)
         self._jitter = _http.new_jitter()
-        self._http = httpx.AsyncClient(
-            base_url=self._url,
-            headers=_http.resolve_headers(token),
-            timeout=self._timeout,
-            transport=transport,
-        )
+        self._http = httpx.AsyncClient(**self._settings.httpx_options(), transport=transport)
 
     @property
     def url(self) -> str:
         """The server's base URL."""
-        return self._url
+        return self._settings.url
 
     async def aclose(self) -> None:
         """Close the connection pool; the client must not be used afterwards."""
@@ -75,7 +68,7 @@ class AsyncClient:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"AsyncClient({self._url!r})"
+        return f"AsyncClient({self._settings.url!r})"
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -83,38 +76,28 @@ class AsyncClient:
         self, call: Call, *, stream: bool = False, timeout: httpx.Timeout | None = None
     ) -> httpx.Response:
         """As ``Client._send``."""
-        attempt = 0
+        retry = _http.Retry(call, self._settings, self._jitter)
+        timeout = timeout if timeout is not None else self._settings.timeout
         while True:
-            request = self._http.build_request(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.json,
-                headers=call.headers,
-                timeout=timeout if timeout is not None else self._timeout,
-            )
+            request = _http.build_request(self._http, call, timeout)
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as error:
-                if not _http.should_retry(call, attempt, self._retries, error=error):
-                    raise _http.transport_error(self._url, error) from error
+                retry.raise_unless_resendable(error)
             else:
-                if not _http.should_retry(
-                    call, attempt, self._retries, status=response.status_code
-                ):
+                if retry.is_final(response.status_code):
                     if response.status_code not in call.expect:
                         await self._read_and_close(response)
                     _http.check(call, response)
                     return response
                 await response.aclose()
-            await asyncio.sleep(_http.backoff(attempt, self._jitter))
-            attempt += 1
+            await asyncio.sleep(retry.next_delay())
 
     async def _read_and_close(self, response: httpx.Response) -> None:
         try:
             await response.aread()
         except httpx.TransportError as error:
-            raise _http.transport_error(self._url, error) from error
+            raise _http.transport_error(self._settings.url, error) from error
         finally:
             await response.aclose()
 
@@ -177,7 +160,9 @@ class AsyncClient:
         """The job's Server-Sent Events until the server ends the stream after ``end``
         (``Client.events``); iterate with ``async for``."""
         call = _http.events_call(job_id, last_event_id)
-        response = await self._send(call, stream=True, timeout=_http.stream_timeout(self._timeout))
+        response = await self._send(
+            call, stream=True, timeout=_http.stream_timeout(self._settings.timeout)
+        )
         try:
             async for event in _http.aparse_sse(self._lines(response)):
                 yield event
@@ -189,7 +174,7 @@ class AsyncClient:
             async for line in response.aiter_lines():
                 yield line
         except httpx.TransportError as error:
-            raise _http.transport_error(self._url, error) from error
+            raise _http.transport_error(self._settings.url, error) from error
 
     async def metrics(self, job_id: str, since: int = 0, max_points: int | None = None) -> Metrics:
         """The job's step records and evaluations from ``since`` on (``Client.metrics``)."""
@@ -222,32 +207,33 @@ class AsyncClient:
                     async for chunk in response.aiter_bytes():
                         out.write(chunk)
                 except httpx.TransportError as error:
-                    raise _http.transport_error(self._url, error) from error
+                    raise _http.transport_error(self._settings.url, error) from error
         finally:
             await response.aclose()
         return target
 
     # -- registries and health -----------------------------------------------------------------
 
+    async def registry(self, name: str) -> builtins.list[dict[str, Any]]:
+        """The kinds a spec may name from the registry ``name`` (``Client.registry``)."""
+        result: builtins.list[dict[str, Any]] = await self._json(_http.registry_call(name))
+        return result
+
     async def compressors(self) -> builtins.list[dict[str, Any]]:
         """The compression kinds a spec may name."""
-        result: builtins.list[dict[str, Any]] = await self._json(_http.registry_call("compressors"))
-        return result
+        return await self.registry("compressors")
 
     async def models(self) -> builtins.list[dict[str, Any]]:
         """The model kinds a spec may name."""
-        result: builtins.list[dict[str, Any]] = await self._json(_http.registry_call("models"))
-        return result
+        return await self.registry("models")
 
     async def samplers(self) -> builtins.list[dict[str, Any]]:
         """The SG-MCMC sampler kinds a spec may name."""
-        result: builtins.list[dict[str, Any]] = await self._json(_http.registry_call("samplers"))
-        return result
+        return await self.registry("samplers")
 
     async def datasets(self) -> builtins.list[dict[str, Any]]:
         """The data kinds a spec may name."""
-        result: builtins.list[dict[str, Any]] = await self._json(_http.registry_call("datasets"))
-        return result
+        return await self.registry("datasets")
 
     async def health(self) -> bool:
         """True when ``GET /readyz`` is 200, False when 503; ``TransportError`` when unreachable."""

@@ -65,21 +65,14 @@ class Client:
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._url = _http.resolve_url(url)
-        self._timeout = _http.resolve_timeout(timeout)
-        self._retries = max(0, retries)
+        self._settings = _http.Settings.resolve(url, token, timeout, retries)
         self._jitter = _http.new_jitter()
-        self._http = httpx.Client(
-            base_url=self._url,
-            headers=_http.resolve_headers(token),
-            timeout=self._timeout,
-            transport=transport,
-        )
+        self._http = httpx.Client(**self._settings.httpx_options(), transport=transport)
 
     @property
     def url(self) -> str:
         """The server's base URL, e.g. ``http://127.0.0.1:8000``."""
-        return self._url
+        return self._settings.url
 
     def close(self) -> None:
         """Close the connection pool; the client must not be used afterwards."""
@@ -97,7 +90,7 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client({self._url!r})"
+        return f"Client({self._settings.url!r})"
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -106,38 +99,28 @@ class Client:
     ) -> httpx.Response:
         """Send ``call``, resending it while the retry policy allows; return the response
         with an expected status (not yet read when ``stream``), or raise."""
-        attempt = 0
+        retry = _http.Retry(call, self._settings, self._jitter)
+        timeout = timeout if timeout is not None else self._settings.timeout
         while True:
-            request = self._http.build_request(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.json,
-                headers=call.headers,
-                timeout=timeout if timeout is not None else self._timeout,
-            )
+            request = _http.build_request(self._http, call, timeout)
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as error:
-                if not _http.should_retry(call, attempt, self._retries, error=error):
-                    raise _http.transport_error(self._url, error) from error
+                retry.raise_unless_resendable(error)
             else:
-                if not _http.should_retry(
-                    call, attempt, self._retries, status=response.status_code
-                ):
+                if retry.is_final(response.status_code):
                     if response.status_code not in call.expect:
                         self._read_and_close(response)
                     _http.check(call, response)
                     return response
                 response.close()
-            time.sleep(_http.backoff(attempt, self._jitter))
-            attempt += 1
+            time.sleep(retry.next_delay())
 
     def _read_and_close(self, response: httpx.Response) -> None:
         try:
             response.read()
         except httpx.TransportError as error:
-            raise _http.transport_error(self._url, error) from error
+            raise _http.transport_error(self._settings.url, error) from error
         finally:
             response.close()
 
@@ -212,7 +195,9 @@ class Client:
         ``last_event_id`` it resumes after that event. The request is sent when iteration
         starts, so ``NotFound`` is raised then; the stream has no read timeout."""
         call = _http.events_call(job_id, last_event_id)
-        response = self._send(call, stream=True, timeout=_http.stream_timeout(self._timeout))
+        response = self._send(
+            call, stream=True, timeout=_http.stream_timeout(self._settings.timeout)
+        )
         try:
             yield from _http.parse_sse(self._lines(response))
         finally:
@@ -222,7 +207,7 @@ class Client:
         try:
             yield from response.iter_lines()
         except httpx.TransportError as error:
-            raise _http.transport_error(self._url, error) from error
+            raise _http.transport_error(self._settings.url, error) from error
 
     def metrics(self, job_id: str, since: int = 0, max_points: int | None = None) -> Metrics:
         """Step records from step ``since`` on (evenly downsampled to ``max_points`` when
@@ -260,33 +245,35 @@ class Client:
                     for chunk in response.iter_bytes():
                         out.write(chunk)
                 except httpx.TransportError as error:
-                    raise _http.transport_error(self._url, error) from error
+                    raise _http.transport_error(self._settings.url, error) from error
         finally:
             response.close()
         return target
 
     # -- registries and health -----------------------------------------------------------------
 
-    def compressors(self) -> builtins.list[dict[str, Any]]:
-        """The compression kinds a spec may name: ``kind``, ``description``, ``parameters``
-        (the JSON Schema of its spec)."""
-        result: builtins.list[dict[str, Any]] = self._json(_http.registry_call("compressors"))
+    def registry(self, name: str) -> builtins.list[dict[str, Any]]:
+        """The kinds a spec may name from the registry ``name`` (``compressors``, ``models``,
+        ``datasets`` or ``samplers``; ``ValueError`` for another): each with ``kind``,
+        ``description`` and ``parameters`` (the JSON Schema of its spec)."""
+        result: builtins.list[dict[str, Any]] = self._json(_http.registry_call(name))
         return result
+
+    def compressors(self) -> builtins.list[dict[str, Any]]:
+        """The compression kinds a spec may name (``registry("compressors")``)."""
+        return self.registry("compressors")
 
     def models(self) -> builtins.list[dict[str, Any]]:
-        """The model kinds a spec may name (as ``compressors``)."""
-        result: builtins.list[dict[str, Any]] = self._json(_http.registry_call("models"))
-        return result
+        """The model kinds a spec may name (``registry("models")``)."""
+        return self.registry("models")
 
     def samplers(self) -> builtins.list[dict[str, Any]]:
-        """The SG-MCMC sampler kinds a spec may name (as ``compressors``)."""
-        result: builtins.list[dict[str, Any]] = self._json(_http.registry_call("samplers"))
-        return result
+        """The SG-MCMC sampler kinds a spec may name (``registry("samplers")``)."""
+        return self.registry("samplers")
 
     def datasets(self) -> builtins.list[dict[str, Any]]:
-        """The data kinds a spec may name (as ``compressors``)."""
-        result: builtins.list[dict[str, Any]] = self._json(_http.registry_call("datasets"))
-        return result
+        """The data kinds a spec may name (``registry("datasets")``)."""
+        return self.registry("datasets")
 
     def health(self) -> bool:
         """True when the server is ready (``GET /readyz`` is 200: database and Ray reachable),

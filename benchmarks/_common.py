@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmarks: machine description, JSON output, progress lines."""
+"""Helpers shared by the benchmarks: command line, machine description, JSON output, progress
+lines and figures."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -11,6 +13,50 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+SMOKE_HELP = "tiny; for tests only"
+
+
+def benchmark_parser(
+    name: str,
+    doc: str | None,
+    *,
+    quick: str,
+    smoke: str | None = SMOKE_HELP,
+    plot: bool = True,
+    seed: bool = True,
+) -> argparse.ArgumentParser:
+    """The parser of the arguments every benchmark shares; the benchmark adds its own.
+
+    ``--quick`` (described by ``quick``) and, unless ``smoke`` is None, ``--smoke`` (one of
+    the two at most); ``--out``, the JSON report, by default ``results/<name>.json``;
+    ``--plot``, the PNG, by default beside ``--out`` (when ``plot``); ``--seed``, default 0
+    (when ``seed``). The description is the first line of ``doc``. Parse with ``parse_args``.
+    """
+    parser = argparse.ArgumentParser(description=(doc or name).strip().splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help=quick)
+    if smoke is not None:
+        mode.add_argument("--smoke", action="store_true", help=smoke)
+    parser.add_argument("--out", type=Path, default=Path(f"results/{name}.json"))
+    if plot:
+        parser.add_argument(
+            "--plot", type=Path, default=None, help="PNG path (default: next to --out)"
+        )
+    if seed:
+        parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``argv`` parsed by a ``benchmark_parser``, with what its arguments imply filled in:
+    ``mode`` is ``"smoke"``, ``"quick"`` or ``"full"``, and ``plot`` (where the parser has
+    it) is a path, beside ``out`` unless given. Exits with a usage message on bad input."""
+    args = parser.parse_args(argv)
+    args.mode = "smoke" if getattr(args, "smoke", False) else "quick" if args.quick else "full"
+    if hasattr(args, "plot") and args.plot is None:
+        args.plot = args.out.with_suffix(".png")
+    return args
 
 
 def machine() -> dict[str, Any]:
@@ -52,6 +98,13 @@ class Progress:
             file=sys.stderr,
             flush=True,
         )
+
+
+def print_targets(targets: dict[str, dict[str, Any]]) -> None:
+    """Print one line per target of a report: its measured value, the target, and whether
+    it was met."""
+    for name, target in targets.items():
+        print(f"target {name}: {target['value']} (target {target['target']}, met {target['met']})")
 
 
 def save_figure(fig: Any, path: Path) -> None:

@@ -20,7 +20,6 @@ is stopped, and any actor of these jobs still on Ray is killed (and counted).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import random
@@ -38,7 +37,14 @@ import httpx
 import numpy as np
 import ray
 
-from benchmarks._common import machine, save_figure, write_json
+from benchmarks._common import (
+    benchmark_parser,
+    machine,
+    parse_args,
+    print_targets,
+    save_figure,
+    write_json,
+)
 from benchmarks._server import Server
 
 SUBMIT = "POST /v1/jobs"
@@ -484,29 +490,23 @@ def print_summary(report: dict[str, Any], out: Path, plot_path: Path) -> None:
         f"list total {jobs['list_total']}, {jobs['cancelled']} cancelled after the load, "
         f"{len(jobs['ray_leftovers_killed'])} leftover actors killed"
     )
-    for name, target in report["targets"].items():
-        print(f"target {name}: {target['value']} (target {target['target']}, met {target['met']})")
+    print_targets(report["targets"])
     print(f"\nwrote {out} and {plot_path} in {report['seconds']}s")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="10 s of load")
-    mode.add_argument("--smoke", action="store_true", help="2 s, 5 clients; for tests only")
-    parser.add_argument("--out", type=Path, default=Path("results/api_load.json"))
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
+    parser = benchmark_parser(
+        "api_load", __doc__, quick="10 s of load", smoke="2 s, 5 clients; for tests only"
+    )
     parser.add_argument("--clients", type=int, default=None, help="default 50 (smoke: 5)")
     parser.add_argument("--duration", type=float, default=None, help="seconds of load")
     parser.add_argument("--max-jobs", type=int, default=None, help="jobs submitted in all")
     parser.add_argument("--think-ms", type=float, default=100.0, help="mean pause per client")
     parser.add_argument("--events-timeout", type=float, default=5.0, help="seconds to 1st event")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    args = parse_args(parser, argv)
     clients = args.clients or (5 if args.smoke else 50)
-    duration = args.duration or {"smoke": 2.0, "quick": 10.0, "full": 30.0}[mode_name]
-    max_jobs = args.max_jobs or {"smoke": 3, "quick": 20, "full": 40}[mode_name]
+    duration = args.duration or {"smoke": 2.0, "quick": 10.0, "full": 30.0}[args.mode]
+    max_jobs = args.max_jobs or {"smoke": 3, "quick": 20, "full": 40}[args.mode]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="api-load-") as tmp, ray_cluster() as (address, src):
         log(f"Ray at {address} ({src}); starting the server")
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     transport_errors = sum(sum(s["transport_errors"].values()) for s in routes.values())
     report: dict[str, Any] = {
         "benchmark": "api_load",
-        "mode": mode_name,
+        "mode": args.mode,
         "machine": machine(),
         "seconds": round(time.perf_counter() - started, 1),
         "config": {
@@ -608,9 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     if server_errors:
         report["server_log_tail"] = server_log
     write_json(args.out, report)
-    plot_path = args.plot or args.out.with_suffix(".png")
-    plot(report, plot_path)
-    print_summary(report, args.out, plot_path)
+    plot(report, args.plot)
+    print_summary(report, args.out, args.plot)
     return 0
 
 

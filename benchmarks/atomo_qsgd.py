@@ -25,7 +25,6 @@ SGD and against ``atomo_svd``, machine) and a PNG (test accuracy against bytes s
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -35,7 +34,14 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import Progress, machine, save_figure, write_json
+from benchmarks._common import (
+    Progress,
+    benchmark_parser,
+    machine,
+    parse_args,
+    save_figure,
+    write_json,
+)
 from sparsetrain.spec import (
     AtomoSpec,
     ConstantLR,
@@ -261,16 +267,9 @@ def plot(results: dict[str, Any], target: float, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode_arg = parser.add_mutually_exclusive_group()
-    mode_arg.add_argument("--quick", action="store_true", help="one seed; under 2 min on 2 cores")
-    mode_arg.add_argument("--smoke", action="store_true", help="tiny; for tests only")
-    parser.add_argument("--out", type=Path, default=Path("results/atomo_qsgd.json"))
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    mode = MODES[mode_name]
+    parser = benchmark_parser("atomo_qsgd", __doc__, quick="one seed; under 2 min on 2 cores")
+    args = parse_args(parser, argv)
+    mode = MODES[args.mode]
     started = time.perf_counter()
     dataset = build_dataset(SklearnSpec(name="digits"), args.seed)
     calibration = calibrate(mode, dataset, args.seed)
@@ -285,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     summarize(results)
     report: dict[str, Any] = {
         "benchmark": "atomo_qsgd",
-        "mode": mode_name,
+        "mode": args.mode,
         "seed": args.seed,
         "machine": machine(),
         "seconds": round(time.perf_counter() - started, 1),
@@ -305,9 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         "claims": claims(results),
     }
     write_json(args.out, report)
-    plot_path = args.plot or args.out.with_suffix(".png")
-    plot(results, mode.target, plot_path)
-    print_summary(report, args.out, plot_path)
+    plot(results, mode.target, args.plot)
+    print_summary(report, args.out, args.plot)
     return 0
 
 

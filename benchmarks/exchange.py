@@ -25,7 +25,6 @@ tensor (NCCL cannot run two ranks on one GPU), and the runtime job's workers tak
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -42,7 +41,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks._common import machine, save_figure, write_json
+from benchmarks._common import (
+    benchmark_parser,
+    machine,
+    parse_args,
+    print_targets,
+    save_figure,
+    write_json,
+)
 from sparsetrain.spec import DenseSpec, JobSpec, TopKSpec
 from sparsetrain.workers import launch
 from sparsetrain.workers.compression import build_compressor
@@ -305,27 +311,27 @@ def _size(d: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="d in {1M, 10M}, W = 2, 5 rounds")
-    mode.add_argument("--smoke", action="store_true", help="d = 10k, W = 2; for tests only")
-    parser.add_argument("--out", type=Path, default=Path("results/exchange.json"))
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
+    parser = benchmark_parser(
+        "exchange",
+        __doc__,
+        quick="d in {1M, 10M}, W = 2, 5 rounds",
+        smoke="d = 10k, W = 2; for tests only",
+        seed=False,
+    )
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per measurement")
     parser.add_argument(
         "--device", choices=["cpu", "cuda"], default="cpu", help="where the vectors live"
     )
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
     cuda = args.device == "cuda"
     stagings: dict[str | None, bool | None] = (
         {"pinned": True, "pageable": False} if cuda else {None: None}
     )
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     sizes = [10_000] if args.smoke else [1_000_000, 10_000_000]
     worlds = [2] if args.smoke or args.quick else [2, 4]
-    rounds = args.rounds or {"smoke": 2, "quick": 5, "full": 10}[mode_name]
+    rounds = args.rounds or {"smoke": 2, "quick": 5, "full": 10}[args.mode]
     runtime_steps = 20 if args.smoke else 200
     started = time.perf_counter()
     owns_ray = not ray.is_initialized()
@@ -369,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     report: dict[str, Any] = {
         "benchmark": "exchange",
-        "mode": mode_name,
+        "mode": args.mode,
         "device": args.device,
         "rounds": rounds,
         "warmup_rounds": WARMUP,
@@ -396,9 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets(grid, runtime),
     }
     write_json(args.out, report)
-    plot_path = args.plot or args.out.with_suffix(".png")
-    plot(report, plot_path)
-    print_summary(report, args.out, plot_path)
+    plot(report, args.plot)
+    print_summary(report, args.out, args.plot)
     return 0
 
 
@@ -415,8 +420,7 @@ def print_summary(report: dict[str, Any], out: Path, plot_path: Path) -> None:
         f"{runtime['median_compute_plus_compress_ms']:.2f} ms, overhead "
         f"{runtime['overhead_ms']:.2f} ms, exchange_s median {runtime['median_exchange_ms']:.2f} ms"
     )
-    for name, target in report["targets"].items():
-        print(f"target {name}: {target['value']} (target {target['target']}, met {target['met']})")
+    print_targets(report["targets"])
     print(f"\nwrote {out} and {plot_path} in {report['seconds']}s")
 
 

@@ -25,7 +25,14 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import Progress, machine, save_figure, write_json
+from benchmarks._common import (
+    Progress,
+    benchmark_parser,
+    machine,
+    parse_args,
+    save_figure,
+    write_json,
+)
 from sparsetrain.spec import (
     AveragingSpec,
     DenseSpec,
@@ -260,37 +267,31 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="about a minute on 2 cores")
-    mode.add_argument("--smoke", action="store_true", help="seconds; for tests only")
-    parser.add_argument("--out", type=Path, default=Path("results/paper_memsgd.json"))
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = benchmark_parser(
+        "paper_memsgd", __doc__, quick="about a minute on 2 cores", smoke="seconds; for tests only"
+    )
     parser.add_argument("--gamma", type=float, default=2.0)
     parser.add_argument("--horizon", type=float, default=1.3, help="compressed runs' max steps")
     parser.add_argument("--evals", type=int, default=100, help="evaluations per dense run")
     parser.add_argument("--check", action="store_true", help="exit 1 if a claim fails")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     started = time.perf_counter()
-    results = {p.name: run_problem(p, args) for p in problems(mode_name)}
+    results = {p.name: run_problem(p, args) for p in problems(args.mode)}
     report: dict[str, Any] = {
         "benchmark": "paper_memsgd",
-        "mode": mode_name,
+        "mode": args.mode,
         "seed": args.seed,
         "gamma": args.gamma,
         "machine": machine(),
         "seconds": round(time.perf_counter() - started, 1),
         "problems": results,
     }
-    if "synthetic" in results and mode_name != "smoke":
+    if "synthetic" in results and args.mode != "smoke":
         report["claims"] = claims(results)
     write_json(args.out, report)
-    plot_path = args.plot or args.out.with_suffix(".png")
-    plot(results, plot_path)
-    print_summary(report, args.out, plot_path)
+    plot(results, args.plot)
+    print_summary(report, args.out, args.plot)
     failed = args.check and not report.get("claims", {}).get("all_hold", False)
     return 1 if failed else 0
 

@@ -18,7 +18,6 @@ Targets: every resize <= 2 s and <= 0.2x the restart baseline. Writes JSON and a
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import statistics
@@ -31,7 +30,7 @@ from typing import Any
 
 import ray
 
-from benchmarks._common import machine, save_figure, write_json
+from benchmarks._common import benchmark_parser, machine, parse_args, save_figure, write_json
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.launch import start_job
 
@@ -215,11 +214,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 repetitions (default 5)")
+    parser = benchmark_parser(
+        "resize", __doc__, quick="3 repetitions (default 5)", smoke=None, plot=False, seed=False
+    )
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path("results/resize.json"))
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     reps = args.reps or (3 if args.quick else 5)
     started_here = not ray.is_initialized()
     if started_here:

@@ -20,7 +20,6 @@ SGLD's from the same run. Writes JSON and a PNG.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import machine, save_figure, write_json
+from benchmarks._common import benchmark_parser, machine, parse_args, save_figure, write_json
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers import simulate
 from sparsetrain.workers.setup import prepare
@@ -164,22 +163,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="N up to 32k, a few minutes")
-    mode.add_argument("--smoke", action="store_true", help="tiny; for tests only")
-    parser.add_argument("--out", type=Path, default=Path("results/sgld_fp.json"))
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    sizes, steps, burn_in = SIZES[mode_name]
+    parser = benchmark_parser("sgld_fp", __doc__, quick="N up to 32k, a few minutes")
+    args = parse_args(parser, argv)
+    sizes, steps, burn_in = SIZES[args.mode]
     torch.set_num_threads(1)
     started = time.perf_counter()
     rows = run(sizes, steps, burn_in, args.seed)
     report = {
         "benchmark": "sgld_fp",
-        "mode": mode_name,
+        "mode": args.mode,
         "machine": machine(),
         "setup": {
             "d": D,
@@ -201,9 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if not all(math.isfinite(row[m]["cov_error"]) for row in rows for m in METHODS):
         print("non-finite result", file=sys.stderr)
     write_json(args.out, report)
-    plot_path = args.plot or args.out.with_suffix(".png")
-    plot(rows, plot_path)
-    print(f"wrote {args.out} and {plot_path}")
+    plot(rows, args.plot)
+    print(f"wrote {args.out} and {args.plot}")
     return 0
 
 

@@ -15,7 +15,6 @@ their ratios. Writes JSON and a PNG.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import machine, save_figure, write_json
+from benchmarks._common import benchmark_parser, machine, parse_args, save_figure, write_json
 from benchmarks.sgld_fp import exact_posterior
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.setup import prepare
@@ -124,21 +123,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="16 seeds per τ, a few minutes")
-    mode.add_argument("--smoke", action="store_true", help="tiny; for tests only")
-    parser.add_argument("--out", type=Path, default=Path("results/stale_sgmcmc.json"))
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
-    args = parser.parse_args(argv)
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    runs, rounds, burn_in = SIZES[mode_name]
+    parser = benchmark_parser(
+        "stale_sgmcmc", __doc__, quick="16 seeds per τ, a few minutes", seed=False
+    )
+    args = parse_args(parser, argv)
+    runs, rounds, burn_in = SIZES[args.mode]
     torch.set_num_threads(1)
     started = time.perf_counter()
     measured = run(runs, rounds, burn_in)
     report = {
         "benchmark": "stale_sgmcmc",
-        "mode": mode_name,
+        "mode": args.mode,
         "machine": machine(),
         "setup": {
             "n": N,
@@ -157,9 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(args.out, report)
-    plot_path = args.plot or args.out.with_suffix(".png")
-    plot(measured["rows"], plot_path)
-    print(f"wrote {args.out} and {plot_path}")
+    plot(measured["rows"], args.plot)
+    print(f"wrote {args.out} and {args.plot}")
     return 0
 
 

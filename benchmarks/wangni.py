@@ -17,7 +17,6 @@ Both compressors are the registry's (``build_compressor``). Writes JSON with the
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import machine, save_figure, write_json
+from benchmarks._common import benchmark_parser, machine, parse_args, save_figure, write_json
 from sparsetrain.spec import (
     JobSpec,
     LogisticRegressionSpec,
@@ -155,16 +154,9 @@ def plot(vectors: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="d = 20k, seconds")
-    mode.add_argument("--smoke", action="store_true", help="tiny; for tests only")
-    parser.add_argument("--out", type=Path, default=Path("results/wangni.json"))
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    d, draws, d_logistic = SIZES[mode_name]
+    parser = benchmark_parser("wangni", __doc__, quick="d = 20k, seconds")
+    args = parse_args(parser, argv)
+    d, draws, d_logistic = SIZES[args.mode]
     started = time.perf_counter()
     inputs = {
         "student_t2": heavy_tailed("student_t2", d, args.seed),
@@ -177,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<14} done  {time.perf_counter() - started:6.1f}s", file=sys.stderr)
     report: dict[str, Any] = {
         "benchmark": "wangni",
-        "mode": mode_name,
+        "mode": args.mode,
         "seed": args.seed,
         "draws": draws,
         "machine": machine(),
@@ -185,13 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         "vectors": vectors,
     }
     write_json(args.out, report)
-    plot_path = args.plot or args.out.with_suffix(".png")
-    plot(vectors, plot_path)
+    plot(vectors, args.plot)
     for name, result in vectors.items():
         a = " ".join(f"eps={r['eps']:g}:{r['ratio']:.3f}" for r in result["equal_variance"])
         b = " ".join(f"rho={r['density']:g}:{r['ratio']:.3f}" for r in result["equal_density"])
         print(f"{name}: density ratio {a} | variance ratio {b}")
-    print(f"wrote {args.out} and {plot_path}")
+    print(f"wrote {args.out} and {args.plot}")
     return 0
 
 

@@ -114,9 +114,6 @@ class NoMemory:
             raise ValueError("a job without memory cannot load a memory state")
 
 
-MEMORIES = {"none", "error_feedback"}
-
-
 def build_memory(kind: str, numel: int, device: torch.device | str = "cpu") -> Memory:
     """The memory ``kind`` names (``none`` or ``error_feedback``) for ``numel`` parameters."""
     if kind == "error_feedback":

@@ -30,7 +30,8 @@ from sparsetrain.workers.compression import (
     encode,
 )
 from sparsetrain.workers.compression.payload import index_dtype
-from sparsetrain.workers.memory import ErrorFeedback, NoMemory
+from sparsetrain.workers.memory import NoMemory
+from tests.workers.feedback import run_error_feedback
 
 D = 1000
 
@@ -131,27 +132,37 @@ def test_wire_round_trip_and_nbytes(name: str) -> None:
     assert torch.equal(decoded.to_dense(), payload.to_dense())
 
 
+@pytest.mark.parametrize("name", [name for name in EXAMPLES if name not in NOT_CONTRACTIONS])
+def test_error_feedback_conserves_every_gradient(name: str) -> None:
+    """Σ sent + final memory == Σ lr_t·g_t (kinds that are not contractions are left out:
+    their error-feedback memory grows without bound)."""
+    lrs = [0.5 / (1 + step) for step in range(40)]
+    sent, target, memory = run_error_feedback(_build(name), D, lrs, seed=7)
+    torch.testing.assert_close(sent + memory, target, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", EXAMPLES)
-@pytest.mark.parametrize("kind", ["error_feedback", "none"])
-def test_memory_conservation(name: str, kind: str) -> None:
-    """Σ sent + final memory == Σ lr_t·g_t; without memory the sent part is all there is."""
-    if name in NOT_CONTRACTIONS and kind == "error_feedback":
-        pytest.skip("not a contraction: error-feedback memory grows without bound")
-    compressor = _build(name)
-    memory = ErrorFeedback(D) if kind == "error_feedback" else NoMemory()
+def test_without_memory_each_step_sends_its_own_compressed_gradient(name: str) -> None:
+    """Without memory every step sends exactly comp(lr_t·g_t), as a twin compressor given
+    the same inputs does, leaves ``grad`` as it was and keeps nothing: no residual, an empty
+    state."""
+    compressor, twin = _build(name), _build(name)
+    memory = NoMemory()
     generator = torch.Generator().manual_seed(7)
-    sent = torch.zeros(D, dtype=torch.float64)
-    target = torch.zeros(D, dtype=torch.float64)
-    for step in range(40):
+    twin_generator = torch.Generator().manual_seed(7)
+    for step in range(10):
         grad = torch.randn(D, generator=generator)
+        before = grad.clone()
         lr = 0.5 / (1 + step)
-        target += lr * grad.double()
         payload = memory.compress(grad, lr, compressor, step=step, generator=generator)
-        sent += payload.to_dense().double()
-    residual = memory.residual()
-    if residual is None:
-        return
-    torch.testing.assert_close(sent + residual.double(), target, atol=1e-5, rtol=1e-5)
+        twin_grad = torch.randn(D, generator=twin_generator)
+        expected = twin.compress(twin_grad * lr, step=step, generator=twin_generator)
+        assert torch.equal(payload.to_dense(), expected.to_dense())
+        assert torch.equal(grad, before)
+        if EXAMPLES[name] == DenseSpec():
+            assert torch.equal(payload.to_dense(), lr * grad)
+    assert memory.residual() is None
+    assert memory.state_dict() == {}
 
 
 def test_topk_keeps_largest_magnitudes() -> None:
