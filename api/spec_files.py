@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from sparsetrain.errors import SpecFileError
 from sparsetrain.spec import JobSpec
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+# A float in exponent form without a dot (``1e-3``, ``5E+2``): plain YAML 1.1 reads it as a string.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 _KINDS = {
     type(None): "nothing",
     list: "a list",
@@ -82,6 +85,9 @@ def _parse_yaml(file: Path, text: str) -> tuple[Any, int]:
         ) from error
 
     class Loader(yaml.SafeLoader):
+        """Safe YAML whose numbers are read as YAML 1.2 reads them: ``1e-3`` is a float
+        (YAML 1.1 makes it a string, which the spec, taking no string for a number, refuses)."""
+
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
             seen: set[Any] = set()
             for key_node, _ in node.value:
@@ -92,6 +98,7 @@ def _parse_yaml(file: Path, text: str) -> tuple[Any, int]:
                 seen.add(key)
             return dict(super().construct_mapping(node, deep=deep))
 
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
     loader = Loader(text)
     try:
         node = loader.get_single_node()

@@ -86,6 +86,21 @@ def render() -> str:
         "Generated from the models in `api/spec/` by `docs/gen_spec_reference.py`; "
         "`sparsetrain schema` prints the same as JSON Schema. Unknown keys are rejected.",
         "",
+        "Values are taken as they are typed, never converted: a string or a boolean is not a "
+        'number (`"100"` and `true` are refused for `steps`), an integer field takes no '
+        "float (not even `100.0` or `1e2`; an integer is fine where a float is expected), and "
+        "every number must be finite (`Infinity`, `NaN` and overflowing literals such as "
+        "`1e309` are refused). Each refusal is a 422 naming the field. In YAML spec files "
+        "`1e-3` is read as a number.",
+        "",
+        "Sizes have bounds (above), and their product has one too: the server estimates "
+        "the memory one worker needs (the dataset, which every worker holds whole; the "
+        "model, its gradients, error-feedback memory and optimizer state; activations; a "
+        "sampling job's kept samples) and refuses a job over its limit "
+        "(`SPARSETRAIN_MAX_WORKER_MEMORY`) with the estimate, part by part, naming the field "
+        "behind the largest part. Sizes only known once the data is read (a LIBSVM file's "
+        "rows, an image folder's images) are checked by every worker before it allocates.",
+        "",
         "## JobSpec",
         "",
         *table(JobSpec),

@@ -38,13 +38,20 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _loc_part(part: object) -> str | int:
+    """A field path element as JSON can carry it: a key or a list index, else its text."""
+    return part if isinstance(part, str | int) and not isinstance(part, bool) else str(part)
+
+
 def install(app: FastAPI) -> None:
     """Map every exception to a problem response, in one place."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        # Only each error's path and message are echoed, never the input: a value such as a
+        # non-finite float has no JSON form and would break the response.
         errors = [
-            FieldProblem(loc=[p for p in item["loc"] if p != "body"], msg=item["msg"])
+            FieldProblem(loc=[_loc_part(p) for p in item["loc"] if p != "body"], msg=item["msg"])
             for item in error.errors()
         ]
         detail = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors)

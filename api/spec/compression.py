@@ -26,7 +26,7 @@ class _Budget(StrictModel):
         description="Fraction of coordinates to send, in (0, 1]; 0.01 when neither ratio "
         "nor k is given.",
     )
-    k: Annotated[int, Field(ge=1)] | None = Field(
+    k: Annotated[int, Field(ge=1, le=2**31)] | None = Field(
         default=None, description="Number of coordinates to send; at most the model size d."
     )
     value_dtype: ValueDtype = Field(
@@ -122,7 +122,7 @@ class QSGDSpec(StrictModel):
     levels: Annotated[int, Field(ge=1, le=32767)] = Field(
         default=4, description="Number of quantization levels s (>= 1)."
     )
-    bucket_size: Annotated[int, Field(ge=1)] | None = Field(
+    bucket_size: Annotated[int, Field(ge=1, le=2**31)] | None = Field(
         default=None,
         description="Coordinates per bucket, each with its own norm; the whole vector when unset.",
     )

@@ -30,7 +30,10 @@ class LibSVMSpec(StrictModel):
     kind: Literal["libsvm"] = "libsvm"
     path: str = Field(min_length=1, max_length=4096)
     test_path: str | None = Field(default=None, min_length=1, max_length=4096)
-    n_features: Annotated[int, Field(ge=1)] | None = None
+    n_features: Annotated[int, Field(ge=1, le=2**31)] | None = Field(
+        default=None,
+        description="Number of features of every row; default the widest row of the files.",
+    )
     normalize: bool = Field(default=False, description="Scale every row to unit L2 norm.")
     test_fraction: TestFraction = Field(
         default=0.1, description="Held-out fraction when no test_path is given."
@@ -67,7 +70,9 @@ class ImageFolderSpec(StrictModel):
         default=32, description="Images are resized to size x size pixels."
     )
     grayscale: bool = Field(default=False, description="One channel instead of RGB.")
-    max_per_class: Annotated[int, Field(ge=1)] | None = None
+    max_per_class: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        default=None, description="Read at most this many images of each class."
+    )
     test_fraction: TestFraction = 0.2
 
     @field_validator("path")

@@ -146,7 +146,8 @@ class CheckpointSpec(StrictModel):
         default=None,
         min_length=1,
         max_length=4096,
-        description="Folder or fsspec URL; default a folder per job under the storage root.",
+        description="Folder or fsspec URL; default the job's folder under the storage root. "
+        "Submitted to the server: a folder relative to the job's own folder.",
     )
     keep: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=3, description="How many of the newest checkpoints to keep."
@@ -198,7 +199,9 @@ class JobSpec(StrictModel):
         min_length=1,
         max_length=4096,
         description="A checkpoint file, or a checkpoint folder (its newest complete "
-        "checkpoint), to continue from; the run then follows the uninterrupted trajectory.",
+        "checkpoint), to continue from; the run then follows the uninterrupted trajectory. "
+        "Submitted to the server: one of the caller's jobs, '<job id>' or "
+        "'<job id>/step-0000000100.ckpt'.",
     )
     max_restarts: Annotated[int, Field(ge=0, le=100)] = Field(
         default=3,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,20 +10,14 @@ from pydantic import ValidationError
 
 from sparsetrain import JobSpec, RandKSpec, TopKSpec
 from sparsetrain.spec import COMPRESSION_SPECS, DATA_SPECS, MODEL_SPECS
+from sparsetrain.spec_files import load_spec
+from tests.specs import job_spec_model
 
-BASE: dict[str, Any] = {
-    "model": {"kind": "logistic_regression"},
-    "data": {"kind": "synthetic", "n": 100, "d": 10},
-    "steps": 10,
-}
+_spec = job_spec_model
 
 
 def _locs(error: ValidationError) -> list[tuple[str | int, ...]]:
     return [tuple(item["loc"]) for item in error.errors()]
-
-
-def _spec(**overrides: Any) -> JobSpec:
-    return JobSpec.model_validate({**BASE, **overrides})
 
 
 def test_minimal_spec_has_working_defaults() -> None:
@@ -74,8 +69,8 @@ def test_steps_xor_epochs() -> None:
     with pytest.raises(ValidationError, match="not both"):
         _spec(epochs=1.0)
     with pytest.raises(ValidationError, match="give 'steps' or 'epochs'"):
-        JobSpec.model_validate({**BASE, "steps": None})
-    spec = JobSpec.model_validate({**BASE, "steps": None, "epochs": 2, "batch_size": 10})
+        _spec(steps=None)
+    spec = _spec(steps=None, epochs=2, batch_size=10)
     assert spec.total_steps(1000) == 100  # 2 epochs of 1000 rows, 2 workers x 10 rows
 
 
@@ -174,3 +169,111 @@ def test_sampler_registry_names_its_kinds() -> None:
         "sgld": "sgld",
         "sgldfp": "sgldfp",
     }
+
+
+# -- numbers are taken as typed: finite, never coerced ---------------------------------------
+
+NON_FINITE = ["Infinity", "-Infinity", "NaN", "1e309", "-1e309"]
+FLOAT_FIELDS = [
+    ('"schedule": {"kind": "constant", "lr": %s}', ("schedule", "constant", "lr")),
+    ('"schedule": {"kind": "inverse_time", "gamma": %s}', ("schedule", "inverse_time", "gamma")),
+    ('"compression": {"kind": "threshold", "threshold": %s}', ("compression", "threshold")),
+    ('"averaging": {"shift": %s}', ("averaging", "shift")),
+    ('"epochs": %s, "steps": null', ("epochs",)),
+]
+
+
+@pytest.mark.parametrize("literal", NON_FINITE)
+@pytest.mark.parametrize(("member", "loc"), FLOAT_FIELDS)
+def test_non_finite_numbers_are_refused_by_name(
+    member: str, loc: tuple[str, ...], literal: str
+) -> None:
+    body = '{"model": {"kind": "logistic_regression"}, "data": {"kind": "synthetic"}, '
+    body += '"steps": 10, ' + member % literal + "}"
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate_json(body)
+    assert any(e[: len(loc)] == loc for e in _locs(info.value)), info.value
+    assert "finite" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_floats_are_refused_in_python_too(value: float) -> None:
+    """What the server validates: the JSON body already parsed into Python values."""
+    with pytest.raises(ValidationError) as info:
+        _spec(model={"kind": "logistic_regression", "l2": value})
+    assert ("model", "logistic_regression", "l2") in _locs(info.value)
+    with pytest.raises(ValidationError) as info:
+        _spec(model={"kind": "custom", "factory": "m:f", "kwargs": {"width": value}})
+    assert all(loc[:4] == ("model", "custom", "kwargs", "width") for loc in _locs(info.value))
+
+
+@pytest.mark.parametrize(
+    ("override", "loc"),
+    [
+        ({"steps": True}, ("steps",)),
+        ({"steps": "100"}, ("steps",)),
+        ({"steps": 100.0}, ("steps",)),
+        ({"batch_size": 1e2}, ("batch_size",)),
+        ({"schedule": {"kind": "constant", "lr": "0.1"}}, ("schedule", "constant", "lr")),
+        (
+            {"model": {"kind": "logistic_regression", "bias": "true"}},
+            ("model", "logistic_regression", "bias"),
+        ),
+        (
+            {"model": {"kind": "logistic_regression", "bias": 1}},
+            ("model", "logistic_regression", "bias"),
+        ),
+        ({"data": {"kind": "synthetic", "n": "100"}}, ("data", "synthetic", "n")),
+        ({"name": 7}, ("name",)),
+        ({"model": {"kind": "mlp", "hidden": [64.0]}}, ("model", "mlp", "hidden", 0)),
+    ],
+)
+def test_values_are_never_coerced(override: dict[str, Any], loc: tuple[str | int, ...]) -> None:
+    with pytest.raises(ValidationError) as info:
+        _spec(**override)
+    assert loc in _locs(info.value)
+
+
+def test_an_integer_is_still_a_float_and_json_round_trips() -> None:
+    spec = _spec(schedule={"kind": "constant", "lr": 1}, steps=None, epochs=3)
+    assert spec.schedule.kind == "constant" and spec.schedule.lr == 1.0
+    assert spec.epochs == 3.0 and isinstance(spec.epochs, float)
+    body = '{"model": {"kind": "logistic_regression", "l2": 0}, "data": {"kind": "synthetic"}, '
+    assert JobSpec.model_validate_json(body + '"epochs": 2}').epochs == 2.0
+    assert JobSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+@pytest.mark.parametrize(
+    ("data", "loc"),
+    [
+        (
+            {"kind": "libsvm", "path": "a.svm", "n_features": 10**12},
+            ("data", "libsvm", "n_features"),
+        ),
+        ({"kind": "libsvm", "path": "a.svm", "n_features": 1e12}, ("data", "libsvm", "n_features")),
+        ({"kind": "synthetic", "n": 10**7 + 1}, ("data", "synthetic", "n")),
+        (
+            {"kind": "image_folder", "path": "x", "max_per_class": 10**12},
+            ("data", "image_folder", "max_per_class"),
+        ),
+    ],
+)
+def test_sizes_are_bounded(data: dict[str, Any], loc: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError) as info:
+        _spec(data=data)
+    assert loc in _locs(info.value)
+
+
+def test_yaml_exponents_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``1e-3`` as a string, which the spec no longer converts."""
+    file = tmp_path / "job.yaml"
+    file.write_text(
+        "model: {kind: logistic_regression}\ndata: {kind: synthetic}\nsteps: 5\n"
+        "schedule: {kind: constant, lr: 1e-3}\n"
+    )
+    spec = load_spec(file)
+    assert spec.schedule.kind == "constant" and spec.schedule.lr == 0.001
+    file.write_text("model: {kind: logistic_regression}\ndata: {kind: synthetic}\nsteps: .inf\n")
+    with pytest.raises(ValidationError) as info:
+        load_spec(file)
+    assert ("steps",) in _locs(info.value)
