@@ -6,6 +6,9 @@ import hashlib
 import hmac
 from pathlib import Path
 
+from sparsetrain.service.storage import PRINCIPAL_NAME
+
+# The principal of every job when tokens are off.
 ANONYMOUS = "anonymous"
 
 
@@ -23,7 +26,9 @@ class TokenTable:
     def from_settings(cls, pairs: str | None, path: Path | None) -> TokenTable:
         """Parse ``principal:token`` pairs and a file of ``principal sha256hex`` lines.
 
-        Raises ``ValueError`` naming the entry that is malformed.
+        Raises ``ValueError`` naming the entry that is malformed, or a principal name that
+        cannot be a folder name (``[A-Za-z0-9][A-Za-z0-9._-]{0,63}``: it names the principal's
+        storage namespace).
         """
         digests: dict[str, str] = {}
         for entry in (pairs or "").split(","):
@@ -32,6 +37,7 @@ class TokenTable:
             principal, sep, token = entry.strip().partition(":")
             if not sep or not principal or not token:
                 raise ValueError("SPARSETRAIN_API_TOKENS entries must be 'principal:token'")
+            _check_name(principal, "SPARSETRAIN_API_TOKENS")
             digests[token_digest(token)] = principal
         if path is not None:
             for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -40,6 +46,7 @@ class TokenTable:
                 parts = line.split()
                 if len(parts) != 2 or len(parts[1]) != 64:
                     raise ValueError(f"{path}:{number}: expected 'principal sha256-hex'")
+                _check_name(parts[0], f"{path}:{number}")
                 digests[parts[1].lower()] = parts[0]
         return cls(digests)
 
@@ -55,3 +62,10 @@ class TokenTable:
             if hmac.compare_digest(known, digest):
                 found = principal
         return found
+
+
+def _check_name(principal: str, where: str) -> None:
+    if not PRINCIPAL_NAME.match(principal):
+        raise ValueError(
+            f"{where}: principal {principal!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}"
+        )

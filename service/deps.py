@@ -13,6 +13,7 @@ from sparsetrain.service.monitor import Monitor
 from sparsetrain.service.observability import RequestMetrics
 from sparsetrain.service.problems import AuthenticationError
 from sparsetrain.service.settings import Settings
+from sparsetrain.service.storage import StorageLayout
 from sparsetrain.service.store import JobStore
 
 
@@ -21,6 +22,7 @@ class AppState:
     """What the routes share; built by the lifespan, never at import time."""
 
     settings: Settings
+    layout: StorageLayout
     store: JobStore
     launcher: Launcher
     monitor: Monitor

@@ -19,6 +19,7 @@ from sparsetrain.service.problems import PROBLEM_JSON
 DESCRIPTIONS: dict[int, str] = {
     400: "The body could not be read (for example, it is not UTF-8).",
     401: "No or an unknown bearer token (only when the server has API tokens configured).",
+    403: "This principal may not read this (only when the server has API tokens configured).",
     404: "No such job (or it belongs to another principal), or it has nothing of this kind.",
     409: "The job's state does not allow this, or the Idempotency-Key was used for another spec.",
     422: "The path, query, headers or body are malformed, or the job spec is invalid.",

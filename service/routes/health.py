@@ -30,8 +30,14 @@ async def readyz(state: State) -> JSONResponse | dict[str, str]:
     return problem(503, "Not ready", f"unreachable: {', '.join(missing)}")
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses=problems(401))
-def metrics(state: State, _: Principal) -> PlainTextResponse:
-    """Prometheus metrics of the control plane (needs a token when tokens are on)."""
+@router.get(
+    "/metrics", response_class=PlainTextResponse, response_model=None, responses=problems(401, 403)
+)
+def metrics(state: State, principal: Principal) -> PlainTextResponse | JSONResponse:
+    """Prometheus metrics of the control plane, jobs of every principal included. When tokens
+    are on, only the principals in ``SPARSETRAIN_METRICS_PRINCIPALS`` may read them."""
+    if state.tokens.enabled and principal not in state.settings.metrics_readers():
+        detail = "this principal may not read /metrics (see SPARSETRAIN_METRICS_PRINCIPALS)"
+        return problem(403, "Forbidden", detail)
     text = state.requests.render(state.store.count_by_status())
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
