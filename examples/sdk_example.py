@@ -31,11 +31,16 @@ def main() -> None:
             if event.event == "status":
                 print("status:", event.json()["status"], "-", event.json()["message"])
         final = job.refresh()
-        print(f"{final.status.value}: {final.result}")
+        if final.status.value != "SUCCEEDED":
+            raise SystemExit(f"{final.status.value}: {final.error}")
+        evaluation = (final.result or {}).get("final") or {}
+        print(
+            f"SUCCEEDED: train loss {evaluation.get('train_loss', float('nan')):.4f}, "
+            f"test accuracy {evaluation.get('test_accuracy', float('nan')):.3f}"
+        )
         metrics = job.metrics()
-        print(f"{len(metrics)} steps, {sum(m.bytes_sent for m in metrics):,} bytes sent")
-        if final.status.value == "SUCCEEDED":
-            print("model saved to", job.download_model(Path("sdk-example-model.pt")))
+        print(f"{metrics.step_records} steps, {metrics.bytes_sent:,} bytes sent")
+        print("model saved to", job.download_model(Path("sdk-example-model.pt")))
 
 
 if __name__ == "__main__":

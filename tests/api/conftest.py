@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,17 +26,6 @@ from sparsetrain.service.settings import Settings
 from tests.service.fakes import FakeLauncher
 
 Tick = Callable[..., None]
-
-
-def job_spec(**overrides: Any) -> dict[str, Any]:
-    """A small valid job spec as a mapping."""
-    spec: dict[str, Any] = {
-        "model": {"kind": "logistic_regression"},
-        "data": {"kind": "synthetic", "n": 200, "d": 20},
-        "steps": 10,
-    }
-    spec.update(overrides)
-    return spec
 
 
 def ticker(app: FastAPI) -> Tick:
@@ -101,7 +89,14 @@ class LiveServer:
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[LiveServer]:
     """The app served by uvicorn on a free loopback port, in a background thread."""
-    settings = Settings(data_dir=tmp_path / "live", monitor_interval_s=60.0)
+    with serve_live(Settings(data_dir=tmp_path / "live", monitor_interval_s=60.0)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_live(settings: Settings) -> Iterator[LiveServer]:
+    """The app with ``settings`` (and the fake launcher) served by uvicorn on a free loopback
+    port, in a background thread, until the block ends."""
     application = create_app(settings, launcher=FakeLauncher())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
