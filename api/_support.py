@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from sparsetrain.jobs import Job, MetricsPage
-from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.metrics import EvalMetrics, StepMetrics, cumulative_bytes
 
 if TYPE_CHECKING:
     import pandas
@@ -22,7 +22,8 @@ class Metrics(list[StepMetrics]):
     """A job's step records, oldest first (a plain list), with its evaluations alongside.
 
     ``evals`` are the full-data evaluations; ``downsampled`` is True when the server thinned
-    the step records evenly to stay under ``max_points``.
+    the step records evenly to stay under ``max_points``, and ``step_records`` is how many
+    there were. Each record's ``bytes_total`` is the exact running total either way.
     """
 
     def __init__(
@@ -32,15 +33,30 @@ class Metrics(list[StepMetrics]):
         *,
         downsampled: bool = False,
         job_id: str | None = None,
+        step_records: int | None = None,
     ) -> None:
         super().__init__(steps)
         self.evals: list[EvalMetrics] = list(evals)
         self.downsampled = downsampled
         self.job_id = job_id
+        self.step_records = len(self) if step_records is None else step_records
 
     @classmethod
     def from_page(cls, page: MetricsPage) -> Metrics:
-        return cls(page.steps, page.evals, downsampled=page.downsampled, job_id=page.job_id)
+        return cls(
+            page.steps,
+            page.evals,
+            downsampled=page.downsampled,
+            job_id=page.job_id,
+            step_records=page.step_records,
+        )
+
+    @property
+    def bytes_sent(self) -> int:
+        """Wire bytes sent through the last record (exact when downsampled; a resumed run
+        counts the steps before its checkpoint too); 0 without records."""
+        totals = cumulative_bytes(self)
+        return totals[-1] if totals else 0
 
     def __repr__(self) -> str:
         last = f", last step {self[-1].step}" if self else ""

@@ -14,12 +14,17 @@ from pydantic import ValidationError
 
 from sparsetrain import errors
 from sparsetrain._progress import ProgressBar
+from sparsetrain._summary import summary_lines
 from sparsetrain.client import Client
 from sparsetrain.jobs import Job, MetricsPage
+from sparsetrain.metrics import cumulative_bytes
 from sparsetrain.spec import JobSpec
 from sparsetrain.spec_files import load_spec
+from sparsetrain.status import JobStatus
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a reader that went away (SIGPIPE)
+SERVER_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "pydantic_settings", "ray", "torch")
 
 
 def follow(client: Client, job_id: str) -> Job:
@@ -37,20 +42,15 @@ def follow(client: Client, job_id: str) -> Job:
         elif event.event == "end":
             break
     job = client.get(job_id)
-    bar.close(job.status.value + (f": {job.error}" if job.error else ""))
+    bar.close(job.status.value + (f": {job.error}" if job.error else ""), _run_seconds(job))
     return job
 
 
-def _print_job(job: Job) -> None:
-    print(f"id          {job.id}")
-    print(f"name        {job.name or '-'}")
-    print(f"status      {job.status.value}")
-    print(f"step        {job.step}/{job.total_steps if job.total_steps is not None else '?'}")
-    print(f"created     {job.created_at.isoformat(timespec='seconds')}")
-    if job.error:
-        print(f"error       {job.error}")
-    if job.result:
-        print(f"result      {json.dumps(job.result)}")
+def _run_seconds(job: Job) -> float | None:
+    """How long the job ran, by the server's clock; None until it has started and ended."""
+    if job.started_at is None or job.finished_at is None:
+        return None
+    return (job.finished_at - job.started_at).total_seconds()
 
 
 def _cmd_submit(client: Client, args: argparse.Namespace) -> int:
@@ -74,7 +74,8 @@ def _cmd_jobs(client: Client, args: argparse.Namespace) -> int:
 
 
 def _cmd_status(client: Client, args: argparse.Namespace) -> int:
-    _print_job(client.get(args.job_id))
+    job = client.get(args.job_id)
+    print(job.model_dump_json(indent=2) if args.json else "\n".join(summary_lines(job)))
     return 0
 
 
@@ -94,11 +95,17 @@ def _cmd_metrics(client: Client, args: argparse.Namespace) -> int:
 
         print(f"plot: {plot_jobs({args.job_id: (list(metrics), metrics.evals)}, args.plot)}")
         return 0
-    print(f"{'step':>8}{'loss':>12}{'lr':>12}{'bytes':>12}{'density':>10}")
-    for record in metrics:
+    if metrics.downsampled:
+        print(
+            f"({len(metrics)} of {metrics.step_records or '?'} step records, evenly spaced; "
+            "'sent so far' is exact; --max-points shows more)",
+            file=sys.stderr,
+        )
+    print(f"{'step':>8}{'loss':>12}{'lr':>12}{'bytes':>12}{'sent so far':>14}{'density':>10}")
+    for record, total in zip(metrics, cumulative_bytes(metrics), strict=True):
         print(
             f"{record.step:>8}{record.loss:>12.5f}{record.lr:>12.5g}{record.bytes_sent:>12}"
-            f"{record.density:>10.4f}"
+            f"{total:>14}{record.density:>10.4f}"
         )
     for evaluation in metrics.evals:
         print(f"eval @ {evaluation.step}: {evaluation.model_dump_json(exclude_none=True)}")
@@ -123,12 +130,22 @@ def _cmd_schema(_: Client | None, args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    """Hand over to the control plane (which needs the ``server`` extra)."""
-    if importlib.util.find_spec("sparsetrain.service") is None:
-        print("sparsetrain serve needs the server: pip install 'sparsetrain[server]'")
+    """Hand ``serve`` or ``stop-ray`` over to the control plane (which needs the ``server``
+    extra)."""
+    missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"error: sparsetrain {args.command} needs {', '.join(missing)}; "
+            "install the server: pip install 'sparsetrain[server]'",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
-    command = [sys.executable, "-m", "sparsetrain.service", "serve"]
-    os.execv(sys.executable, [*command, "--host", args.host, "--port", str(args.port)])
+    command = [sys.executable, "-m", "sparsetrain.service", args.command]
+    if args.command == "serve":
+        command += ["--host", args.host, "--port", str(args.port)]
+    elif args.data_dir is not None:
+        command += ["--data-dir", args.data_dir]
+    os.execv(sys.executable, command)
     return 0  # not reached
 
 
@@ -138,20 +155,41 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.data_dir), Path(args.plot), follow)
 
 
+def _job_status(text: str) -> JobStatus:
+    """``--status`` as a ``JobStatus`` (any case); a usage error lists the valid ones."""
+    try:
+        return JobStatus(text.strip().upper())
+    except ValueError:
+        known = ", ".join(status.value for status in JobStatus)
+        raise argparse.ArgumentTypeError(f"unknown status {text!r}; choose from {known}") from None
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """Add ``--url`` and ``--token`` to ``parser`` (mutates it). Sub-commands take them with
+    ``default=SUPPRESS`` so a value given before the sub-command is not overwritten."""
+    parser.add_argument(
+        "--url", default=default, help="server URL (default $SPARSETRAIN_URL or localhost:8000)"
+    )
+    parser.add_argument("--token", default=default, help="API token (default $SPARSETRAIN_TOKEN)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsetrain", description=__doc__)
-    parser.add_argument("--url", help="server URL (default $SPARSETRAIN_URL or localhost:8000)")
-    parser.add_argument("--token", help="API token (default $SPARSETRAIN_TOKEN)")
+    _add_connection_options(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the REST control plane")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    stop_ray = commands.add_parser(
+        "stop-ray", help="stop the local Ray head that serve started for a data dir"
+    )
+    stop_ray.add_argument("--data-dir", default=None, help="default $SPARSETRAIN_DATA_DIR")
     submit = commands.add_parser("submit", help="submit a job spec file (YAML or JSON)")
     submit.add_argument("spec")
     submit.add_argument("--follow", action="store_true", help="show progress until it ends")
     submit.add_argument("--idempotency-key", default=None)
     jobs = commands.add_parser("jobs", help="list jobs, newest first")
-    jobs.add_argument("--status", default=None)
+    jobs.add_argument("--status", type=_job_status, default=None, help="only jobs in this status")
     jobs.add_argument("--limit", type=int, default=20)
     jobs.add_argument("--offset", type=int, default=0)
     for name, text in (
@@ -161,6 +199,9 @@ def _parser() -> argparse.ArgumentParser:
         ("cancel", "cancel a job"),
     ):
         commands.add_parser(name, help=text).add_argument("job_id")
+    commands.choices["status"].add_argument(
+        "--json", action="store_true", help="print the job as JSON (for scripts)"
+    )
     scale = commands.add_parser("scale", help="resize a running job (within workers.min..max)")
     scale.add_argument("job_id")
     scale.add_argument("count", type=int)
@@ -173,6 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="MEM-SGD vs dense SGD on an embedded service")
     demo.add_argument("--data-dir", default=".sparsetrain/demo")
     demo.add_argument("--plot", default="results/demo.png")
+    for name in COMMANDS:
+        _add_connection_options(commands.choices[name], argparse.SUPPRESS)
     return parser
 
 
@@ -195,18 +238,47 @@ def _validation_lines(error: ValidationError) -> list[str]:
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code (0 ok, 1 failed, 2 bad input, 3 unreachable)."""
-    args = _parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
+    if args.command in ("serve", "stop-ray"):
+        return _cmd_serve(args)
+    if args.command == "demo":
+        return _cmd_demo(args)
+    if args.command == "schema":
+        return _cmd_schema(None, args)
+    with Client(args.url, args.token) as client:
+        return COMMANDS[args.command](client, args)
+
+
+def _silence_stdout() -> None:
+    """Point stdout's file descriptor at the null device (mutates fd 1), so the interpreter's
+    final flush into a closed pipe does not print an error."""
     try:
-        if args.command == "serve":
-            return _cmd_serve(args)
-        if args.command == "demo":
-            return _cmd_demo(args)
-        if args.command == "schema":
-            return _cmd_schema(None, args)
-        with Client(args.url, args.token) as client:
-            return COMMANDS[args.command](client, args)
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return  # not a real file (captured or replaced): nothing is flushed to a pipe
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 1 failed, 2 bad input, 3 unreachable,
+    141 when the reader of stdout went away, like a tool ended by SIGPIPE). Every user error
+    is one ``error:`` line on stderr (argparse's usage line for bad arguments), never a
+    traceback."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error argparse has already printed
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE if stop.code else 0
+    try:
+        code = _run(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except ValidationError as error:
         for line in _validation_lines(error):
             print(f"error: {line}", file=sys.stderr)
@@ -218,9 +290,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.TransportError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except ImportError as error:  # the light install lacks what plots and serves
+        if isinstance(error, ModuleNotFoundError) and error.name:
+            print(
+                f"error: this needs {error.name}; install the server: pip install "
+                "'sparsetrain[server]'",
+                file=sys.stderr,
+            )
+        else:
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except (errors.SparsetrainError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except ValueError as error:  # a bad argument the SDK refused before sending anything
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

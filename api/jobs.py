@@ -77,12 +77,23 @@ class JobEvent(BaseModel):
 
 
 class MetricsPage(BaseModel):
-    """A job's metric records from ``since`` on, possibly downsampled."""
+    """A job's metric records from ``since`` on, possibly downsampled.
+
+    Downsampling keeps the first and the last step record; each record's ``bytes_total``
+    stays the exact running total, so totals and bytes curves are right either way."""
 
     job_id: str
     steps: list[StepMetrics]
     evals: list[EvalMetrics]
-    downsampled: bool = False
+    downsampled: bool = Field(
+        default=False, description="True when ``steps`` is an evenly spaced subset."
+    )
+    step_records: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many step records matched before downsampling (``len(steps)`` "
+        "when not downsampled).",
+    )
 
 
 class CheckpointEntry(BaseModel):

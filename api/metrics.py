@@ -1,6 +1,16 @@
-"""Metric records: what a training run reports per step and per evaluation."""
+"""Metric records: what a training run reports per step and per evaluation.
+
+A synchronous step's time splits into phases that add up: ``compute_s + compress_s + wait_s
++ exchange_s + other_s == step_s``. The phases are those of the step's slowest rank (the
+longest call, which sets the step's pace); ``wait_s`` is the step's time outside that call
+(the updates in transit), ``other_s`` the rest. An async round reports its slowest update's
+phases, which may have started in an earlier round, so there they need not add up to
+``step_s``. See docs/metrics.md.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,11 +24,44 @@ class StepMetrics(BaseModel):
     loss: float = Field(description="Mean minibatch objective over the workers.")
     lr: float
     bytes_sent: int = Field(ge=0, description="Wire bytes sent by all workers this step.")
+    bytes_total: int | None = Field(
+        default=None,
+        ge=0,
+        description="Wire bytes sent by all workers from the run's first step through this "
+        "one (a resumed run counts the steps before its checkpoint too); None where unknown "
+        "(records stored by an older version).",
+    )
     bytes_per_worker: list[int] = Field(description="Wire bytes sent by each rank this step.")
     density: float = Field(ge=0.0, le=1.0, description="Mean fraction of coordinates sent.")
-    compute_s: float = Field(ge=0.0, description="Slowest rank's gradient time.")
-    compress_s: float = Field(ge=0.0, description="Slowest rank's memory + compression time.")
-    exchange_s: float = Field(ge=0.0, description="Time to aggregate and apply the update.")
+    compute_s: float = Field(ge=0.0, description="The slowest rank's gradient time.")
+    compress_s: float = Field(
+        ge=0.0, description="The slowest rank's momentum, memory and compression time."
+    )
+    exchange_s: float = Field(
+        ge=0.0,
+        description="The slowest rank's time to decode, average and apply the previous "
+        "step's updates once they had arrived (the wait for them is ``wait_s``).",
+    )
+    wait_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="The step's time outside the slowest rank's call: the previous step's "
+        "updates (and the call) in transit to it and its result on the way back, the "
+        "network's share of the step (async: the worker's wait for the parameters).",
+    )
+    step_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Wall time of the step: on Ray from issuing its calls to holding every "
+        "rank's result (async: from the previous round's end to this one's).",
+    )
+    other_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="The rest of ``step_s``: inside the slowest rank's call, an evaluation, "
+        "a replica digest, staging copies; in the simulator the other logical workers' "
+        "turns.",
+    )
     workers: int | None = Field(
         default=None, ge=1, description="Ranks whose updates made this step's aggregate."
     )
@@ -62,3 +105,17 @@ class EvalMetrics(BaseModel):
         default=None,
         description="Mean over test rows of log((1/S)·Σ_s p(y | x, sample s)).",
     )
+
+
+def cumulative_bytes(records: Iterable[StepMetrics]) -> list[int]:
+    """Bytes sent through each of ``records`` (in step order): each record's ``bytes_total``,
+    or where a record lacks it the previous value plus its ``bytes_sent``. Exact for any
+    subset of a run's records that carry ``bytes_total``, downsampled ones included."""
+    totals: list[int] = []
+    running = 0
+    for record in records:
+        running = (
+            record.bytes_total if record.bytes_total is not None else running + record.bytes_sent
+        )
+        totals.append(running)
+    return totals

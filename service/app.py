@@ -16,9 +16,11 @@ from sparsetrain.service import openapi, problems
 from sparsetrain.service.auth import TokenTable
 from sparsetrain.service.deps import AppState
 from sparsetrain.service.launcher import Launcher, RayLauncher
+from sparsetrain.service.limits import RequestLimits
 from sparsetrain.service.monitor import Monitor
 from sparsetrain.service.routes import health, jobs, registry
 from sparsetrain.service.settings import Settings
+from sparsetrain.service.storage import StorageLayout
 from sparsetrain.service.store import JobStore
 
 log = logging.getLogger("sparsetrain.service")
@@ -33,16 +35,21 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = JobStore(settings.resolved_database_url())
+        layout = StorageLayout.from_settings(settings)
         chosen = launcher or RayLauncher(
             settings.ray_address,
-            settings.resolved_storage(),
+            layout,
+            owner_of=store.owner_of,
             cluster_autoscales=settings.cluster_autoscales,
+            head_data_dir=settings.data_dir,
+            head_host=settings.ray_host,
         )
         dashboard = await run_in_threadpool(chosen.start)
         if dashboard:
             log.info("Ray dashboard at %s", dashboard)
         state = AppState(
             settings=settings,
+            layout=layout,
             store=store,
             launcher=chosen,
             monitor=Monitor(store, chosen),
@@ -65,10 +72,18 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         version=__version__,
         summary="Communication-efficient distributed training with error-feedback memory.",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if settings.public_docs else None,
+        docs_url="/docs" if settings.public_docs else None,
+        redoc_url="/redoc" if settings.public_docs else None,
     )
     problems.install(app)
     openapi.install(app)
     app.middleware("http")(_observe)
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     for router in (jobs.router, registry.router, health.router):
         app.include_router(router)
     return app

@@ -7,14 +7,20 @@ against, so routes can be tested with a fake one.
 
 from __future__ import annotations
 
+import logging
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.service import ray_head
+from sparsetrain.service.paths import PathRefusedError
+from sparsetrain.service.storage import StorageLayout
 from sparsetrain.spec import JobSpec
+
+log = logging.getLogger("sparsetrain.launcher")
 
 
 @dataclass
@@ -39,6 +45,10 @@ class JobProgress:
     message}`` with ``seq`` counting from 0 for each supervisor."""
 
 
+class LaunchError(RuntimeError):
+    """A job could not be started; the message names paths relative to the user's roots."""
+
+
 class Launcher(Protocol):
     def start(self) -> str | None:
         """Connect to (or start) the cluster; returns the dashboard URL if there is one."""
@@ -53,7 +63,8 @@ class Launcher(Protocol):
 
     def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
         """Start a new supervisor for a job whose supervisor was lost, from the job's newest
-        complete checkpoint; returns that checkpoint's step (None: from the start)."""
+        checkpoint that loads (the supervisor reports which it used and which it skipped);
+        returns the newest checkpoint's step on storage (None: from the start)."""
         ...
 
     def scale(self, job_id: str, count: int) -> bool:
@@ -74,7 +85,10 @@ class Launcher(Protocol):
         """Drop a finished job's supervisor (its results are recorded)."""
         ...
 
-    def checkpoints(self, job_id: str, spec: JobSpec) -> list[dict[str, Any]]: ...
+    def checkpoints(self, job_id: str, spec: JobSpec) -> list[dict[str, Any]]:
+        """The job's complete checkpoints, oldest first: ``{step, path, nbytes}`` with
+        ``path`` relative to its principal's storage namespace."""
+        ...
 
     def model_path(self, job_id: str, spec: JobSpec) -> str | None:
         """The final model file, once written (a local path or a URL)."""
@@ -84,24 +98,48 @@ class Launcher(Protocol):
         """A sampling job's posterior samples file, once written."""
         ...
 
+    def delete_artifacts(self, job_id: str, spec: JobSpec) -> None:
+        """Delete an ended job's files: its checkpoints, model and samples files."""
+        ...
+
     def shutdown(self) -> None: ...
 
 
 class RayLauncher:
     """Runs jobs on the Ray cluster at ``address`` (None: a local one); with
-    ``cluster_autoscales`` their supervisors wait for nodes the cluster does not have yet."""
+    ``cluster_autoscales`` their supervisors wait for nodes the cluster does not have yet.
+
+    Each job's files live where ``layout`` puts them for the principal ``owner_of(job_id)``
+    names; the workers get the absolute paths, clients only paths relative to the roots.
+    """
 
     def __init__(
-        self, address: str | None, storage: str, *, cluster_autoscales: bool = False
+        self,
+        address: str | None,
+        layout: StorageLayout,
+        *,
+        owner_of: Callable[[str], str],
+        cluster_autoscales: bool = False,
+        head_data_dir: Path | None = None,
+        head_host: str = "127.0.0.1",
     ) -> None:
+        """Without ``address``, jobs run on the Ray head that ``head_data_dir`` owns (see
+        ``ray_head``), its node bound to ``head_host``."""
         self.address = address
-        self.storage = storage
+        self.head_data_dir = head_data_dir
+        self.head_host = head_host
+        self.layout = layout
+        self.owner_of = owner_of
+        self._owners: dict[str, str] = {}  # a job's owner never changes
         self.cluster_autoscales = cluster_autoscales
 
     def start(self) -> str | None:
-        """Join ``address``; without one, join the local head or start one (``ray start
-        --head``, a separate process, so jobs outlive this one)."""
+        """Join ``address``; without one, find the head ``head_data_dir`` owns or start it
+        (``ray start --head`` in a session of its own, so jobs outlive this process), and
+        join it with its token: sets ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN_PATH`` in this
+        process's environment. Never joins a head this data dir did not start."""
         import ray
+        from ray._raylet import Config  # type: ignore[attr-defined]
 
         from sparsetrain.workers.supervisor import NAMESPACE
 
@@ -109,9 +147,8 @@ class RayLauncher:
             return None
         address = self.address
         if address is None:
-            address = "auto"
-            if not _local_head_running():
-                _start_local_head()
+            address = self._own_head()
+            Config.initialize("")  # Ray read RAY_AUTH_MODE at import: make it read it again
         context = ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
         url = getattr(context, "dashboard_url", None)
         return f"http://{url}" if url else None
@@ -141,22 +178,27 @@ class RayLauncher:
         from sparsetrain.workers.launch import start_job
 
         if self._actor(job_id) is None:
-            start_job(
-                spec,
-                job_id,
-                storage=self.storage,
-                target=target,
-                cluster_autoscales=self.cluster_autoscales,
-            )
+            owner = self._owner(job_id)
+            try:
+                start_job(
+                    self.layout.launch_spec(spec, owner, job_id),
+                    job_id,
+                    storage=self.layout.namespace(owner),
+                    target=target,
+                    cluster_autoscales=self.cluster_autoscales,
+                )
+            except Exception as error:  # its message reaches the client as the job's error
+                raise LaunchError(self.layout.redact(str(error), owner)) from error
 
     def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
         from sparsetrain.workers.checkpoint import list_checkpoints
 
         self.release(job_id)  # a supervisor that failed, or a name not yet released
-        checkpoints = list_checkpoints(self._root(job_id, spec))
+        root = self._root(job_id, spec)
+        checkpoints = list_checkpoints(root)
         step = None
         if checkpoints and spec.exchange.mode == "sync":
-            spec = spec.model_copy(update={"resume_from": self._root(job_id, spec)})
+            spec = spec.model_copy(update={"resume_from": root})
             step = checkpoints[-1].step
         self.submit(job_id, spec, target)
         return step
@@ -192,11 +234,15 @@ class RayLauncher:
             )
         except RayActorError:
             return None
+        owner = self._owner(job_id)
+        for checkpoint in checkpoints:
+            checkpoint["path"] = self.layout.public(checkpoint["path"], owner)
+        error = progress["error"]
         return JobProgress(
             state=progress["state"],
             step=progress["step"],
             total_steps=progress["total_steps"],
-            error=progress["error"],
+            error=None if error is None else self.layout.redact(error, owner),
             steps=[StepMetrics(**r) for r in records["steps"]],
             evals=[EvalMetrics(**r) for r in records["evals"]],
             checkpoints=checkpoints,
@@ -216,14 +262,26 @@ class RayLauncher:
         if actor is not None:
             ray.kill(actor)
 
+    def _owner(self, job_id: str) -> str:
+        if job_id not in self._owners:
+            self._owners[job_id] = self.owner_of(job_id)
+        return self._owners[job_id]
+
     def _root(self, job_id: str, spec: JobSpec) -> str:
-        return spec.checkpoint.path or f"{self.storage.rstrip('/')}/{job_id}"
+        """The folder the job writes its checkpoints, model and samples to (a stored spec
+        from before per-principal storage may name another: its job folder then)."""
+        owner = self._owner(job_id)
+        try:
+            return self.layout.checkpoint_root(owner, job_id, spec)
+        except PathRefusedError:
+            return self.layout.job_folder(owner, job_id)
 
     def checkpoints(self, job_id: str, spec: JobSpec) -> list[dict[str, Any]]:
         from sparsetrain.workers.checkpoint import list_checkpoints
 
+        owner = self._owner(job_id)
         return [
-            {"step": c.step, "path": c.path, "nbytes": c.nbytes}
+            {"step": c.step, "path": self.layout.public(c.path, owner), "nbytes": c.nbytes}
             for c in list_checkpoints(self._root(job_id, spec))
         ]
 
@@ -241,34 +299,35 @@ class RayLauncher:
         path = f"{self._root(job_id, spec)}/{name}"
         return path if "://" in path or os.path.exists(path) else None
 
+    def delete_artifacts(self, job_id: str, spec: JobSpec) -> None:
+        from sparsetrain.workers.artifacts import delete_job_files
+
+        delete_job_files(self._root(job_id, spec))
+
+    def _own_head(self) -> str:
+        """The GCS address of the data dir's head, started if needed; its auth settings go
+        into this process's environment."""
+        if self.head_data_dir is None:
+            raise ValueError("without a Ray address the launcher needs the head's data dir")
+        head, started = ray_head.ensure(self.head_data_dir, self.head_host)
+        os.environ.pop("RAY_AUTH_TOKEN", None)  # it would override the head's token file
+        os.environ.update(head.auth_env())
+        log.info(
+            "%s the local Ray head at %s (temp dir %s)",
+            "started" if started else "found",
+            head.address,
+            head.temp_dir,
+        )
+        return head.address
+
     def shutdown(self) -> None:
-        """Disconnect; the cluster and its jobs keep running."""
+        """Disconnect; the cluster and its jobs keep running (an in-process cluster, address
+        ``local``, stops with it)."""
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-
-
-def _ray_cli() -> str:
-    candidate = os.path.join(os.path.dirname(sys.executable), "ray")
-    return candidate if os.path.exists(candidate) else "ray"
-
-
-def _local_head_running() -> bool:
-    result = subprocess.run(
-        [_ray_cli(), "status"], capture_output=True, text=True, timeout=60, check=False
-    )
-    return result.returncode == 0
-
-
-def _start_local_head() -> None:
-    """Start a Ray head on this machine; raises ``RuntimeError`` with Ray's message."""
-    result = subprocess.run(
-        [_ray_cli(), "start", "--head", "--disable-usage-stats", "--dashboard-host=127.0.0.1"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"could not start a local Ray head: {result.stderr.strip()[-500:]}")
+        if self.address == "local":
+            log.info("disconnected from Ray; its in-process cluster stopped")
+        else:
+            log.info("disconnected from Ray; the cluster and its jobs keep running")

@@ -129,12 +129,13 @@ class Monitor:
             self._move(job.id, JobStatus.FAILED, "could not relaunch", error=_line(error))
             return
         self._events_seen[job.id] = 0  # a new supervisor: every event it reports is new
-        where = "the start" if step is None else f"the checkpoint at step {step}"
+        # The new supervisor reports the checkpoint it resumed from, and any it skipped.
+        where = "the start" if step is None else "the newest checkpoint that loads"
         self.store.add_event(
             job.id,
             "log",
-            f"supervisor relaunched from {where} "
-            f"(restart {restarts} of at most {job.spec.max_restarts})",
+            f"supervisor relaunched (restart {restarts} of at most {job.spec.max_restarts}); "
+            f"it resumes from {where}",
         )
 
     def _record(self, job: Job, progress: JobProgress) -> None:
@@ -151,7 +152,7 @@ class Monitor:
             stored = {
                 (event.kind, event.message)
                 for event in self.store.events(job.id, 0, limit=100_000)
-                if event.kind in ("resize", "worker")
+                if event.kind in ("resize", "worker", "checkpoint")
             }
             fresh = [e for e in progress.events if (e["kind"], e["message"]) not in stored]
         else:
@@ -184,8 +185,10 @@ class Monitor:
         self._checkpoints_seen[job.id] = seen
 
     def _move(self, job_id: str, to: JobStatus, reason: str, *, error: str | None = None) -> None:
+        """Move the job to ``to``; the status event says ``reason`` and the ``error``."""
+        message = f"{reason}: {error}" if error else reason
         with contextlib.suppress(IllegalTransition):  # a cancel got there first; it stands
-            self.store.transition(job_id, to, reason, error=error)
+            self.store.transition(job_id, to, message, error=error)
 
 
 def _line(error: BaseException) -> str:

@@ -49,6 +49,14 @@ class JobNotFound(StoreError):  # noqa: N818 (names are the public interface)
         super().__init__(f"job {job_id} not found")
 
 
+class JobFileNotFound(JobNotFound):
+    """The job exists but has no ``what`` file (yet): its model, its samples."""
+
+    def __init__(self, job_id: str, what: str) -> None:
+        self.job_id, self.what = job_id, what
+        StoreError.__init__(self, f"job {job_id} has no {what} file (yet)")
+
+
 class IllegalTransition(StoreError):  # noqa: N818 (names are the public interface)
     def __init__(self, job_id: str, current: JobStatus, to: JobStatus) -> None:
         self.job_id, self.current, self.to = job_id, current, to
@@ -216,6 +224,11 @@ class JobStore:
         """The job; ``JobNotFound`` when missing or (with ``owner``) someone else's."""
         with self._tx() as conn:
             return self._job(self._row(conn, job_id, owner))
+
+    def owner_of(self, job_id: str) -> str:
+        """The principal that owns the job; ``JobNotFound`` when missing."""
+        with self._tx() as conn:
+            return str(self._row(conn, job_id).owner)
 
     def list_jobs(
         self, owner: str | None, status: JobStatus | None = None, limit: int = 50, offset: int = 0
@@ -455,7 +468,9 @@ class JobStore:
         """Step and eval records with ``step >= since``, ascending.
 
         With more step records than ``max_points`` an evenly spaced subset that keeps the first
-        and the last is returned (``downsampled=True``); evals are never downsampled.
+        and the last is returned (``downsampled=True``, ``step_records`` says how many
+        matched); evals are never downsampled. The records' cumulative ``bytes_total`` keeps
+        totals exact in a subset.
         """
         if max_points is not None and max_points < 1:
             raise ValueError("max_points must be at least 1")
@@ -474,6 +489,7 @@ class JobStore:
             steps=[StepMetrics.model_validate_json(step_rows[i].payload) for i in keep],
             evals=[EvalMetrics.model_validate_json(r.payload) for r in eval_rows],
             downsampled=len(keep) < len(step_rows),
+            step_records=len(step_rows),
         )
 
     def last_metric_step(self, job_id: str) -> int | None:

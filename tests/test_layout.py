@@ -1,4 +1,4 @@
-"""The import rule that keeps the architecture visible (see DESIGN.md, section 2).
+"""The import rule that keeps the architecture visible (see ``docs/architecture.md``).
 
 ``api/`` (the ``sparsetrain`` package) imports neither torch, ray, the service nor the
 workers, so the SDK installs light; ``service`` reaches ``workers`` only via its launcher.

@@ -17,6 +17,7 @@ replacement is not built within ``workers.wait_s`` or dies before it delivers an
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 
 REPLACE_POLL_S = 0.05
+INLINE_BYTES = 100 * 1024  # Ray passes smaller objects inside the call itself
 
 
 class WorkerDiedError(TrainingError):
@@ -119,13 +121,16 @@ def train_async(supervisor: Supervisor, group: WorkerGroup, total_steps: int, nu
     local_steps = [0] * world
     in_flight: dict[Any, _InFlight] = {}
     params = server.params.remote()
+    # Parameters too large to travel inside the call go in a list, so the worker fetches
+    # them itself and times the wait; smaller ones arrive with the call (nothing to wait for).
+    fetched = numel * 4 >= INLINE_BYTES
 
     def launch(rank: int) -> None:
         nonlocal launched
         update, info = (
             group.members[rank]
             .actor.compute_at.options(num_returns=2)
-            .remote(local_steps[rank], params, version)
+            .remote(local_steps[rank], [params] if fetched else params, version)
         )
         in_flight[info] = _InFlight(rank, version, update)
         local_steps[rank] += 1
@@ -171,6 +176,7 @@ def train_async(supervisor: Supervisor, group: WorkerGroup, total_steps: int, nu
     applied: list[tuple[dict[str, Any], int]] = []
     every = spec.eval.every
     supervisor.record_eval(EvalMetrics(**ray.get(server.evaluate.remote(0))))
+    round_started = time.perf_counter()
     while version < total_updates:
         if supervisor.stopping():
             return server
@@ -189,7 +195,10 @@ def train_async(supervisor: Supervisor, group: WorkerGroup, total_steps: int, nu
         if version % world == 0:
             round_index = version // world - 1
             stats = [(info["stats"], staleness) for info, staleness in applied]
-            metrics = round_metrics(round_index, applied[-1][0]["lr"], stats, world, numel)
+            now = time.perf_counter()
+            lr = applied[-1][0]["lr"]
+            metrics = round_metrics(round_index, lr, stats, world, numel, now - round_started)
+            round_started = now
             supervisor.record_step(metrics, [item for item, _ in stats], numel)
             applied = []
             if every and (round_index + 1) % every == 0 and version < total_updates:

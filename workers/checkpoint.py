@@ -220,12 +220,6 @@ def list_checkpoints(root: str) -> list[CheckpointInfo]:
     return sorted(found, key=lambda info: info.step)
 
 
-def latest_checkpoint(root: str) -> CheckpointInfo | None:
-    """The highest-step checkpoint under ``root``, or ``None``. Reads only."""
-    found = list_checkpoints(root)
-    return found[-1] if found else None
-
-
 def load_checkpoint(path: str) -> Checkpoint:
     """Read and verify the checkpoint at ``path`` (a path or URL); reads only.
 

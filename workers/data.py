@@ -20,7 +20,9 @@ import torch
 from torch import Tensor
 
 from sparsetrain.errors import DataError, SpecError
+from sparsetrain.spec.budget import DataShape
 from sparsetrain.spec.data import DataSpec, LibSVMSpec, SklearnSpec, SyntheticSpec
+from sparsetrain.workers.budget import check_data_memory
 
 _MASK64 = (1 << 64) - 1
 _SALT_SPLIT, _SALT_SYNTHETIC, _SALT_SHARD, _SALT_SAMPLER = 1, 2, 3, 4
@@ -106,7 +108,11 @@ def finish_dataset(
 
 
 def build_synthetic(spec: SyntheticSpec, seed: int) -> Dataset:
-    """Unit-norm Gaussian rows labelled by a planted linear model, labels flipped w.p. noise."""
+    """Unit-norm Gaussian rows labelled by a planted linear model, labels flipped w.p. noise.
+
+    Raises ``SpecError`` (``data``) before allocating rows that do not fit in memory.
+    """
+    check_data_memory(DataShape(spec.n, (spec.d,), 2))
     gen = _generator(_SALT_SYNTHETIC, spec.seed if spec.seed is not None else seed)
     x = _unit_rows(torch.randn(spec.n, spec.d, generator=gen))
     w_star = torch.randn(spec.d, generator=gen)
@@ -248,6 +254,7 @@ def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
     """A LIBSVM/svmlight file densified to float32, labels mapped to 0..C-1 in sorted order.
 
     Indices are one-based unless some file uses index 0 (scikit-learn's "auto" rule).
+    Raises ``SpecError`` (``data``) before densifying rows that do not fit in memory.
     """
     paths = [spec.path] if spec.test_path is None else [spec.path, spec.test_path]
     for path in paths:
@@ -268,6 +275,7 @@ def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
                 line = _line_of(path, max_index=spec.n_features - 1 + offset)
                 raise DataError(path, f"feature index beyond n_features={spec.n_features}", line)
         width = spec.n_features
+    check_data_memory(DataShape(sum(m.shape[0] for m, _ in pairs), (width,), None))
     dense = []
     for mat, _ in pairs:
         mat = mat[:, offset:]

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from sparsetrain.errors import DataError
+from sparsetrain.spec.budget import DataShape
 from sparsetrain.spec.data import ImageFolderSpec
+from sparsetrain.workers.budget import check_data_memory
 from sparsetrain.workers.data import Dataset, finish_dataset, split_rows
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -18,7 +20,8 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 def build_image_folder(spec: ImageFolderSpec, seed: int) -> Dataset:
     """Load every image under ``spec.path/<class>/``; classes are the sorted sub-folders.
 
-    Raises ``DataError`` naming the folder or the image that cannot be used.
+    Raises ``DataError`` naming the folder or the image that cannot be used, ``SpecError``
+    (``data``) before loading more images than fit in memory.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -29,13 +32,18 @@ def build_image_folder(spec: ImageFolderSpec, seed: int) -> Dataset:
     if len(classes) < 2:
         raise DataError(str(root), f"needs at least 2 class sub-folders, found {len(classes)}")
     mode, channels = ("L", 1) if spec.grayscale else ("RGB", 3)
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    for label, folder in enumerate(classes):
+    listed: list[list[Path]] = []
+    for folder in classes:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
         if not files:
             raise DataError(str(folder), "no images (png, jpg, jpeg, bmp, gif, webp)")
-        for file in files[: spec.max_per_class]:
+        listed.append(files[: spec.max_per_class])
+    rows = sum(len(files) for files in listed)
+    check_data_memory(DataShape(rows, (channels, spec.size, spec.size), len(classes)))
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, files in enumerate(listed):
+        for file in files:
             try:
                 with Image.open(file) as image:
                     pixels = image.convert(mode).resize((spec.size, spec.size))

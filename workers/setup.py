@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from sparsetrain.spec import JobSpec
+from sparsetrain.spec.budget import DataShape
+from sparsetrain.workers.budget import check_worker_memory
 from sparsetrain.workers.compression import Compressor, build_compressor
 from sparsetrain.workers.data import Dataset, build_dataset
 from sparsetrain.workers.flat import FlatModel
@@ -36,10 +38,13 @@ def prepare(
 ) -> JobSetup:
     """Build the job's parts; ``dataset`` may be passed in to skip loading it again.
 
-    Raises ``SpecError`` / ``DataError`` naming the field or file at fault.
+    Raises ``SpecError`` / ``DataError`` naming the field or file at fault, ``SpecError``
+    too before allocating a dataset or a model that does not fit (``workers.budget``).
     """
     if dataset is None:
         dataset = build_dataset(spec.data, spec.seed)
+    rows = dataset.n_train + dataset.n_test
+    check_worker_memory(spec, DataShape(rows, dataset.input_shape, dataset.num_classes))
     model, objective = build_model(spec.model, dataset, spec.seed, device=device)
     compressor = build_compressor(spec.compression, model.numel, spec.seed, shapes=model.shapes)
     total_steps = spec.total_steps(dataset.n_train)

@@ -92,6 +92,7 @@ def simulate(
     record_eval(0)
     every = spec.eval.every
     epoch, removed = 0, False
+    sent = 0  # bytes sent so far
     for step in range(setup.total_steps):
         joins, leaves, lost = changes_at(changes, step)
         if joins or removed:
@@ -104,6 +105,7 @@ def simulate(
             for rank, worker in enumerate(workers):
                 worker.regroup(len(workers), rank, epoch)
         leaving = leaving_ranks(len(workers), leaves, lost)
+        step_started = time.perf_counter()
         scheduled = setup.schedule(step)
         lr = (chain.lr(step, scheduled) if chain else scheduled) * lr_scale(spec, len(workers))
         if averager is not None:
@@ -128,13 +130,16 @@ def simulate(
         applier.apply(model.flat, [out.payload for _, out in outputs])
         if chain is not None:
             chain.after_apply(step, lr)
+        finished = time.perf_counter()
         metrics = step_metrics(
             step,
             lr,
-            [RankStats.of(rank, out) for rank, out in outputs],
+            [RankStats.of(rank, out, exchange_s=finished - started) for rank, out in outputs],
             model.numel,
-            exchange_s=time.perf_counter() - started,
+            step_s=finished - step_started,
         )
+        sent += metrics.bytes_sent
+        metrics.bytes_total = sent
         result.steps.append(metrics)
         if on_step is not None:
             on_step(metrics)
@@ -206,6 +211,7 @@ def simulate_async(
     last_lr = 0.0
     every = spec.eval.every
     record_eval(0)
+    sent, round_started = 0, time.perf_counter()
     while version < total_updates:
         rank, read, last_lr, output = in_flight.pop(0)
         applied.append((RankStats.of(rank, output), version - read))
@@ -217,7 +223,13 @@ def simulate_async(
             round_index = version // world - 1
             if averager is not None:
                 averager.update(model.flat, round_index + 1)
-            metrics = round_metrics(round_index, last_lr, applied, world, model.numel)
+            now = time.perf_counter()
+            metrics = round_metrics(
+                round_index, last_lr, applied, world, model.numel, step_s=now - round_started
+            )
+            round_started = now
+            sent += metrics.bytes_sent
+            metrics.bytes_total = sent
             result.steps.append(metrics)
             if on_step is not None:
                 on_step(metrics)

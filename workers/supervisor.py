@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,14 @@ from sparsetrain.workers.step import RankStats
 from sparsetrain.workers.sync_mode import SyncLoop, WorkersLostError, task_error
 from sparsetrain.workers.telemetry import JobTelemetry
 
-__all__ = ["NAMESPACE", "Supervisor", "check_resources", "resume_point", "worker_name"]
+__all__ = [
+    "NAMESPACE",
+    "ResumePoint",
+    "Supervisor",
+    "check_resources",
+    "resume_point",
+    "worker_name",
+]
 
 
 def check_resources(spec: JobSpec, available: dict[str, float], count: int | None = None) -> None:
@@ -109,6 +117,7 @@ class Supervisor:
         self._setup: Any = None
         self._first_step = 0  # a resumed job's first step
         self._started_from: int | None = None  # the same, once known
+        self._bytes_total: int | None = 0  # bytes sent so far (None: a resume lost count)
 
     # ---- control, callable while the job runs -------------------------------------------
     def start(self) -> None:
@@ -211,7 +220,7 @@ class Supervisor:
         self.event("resize", message)
 
     def event(self, kind: str, message: str) -> None:
-        """Keep an event for the control plane (``kind``: resize or worker)."""
+        """Keep an event for the control plane (``kind``: resize, worker or checkpoint)."""
         with self._lock:
             self.events.append({"seq": len(self.events), "kind": kind, "message": message})
 
@@ -222,11 +231,15 @@ class Supervisor:
         self.event("worker" if change.kind == "lost" else "resize", message)
 
     def record_step(self, metrics: StepMetrics, ranks: list[RankStats], numel: int) -> None:
-        """Keep a step's metrics and export them."""
+        """Keep a step's metrics, with the run's bytes so far set on them (mutates
+        ``metrics.bytes_total``), and export them."""
         with self._lock:
+            if self._bytes_total is not None:
+                self._bytes_total += metrics.bytes_sent
+                metrics.bytes_total = self._bytes_total
             self.steps.append(metrics)
         if self._telemetry is not None:
-            self._telemetry.record_step(ranks, numel)
+            self._telemetry.record_step(metrics, ranks, numel)
 
     def record_eval(self, metrics: EvalMetrics) -> None:
         """Keep an evaluation and export it."""
@@ -268,7 +281,7 @@ class Supervisor:
                 workers=[snapshot["state"] for snapshot in snapshots],
                 averager=snapshots[0]["averager"],
                 spec_json=self.spec.model_dump_json(),
-                extra={"job_id": self.job_id},
+                extra={"job_id": self.job_id, "bytes_total": self._bytes_total},
             ),
         )
         prune_checkpoints(self.checkpoint_root, self.spec.checkpoint.keep)
@@ -309,9 +322,11 @@ class Supervisor:
         states: list[dict[str, Any]] | None = None
         averager: dict[str, Any] | None = None
         if spec.resume_from is not None:
-            resumed = resume_point(spec.resume_from, numel, spec.workers.ceiling)
+            resumed = self._resume(spec.resume_from, numel)
             start, initial_params = resumed.step, resumed.params.numpy()
             self._first_step = start
+            total_bytes = resumed.extra.get("bytes_total")
+            self._bytes_total = total_bytes if isinstance(total_bytes, int) else None
             states, averager = resumed.workers, resumed.averager
             epoch = max((s.get("group") or {}).get("epoch", 0) for s in states)
         self._started_from = start
@@ -329,29 +344,57 @@ class Supervisor:
             return
         params = SyncLoop(self, group, epoch).run(start, total, numel)
         if params is not None:
-            self._finish(params, write_checkpoint=True)
+            self._finish(params)
 
-    def _finish(self, params: Any, write_checkpoint: bool = False, samples: Any = None) -> None:
-        """Keep the final parameters and memories, write the last checkpoint (sync), the
-        model file and a sampling job's samples file (``samples``: a reference to them; by
-        default the first member's)."""
+    def _resume(self, source: str, numel: int) -> Checkpoint:
+        """Load the checkpoint to resume from (``resume_point``) and record, as events, the
+        one used and every newer one that was skipped, with why."""
+        found = resume_point(source, numel, self.spec.workers.ceiling)
+        for path, problem in found.skipped:
+            self.event("checkpoint", f"skipped checkpoint {_name(path)}: {problem}")
+        self.event(
+            "checkpoint",
+            f"resumed from checkpoint {_name(found.path)} (step {found.checkpoint.step})",
+        )
+        return found.checkpoint
+
+    def _finish(self, params: Any, samples: Any = None) -> None:
+        """Keep the final parameters and the live members' memories, write the model file
+        and a sampling job's samples file (``samples``: a reference to them; by default the
+        first live member's). The sync loop has written the last checkpoint."""
         group = self.group
         assert group is not None
-        total = self.total_steps or 0
         extra: dict[str, Any] = {}
         if self.spec.objective == "sample":
-            source = samples if samples is not None else group.members[0].actor.samples.remote()
-            extra["samples"] = ray.get(source)
+            extra["samples"] = (
+                ray.get(samples)
+                if samples is not None
+                else self._from_live(lambda actor: actor.samples.remote(), first=True)[0]
+            )
             export_samples(self.checkpoint_root, torch.from_numpy(np.array(extra["samples"])))
-        if write_checkpoint:
-            snapshots = ray.get([m.actor.snapshot.remote(total) for m in group.members])
-            self.checkpoint(total, snapshots, params)
         self._final = {
             "params": params,
-            "memories": ray.get([m.actor.memory.remote() for m in group.members]),
+            "memories": self._from_live(lambda actor: actor.memory.remote()),
             **extra,
         }
         export_model(self.checkpoint_root, self._setup.model, torch.from_numpy(np.array(params)))
+
+    def _from_live(self, call: Any, first: bool = False) -> list[Any]:
+        """``call(actor)``'s result from every member still alive (with ``first``, from the
+        first one only); raises ``WorkersLostError`` when none is."""
+        group = self.group
+        assert group is not None
+        results = []
+        for member in group.members:
+            try:
+                results.append(ray.get(call(member.actor)))
+            except ray.exceptions.RayActorError:
+                continue
+            if first:
+                break
+        if not results:
+            raise WorkersLostError("every worker was lost before the results were kept")
+        return results
 
     def _release(self) -> None:
         for helper in self.helpers:
@@ -361,7 +404,22 @@ class Supervisor:
             self.group.close()
 
 
-def resume_point(source: str, numel: int, max_world: int) -> Checkpoint:
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a job resumes from, its path, and the newer ones that did not load:
+    ``(path, what is wrong)``, newest first."""
+
+    checkpoint: Checkpoint
+    path: str
+    skipped: list[tuple[str, str]]
+
+
+def _name(path: str) -> str:
+    """A checkpoint's file name (events name no server folder)."""
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def resume_point(source: str, numel: int, max_world: int) -> ResumePoint:
     """Load the checkpoint ``source`` names: a ``.ckpt`` file, or a folder's newest checkpoint
     that loads. Raises ``CheckpointError`` if none fits a model of ``numel`` parameters
     trained by at most ``max_world`` workers."""
@@ -371,12 +429,13 @@ def resume_point(source: str, numel: int, max_world: int) -> Checkpoint:
         candidates = [info.path for info in reversed(list_checkpoints(source))]
         if not candidates:
             raise CheckpointError(f"{source}: no complete checkpoint in this folder")
-    problems = []
+    problems, skipped = [], []
     for path in candidates:
         try:
             checkpoint = load_checkpoint(path)
         except CheckpointError as error:
             problems.append(str(error))
+            skipped.append((path, str(error).removeprefix(f"{path}: ")))
             continue
         if checkpoint.params.numel() != numel:
             raise CheckpointError(
@@ -387,5 +446,5 @@ def resume_point(source: str, numel: int, max_world: int) -> Checkpoint:
                 f"{path}: written by {len(checkpoint.workers)} workers, the job allows at "
                 f"most {max_world}"
             )
-        return checkpoint
+        return ResumePoint(checkpoint, path, skipped)
     raise CheckpointError("; ".join(problems))

@@ -87,15 +87,20 @@ class SyncLoop:
                 self._apply_pending(done, evaluate=False)
                 self.sup.checkpoint(done, self._snapshots(done), self._params())
         finals = self._apply_pending(total, evaluate=True)
-        if finals and "eval" in finals[0]:
-            self.sup.record_eval(EvalMetrics(**finals[0]["eval"]))
-        return self._params()
+        while "eval" not in finals[0]:  # the first member died first: no updates are left,
+            finals = self._apply_pending(total, evaluate=True)  # so this only evaluates
+        self.sup.record_eval(EvalMetrics(**finals[0]["eval"]))
+        params = self._params()
+        self.sup.checkpoint(total, self._snapshots(total), params)
+        self._drop_dead(total)
+        return params
 
     def _step(self, step: int, leavers: list[Member], numel: int, evaluate: bool) -> None:
         members = list(self.members)
         world = len(members)
         scale = lr_scale(self.spec, world)
         regroup, self.regroup = self.regroup, False
+        started = time.perf_counter()
         calls = [
             member.actor.step.options(num_returns=2).remote(
                 step,
@@ -109,12 +114,13 @@ class SyncLoop:
             for rank, member in enumerate(members)
         ]
         infos, lost = self._gather(members, [call[1] for call in calls], step)
+        step_s = time.perf_counter() - started
         kept = [call[0] for member, call in zip(members, calls, strict=True) if member not in lost]
         if not kept:
             raise WorkersLostError(f"all {world} workers were lost", step=step)
         self.inputs = [self.reducer.reduce.remote(*kept)] if self.reduced else kept
         evaluated = evaluate and members[0] not in lost
-        self._record(step, [m for m in members if m not in lost], infos, numel, evaluated)
+        self._record(step, [m for m in members if m not in lost], infos, numel, evaluated, step_s)
         gone = [m for m in leavers if m not in lost]
         if gone:
             self.group.remove(gone)
@@ -132,6 +138,7 @@ class SyncLoop:
         infos: list[dict[str, Any]],
         numel: int,
         evaluated: bool,
+        step_s: float,
     ) -> None:
         if self.sup.verify_replicas:
             check_digests(infos, step)
@@ -139,9 +146,7 @@ class SyncLoop:
         for member, rank_stats in zip(members, ranks, strict=True):
             if rank_stats.memory_norm is not None:
                 self._norms[member.slot] = rank_stats.memory_norm
-        metrics = step_metrics(
-            step, infos[0]["lr"], ranks, numel, exchange_s=max(r.exchange_s for r in ranks)
-        )
+        metrics = step_metrics(step, infos[0]["lr"], ranks, numel, step_s=step_s)
         if evaluated:
             self.sup.record_eval(EvalMetrics(**infos[0]["eval"]))
         self.sup.record_step(metrics, ranks, numel)
@@ -161,19 +166,32 @@ class SyncLoop:
             except RayActorError as error:
                 dead.append(member)
                 if lose:
-                    self._lose(member, rank, step, error)
+                    self._lose(member, rank, step, type(error).__name__)
         return results, dead
 
-    def _lose(self, member: Member, rank: int, step: int, error: Exception) -> None:
+    def _lose(
+        self, member: Member, rank: int, step: int, cause: str, *, after_last: bool = False
+    ) -> None:
+        """Drop ``member`` (rank ``rank``), lost in ``step`` or, ``after_last``, after the
+        job's last step; record the change and its event."""
         self.group.remove([member])
         self._dead.discard(member.slot)
         norm = self._norms.pop(member.slot, None)
         mass = "unknown" if norm is None else f"{norm:.6g}"
+        when = "after the last step" if after_last else f"in step {step}"
+        rest = "hold the final parameters" if after_last else "continue"
         self.sup.change(
             Change(step, "lost", rank=rank),
-            f"worker {rank} (slot {member.slot}) lost in step {step} ({type(error).__name__}); "
-            f"its memory (norm {mass}) is lost; {len(self.members)} worker(s) continue",
+            f"worker {rank} (slot {member.slot}) lost {when} ({cause}); "
+            f"its memory (norm {mass}) is lost; {len(self.members)} worker(s) {rest}",
         )
+
+    def _drop_dead(self, total: int) -> None:
+        """Drop the members found dead after the last step (in its apply or the final
+        checkpoint), so what follows (result, model file) asks only the live ones."""
+        dead = [(rank, m) for rank, m in enumerate(self.members) if m.slot in self._dead]
+        for rank, member in dead:
+            self._lose(member, rank, total, "its process is gone", after_last=True)
 
     # ---- boundaries -------------------------------------------------------------------------
     def _boundary(self, step: int) -> list[Member]:
@@ -291,8 +309,14 @@ class SyncLoop:
         return finals
 
     def _snapshots(self, done: int) -> list[dict[str, Any]]:
+        """The live members' states for the checkpoint of boundary ``done``, each numbered by
+        its place among them (the rank a resume gives it), so a member found dead leaves no
+        gap in the checkpoint's ranks."""
         members = self.live
-        return self._tolerant(members, [m.actor.snapshot.remote(done) for m in members], done)
+        snapshots = self._tolerant(members, [m.actor.snapshot.remote(done) for m in members], done)
+        for place, snapshot in enumerate(snapshots):
+            snapshot["state"]["rank"] = place
+        return snapshots
 
     def _params(self) -> Any:
         for member in self.live:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ray.util.metrics import Counter, Gauge
 
-from sparsetrain.metrics import EvalMetrics
+from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.workers.step import RankStats
 
 _RANK_TAGS = ("job_id", "rank")
@@ -38,6 +38,14 @@ class JobTelemetry:
             )
             for phase in ("compute", "compress", "exchange")
         }
+        self.step_seconds = Gauge(
+            "sparsetrain_step_seconds", "Wall time of the last step", tag_keys=_JOB_TAGS
+        )
+        self.wait_seconds = Gauge(
+            "sparsetrain_wait_seconds",
+            "Seconds of the last step spent waiting for updates in transit",
+            tag_keys=_JOB_TAGS,
+        )
         self.eval_loss = Gauge(
             "sparsetrain_eval_train_loss", "Full training objective", tag_keys=_JOB_TAGS
         )
@@ -45,7 +53,7 @@ class JobTelemetry:
             "sparsetrain_eval_test_accuracy", "Held-out accuracy", tag_keys=_JOB_TAGS
         )
 
-    def record_step(self, ranks: Sequence[RankStats], numel: int) -> None:
+    def record_step(self, record: StepMetrics, ranks: Sequence[RankStats], numel: int) -> None:
         for stats in ranks:
             tags = {"job_id": self.job_id, "rank": str(stats.rank)}
             self.bytes_sent.inc(max(stats.nbytes, 1), tags=tags)
@@ -54,7 +62,11 @@ class JobTelemetry:
             self.seconds["compute"].set(stats.compute_s, tags=tags)
             self.seconds["compress"].set(stats.compress_s, tags=tags)
             self.seconds["exchange"].set(stats.exchange_s, tags=tags)
-        self.steps.inc(1, tags={"job_id": self.job_id})
+        job = {"job_id": self.job_id}
+        self.steps.inc(1, tags=job)
+        if record.step_s is not None:
+            self.step_seconds.set(record.step_s, tags=job)
+        self.wait_seconds.set(record.wait_s, tags=job)
 
     def record_eval(self, metrics: EvalMetrics) -> None:
         tags = {"job_id": self.job_id}

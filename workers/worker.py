@@ -3,7 +3,9 @@
 Per step the supervisor makes exactly one call, ``step(t, *updates)``: the worker applies the
 mean of the previous step's W updates (Ray resolves the object references before the call,
 zero-copy for same-node numpy buffers), then computes, compresses and returns its own update
-for step t as a numpy byte buffer that Ray puts in the object store for the other ranks.
+for step t as a numpy byte buffer that Ray puts in the object store for the other ranks. The
+call times itself (``RankStats.call_s``): the supervisor's wall time of the step less that is
+the time the updates (and the call) spent in transit, the step's wait.
 A CUDA replica moves both through pinned host buffers (``HostStaging``).
 """
 
@@ -13,9 +15,11 @@ import os
 import signal
 import time
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 
 from sparsetrain.spec import JobSpec
@@ -50,9 +54,10 @@ class TrainingWorker:
         checkpoint) restore the rank's sampler, generator, memory, momentum and average.
 
         ``faults`` (fault injection for the chaos tests, never from a job spec): entries
-        ``{"where": "step" | "snapshot" | "compute", "step": t}`` make this process SIGKILL
-        itself at the start of that call for step (boundary) t; ``compute`` is an async
-        worker's ``compute_at`` for its local step t.
+        ``{"where": "step" | "finish" | "snapshot" | "compute", "step": t}`` make this
+        process SIGKILL itself at the start of that call for step (boundary) t; ``finish``
+        is the apply before a checkpoint or at the end; ``compute`` is an async worker's
+        ``compute_at`` for its local step t.
         """
         spec = JobSpec.model_validate_json(spec_json)
         self.faults = list(faults or [])
@@ -180,6 +185,7 @@ class TrainingWorker:
         parameter digest when ``digest`` is set, and on request an evaluation of the
         parameters the step started from. Mutates the replica and the rank's state.
         """
+        entered = time.perf_counter()
         self._fault("step", step)
         exchange_s = self._apply(updates, reduced)
         if group is not None:
@@ -206,21 +212,28 @@ class TrainingWorker:
         )
         self._pending = (step, lr)
         info["lr"] = lr
-        info["stats"] = RankStats.of(self.rank, output, exchange_s)
-        return self.staging.send(output.payload), info
+        sent = self.staging.send(output.payload)
+        call_s = time.perf_counter() - entered
+        info["stats"] = RankStats.of(self.rank, output, exchange_s, call_s=call_s)
+        return sent, info
 
     def compute_at(
-        self, step: int, params: np.ndarray, version: int
+        self, step: int, params: np.ndarray | Sequence[Any], version: int
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Async mode: load ``params`` (the server's version ``version``) and return this
-        rank's encoded update for its local step ``step``, with its stats.
+        """Async mode: load ``params`` (the server's version ``version``; or a one-element
+        list holding its unresolved object reference, whose wait is then timed) and return
+        this rank's encoded update for its local step ``step``, with its stats.
 
         The learning rate follows the server's round, version // W. Mutates the replica's
         parameters and the rank's state (sampler, generator, memory).
         """
         self._fault("compute", step)
+        if isinstance(params, np.ndarray):
+            values, wait_s = params, 0.0
+        else:
+            (values,), wait_s = fetch(params)
         model = self.setup.model
-        self.staging.copy_into(model.flat, params)
+        self.staging.copy_into(model.flat, values)
         lr = self.setup.schedule(version // self.world)
         output = compute_update(
             model,
@@ -231,14 +244,19 @@ class TrainingWorker:
             lr,
             step,
         )
-        info = {"lr": lr, "stats": RankStats.of(self.rank, output)}
+        info = {"lr": lr, "stats": RankStats.of(self.rank, output, wait_s=wait_s)}
         return self.staging.send(output.payload), info
 
     def finish(
-        self, steps: int, *updates: np.ndarray, reduced: bool = False, evaluate: bool = True
+        self,
+        steps: int,
+        *updates: np.ndarray,
+        reduced: bool = False,
+        evaluate: bool = True,
     ) -> dict[str, Any]:
         """Apply the last step's updates; return the digest and, on request, the final eval
         (a sampling job's with its samples)."""
+        self._fault("finish", steps)
         self._apply(updates, reduced)
         info: dict[str, Any] = {"digest": self.digest()}
         if evaluate:
@@ -280,3 +298,13 @@ class TrainingWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def fetch(refs: Sequence[Any]) -> tuple[tuple[Any, ...], float]:
+    """The objects ``refs`` name (``ray.get``; they may still be on their way from another
+    node) and the seconds spent waiting for them."""
+    if not refs:
+        return (), 0.0
+    started = time.perf_counter()
+    values = ray.get(list(refs))
+    return tuple(values), time.perf_counter() - started

@@ -15,9 +15,10 @@ from sparsetrain.errors import SpecError
 from sparsetrain.jobs import CheckpointEntry, Job, JobList, JobPatch, MetricsPage
 from sparsetrain.service.deps import Principal, State
 from sparsetrain.service.openapi import SSE_EVENT, problems
-from sparsetrain.service.store import JobEnded, JobNotFound
+from sparsetrain.service.store import JobEnded, JobFileNotFound, JobNotFound
 from sparsetrain.service.validation import check_spec
 from sparsetrain.spec import JobSpec
+from sparsetrain.spec.budget import check_job_memory
 from sparsetrain.status import JobStatus
 
 # Every route takes a token (when tokens are on) and has parameters that can be malformed.
@@ -48,13 +49,13 @@ def submit(
 ) -> Job:
     """Store the job as PENDING; the control plane starts it within a moment. A retry with
     the same ``Idempotency-Key`` returns the first job (200) instead of making another."""
-    settings = state.settings
     checked = check_spec(
         spec,
-        data_roots=settings.resolved_data_roots(),
-        storage=settings.resolved_storage(),
-        allow_custom_code=settings.allow_custom_code,
+        principal=principal,
+        layout=state.layout,
+        allow_custom_code=state.settings.allow_custom_code,
     )
+    check_job_memory(checked, state.settings.worker_memory_limit())
     job, created = state.store.create_job(checked, principal, idempotency_key)
     if not created:
         response.status_code = 200
@@ -125,6 +126,9 @@ def patch(job_id: JobId, change: JobPatch, state: State, principal: Principal) -
     "/{job_id}", status_code=204, summary="Delete an ended job", responses=problems(404, 409)
 )
 def delete(job_id: JobId, state: State, principal: Principal) -> Response:
+    job = state.store.get_job(job_id, principal)
+    if job.status.is_terminal:  # files first: a failure leaves the job there to retry
+        state.launcher.delete_artifacts(job_id, job.spec)
     state.store.delete_job(job_id, principal)
     return Response(status_code=204)
 
@@ -258,7 +262,7 @@ def _binary(description: str) -> dict[int | str, dict[str, Any]]:
 def _artifact(job_id: str, path: str | None, what: str) -> FileResponse:
     """The file at ``path`` (local only), or 404 naming ``what`` is missing."""
     if path is None or "://" in path:
-        raise JobNotFound(f"job {job_id} has no {what} file (yet)")
+        raise JobFileNotFound(job_id, what)
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}-{what}.pt")
 
 

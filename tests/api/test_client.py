@@ -24,7 +24,8 @@ from sparsetrain import (
 )
 from sparsetrain.jobs import JobEvent, MetricsPage
 from sparsetrain.service.settings import Settings
-from tests.api.conftest import Tick, asgi_client, job_spec, running_app
+from tests.api.conftest import Tick, asgi_client, running_app
+from tests.specs import job_spec
 
 pytestmark = pytest.mark.anyio
 MISSING = "0123456789abcdef"
@@ -204,6 +205,10 @@ async def test_registries_and_health(sdk: AsyncClient) -> None:
     assert {"topk", "randk", "none"} <= kinds
     assert "logistic_regression" in {item["kind"] for item in await sdk.models()}
     assert "synthetic" in {item["kind"] for item in await sdk.datasets()}
+    assert {item["kind"] for item in await sdk.samplers()} == {"sgld", "sgldfp"}
+    assert await sdk.registry("compressors") == await sdk.compressors()
+    with pytest.raises(ValueError, match="unknown registry 'optimizers'"):
+        await sdk.registry("optimizers")
     assert await sdk.health() is True
 
 

@@ -9,7 +9,8 @@ import yaml
 
 from sparsetrain import Client, JobRef, JobStatus, NotFound, ServerSentEvent
 from sparsetrain.jobs import JobEvent
-from tests.api.conftest import LiveServer, job_spec
+from tests.api.conftest import LiveServer
+from tests.specs import job_spec
 
 
 def test_submit_from_yaml_tick_wait(live: LiveServer, live_client: Client, tmp_path: Path) -> None:

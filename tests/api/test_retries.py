@@ -24,7 +24,8 @@ from sparsetrain import (
 from sparsetrain.jobs import Job
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
-from tests.api.conftest import job_spec, unused_port
+from tests.api.conftest import unused_port
+from tests.specs import job_spec
 
 JOB_ID = "0123456789abcdef"
 Handler = Callable[[httpx.Request], httpx.Response]

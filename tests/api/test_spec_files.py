@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from sparsetrain import JobSpec, SpecFileError, load_spec
-from tests.api.conftest import job_spec
+from tests.specs import job_spec
 
 SPEC = JobSpec.model_validate(
     job_spec(name="demo", compression={"kind": "randk", "k": 3}, workers={"count": 4})

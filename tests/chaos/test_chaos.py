@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +23,25 @@ from sparsetrain.workers import simulate
 from sparsetrain.workers.checkpoint import load_checkpoint
 from sparsetrain.workers.launch import run_job
 from tests.server_process import Server, wait_for_job
+from tests.specs import job_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 STEPS = 1500
 LOSS_TOLERANCE = 0.05
 
 
-def _spec(**overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"kind": "logistic_regression"},
-        "data": {"kind": "synthetic", "n": 2000, "d": 40},
-        "compression": {"kind": "topk", "ratio": 0.1},
-        "workers": {"count": 2, "min": 1, "max": 4},
-        "schedule": {"kind": "constant", "lr": 0.3},
-        "batch_size": 16,
-        "steps": STEPS,
-        "eval": {"every": 500},
-        "checkpoint": {"every": 100},
-        "seed": 5,
-    }
-    spec.update(overrides)
-    return spec
+CHAOS_JOB: dict[str, Any] = {
+    "data": {"kind": "synthetic", "n": 2000, "d": 40},
+    "compression": {"kind": "topk", "ratio": 0.1},
+    "workers": {"count": 2, "min": 1, "max": 4},
+    "schedule": {"kind": "constant", "lr": 0.3},
+    "batch_size": 16,
+    "steps": STEPS,
+    "eval": {"every": 500},
+    "checkpoint": {"every": 100},
+    "seed": 5,
+}
+_spec = partial(job_spec, CHAOS_JOB)
 
 
 _BASELINES: dict[str, float] = {}
@@ -111,11 +110,21 @@ def test_sigkill_the_supervisor(server: Server) -> None:
     spec = _spec()
     job_id = _submit(server.url, spec)
     _running_past(server.url, job_id, 300)
-    os.kill(ray.get(_supervisor(job_id).pid.remote()), signal.SIGKILL)
+    supervisor = _supervisor(job_id)
+    folder = Path(ray.get(supervisor.checkpoint_list.remote())[-1]["path"]).parent
+    os.kill(ray.get(supervisor.pid.remote()), signal.SIGKILL)
+    # Truncate its newest checkpoint: the relaunch must skip it and say so. The new
+    # supervisor is a new process that imports torch before it reads a checkpoint, so this
+    # write lands first.
+    *_, used, newest = sorted(folder.glob("step-*.ckpt"))
+    newest.write_bytes(newest.read_bytes()[:-100])
     job, log = _check_outcome(server.url, job_id, spec)
     assert job["restarts"] == 1
-    assert "[RECOVERING]" in log and "relaunched from the checkpoint at step" in log
-    assert log.index("[RECOVERING]") < log.index("recovered: training from step")
+    assert "[RECOVERING]" in log and "supervisor relaunched (restart 1 of at most 3)" in log
+    assert f"skipped checkpoint {newest.name}: truncated checkpoint" in log
+    step = int(used.stem.removeprefix("step-"))
+    assert f"resumed from checkpoint {used.name} (step {step})" in log
+    assert log.index("[RECOVERING]") < log.index(f"recovered: training from step {step}")
 
 
 def test_scale_2_to_4_to_1_while_running(server: Server) -> None:

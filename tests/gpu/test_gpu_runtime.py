@@ -7,6 +7,7 @@ GPU and the updates cross the object store through pinned host buffers.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sparsetrain.workers import simulate
 from sparsetrain.workers.compression import build_compressor, encode
 from sparsetrain.workers.launch import run_job
 from sparsetrain.workers.staging import HostStaging
+from tests.specs import job_spec_model
 
 pytestmark = [
     pytest.mark.gpu,
@@ -27,19 +29,17 @@ pytestmark = [
 ]
 
 
-def _spec(**overrides: Any) -> JobSpec:
-    base: dict[str, Any] = {
-        "model": {"kind": "mlp", "hidden": [256]},
-        "data": {"kind": "sklearn", "name": "digits"},
-        "compression": {"kind": "topk", "ratio": 0.05},
-        "workers": {"count": 2, "gpus": 0.5},
-        "batch_size": 32,
-        "steps": 60,
-        "eval": {"every": 30},
-        "seed": 3,
-    }
-    base.update(overrides)
-    return JobSpec.model_validate(base)
+GPU_JOB: dict[str, Any] = {
+    "model": {"kind": "mlp", "hidden": [256]},
+    "data": {"kind": "sklearn", "name": "digits"},
+    "compression": {"kind": "topk", "ratio": 0.05},
+    "workers": {"count": 2, "gpus": 0.5},
+    "batch_size": 32,
+    "steps": 60,
+    "eval": {"every": 30},
+    "seed": 3,
+}
+_spec = partial(job_spec_model, GPU_JOB)
 
 
 @pytest.mark.parametrize(

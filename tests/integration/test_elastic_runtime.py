@@ -5,36 +5,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
 import ray
 import torch
 
-from sparsetrain.spec import JobSpec
 from sparsetrain.workers import simulate
 from sparsetrain.workers.elastic import Change
 from sparsetrain.workers.launch import run_job, start_job
 from sparsetrain.workers.step import Ledger
+from tests.specs import job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 DEADLINE_S = 120.0
 
 
-def _spec(**overrides: Any) -> JobSpec:
-    base: dict[str, Any] = {
-        "model": {"kind": "logistic_regression"},
-        "data": {"kind": "synthetic", "n": 800, "d": 40},
-        "compression": {"kind": "topk", "ratio": 0.1},
-        "workers": {"count": 3, "min": 1, "max": 4},
-        "batch_size": 8,
-        "steps": 40,
-        "eval": {"every": 0},
-        "schedule": {"kind": "constant", "lr": 0.3},
-        "seed": 3,
-    }
-    base.update(overrides)
-    return JobSpec.model_validate(base)
+ELASTIC_JOB: dict[str, Any] = {
+    "data": {"kind": "synthetic", "n": 800, "d": 40},
+    "compression": {"kind": "topk", "ratio": 0.1},
+    "workers": {"count": 3, "min": 1, "max": 4},
+    "batch_size": 8,
+    "steps": 40,
+    "eval": {"every": 0},
+    "schedule": {"kind": "constant", "lr": 0.3},
+    "seed": 3,
+}
+_spec = partial(job_spec_model, ELASTIC_JOB)
 
 
 def _wait(supervisor: Any, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

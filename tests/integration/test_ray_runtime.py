@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +12,28 @@ import ray
 import torch
 
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
+from sparsetrain.service.auth import ANONYMOUS
 from sparsetrain.service.launcher import RayLauncher
-from sparsetrain.spec import ExchangeSpec, JobSpec
+from sparsetrain.service.storage import StorageLayout
+from sparsetrain.spec import ExchangeSpec
 from sparsetrain.workers import simulate
 from sparsetrain.workers.launch import run_job, start_job, supervisor_name
 from sparsetrain.workers.supervisor import NAMESPACE, worker_name
+from tests.specs import job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 
 
-def _spec(**overrides: Any) -> JobSpec:
-    base: dict[str, Any] = {
-        "model": {"kind": "logistic_regression"},
-        "data": {"kind": "synthetic", "n": 600, "d": 50},
-        "compression": {"kind": "topk", "ratio": 0.1},
-        "workers": {"count": 2},
-        "batch_size": 8,
-        "steps": 25,
-        "eval": {"every": 10},
-        "seed": 1,
-    }
-    base.update(overrides)
-    return JobSpec.model_validate(base)
+RAY_JOB: dict[str, Any] = {
+    "data": {"kind": "synthetic", "n": 600, "d": 50},
+    "compression": {"kind": "topk", "ratio": 0.1},
+    "workers": {"count": 2},
+    "batch_size": 8,
+    "steps": 25,
+    "eval": {"every": 10},
+    "seed": 1,
+}
+_spec = partial(job_spec_model, RAY_JOB)
 
 
 @pytest.mark.parametrize("transport", ["allgather", "reduce"])
@@ -83,7 +84,9 @@ def test_on_an_autoscaling_cluster_a_job_waits_for_nodes_instead_of_failing_fast
     supervisor skips the capacity check and waits ``wait_s`` for the placement group; no
     node comes here, so it then fails naming what it asked for."""
     spec = _spec(workers={"count": 2, "gpus": 1, "wait_s": 1.5})
-    RayLauncher(None, str(tmp_path), cluster_autoscales=True).submit("autoscales", spec)
+    layout = StorageLayout(storage=str(tmp_path), data_roots=(str(tmp_path),))
+    launcher = RayLauncher(None, layout, owner_of=lambda _: ANONYMOUS, cluster_autoscales=True)
+    launcher.submit("autoscales", spec)
     supervisor = ray.get_actor(supervisor_name("autoscales"), namespace=NAMESPACE)
     started = time.monotonic()
     try:

@@ -2,36 +2,35 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from sparsetrain.spec import JobSpec
 from sparsetrain.workers import simulate
 from sparsetrain.workers.launch import run_job
 from sparsetrain.workers.simulator import simulate_async
+from tests.specs import job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 
 
-def _spec(**overrides: Any) -> JobSpec:
-    base: dict[str, Any] = {
-        "model": {"kind": "linear_regression", "noise_std": 0.5, "l2": 0.05},
-        "data": {"kind": "synthetic", "n": 400, "d": 8, "test_fraction": 0.2},
-        "objective": "sample",
-        "sampler": {"kind": "sgld", "burn_in": 4, "thinning": 3},
-        "compression": {"kind": "topk", "ratio": 0.5},
-        "workers": {"count": 2},
-        "batch_size": 8,
-        "steps": 25,
-        "schedule": {"kind": "constant", "lr": 2e-4},
-        "eval": {"every": 10},
-        "seed": 2,
-    }
-    base.update(overrides)
-    return JobSpec.model_validate(base)
+SAMPLING_JOB: dict[str, Any] = {
+    "model": {"kind": "linear_regression", "noise_std": 0.5, "l2": 0.05},
+    "data": {"kind": "synthetic", "n": 400, "d": 8, "test_fraction": 0.2},
+    "objective": "sample",
+    "sampler": {"kind": "sgld", "burn_in": 4, "thinning": 3},
+    "compression": {"kind": "topk", "ratio": 0.5},
+    "workers": {"count": 2},
+    "batch_size": 8,
+    "steps": 25,
+    "schedule": {"kind": "constant", "lr": 2e-4},
+    "eval": {"every": 10},
+    "seed": 2,
+}
+_spec = partial(job_spec_model, SAMPLING_JOB)
 
 
 def _samples(root: Path) -> torch.Tensor:

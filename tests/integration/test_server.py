@@ -14,6 +14,7 @@ import ray
 import torch
 
 from tests.server_process import Server, wait_for_job
+from tests.specs import job_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 DEADLINE_S = 120.0
@@ -29,18 +30,17 @@ def server(tmp_path: Path) -> Iterator[Server]:
         running.stop()
 
 
+SERVER_JOB: dict[str, Any] = {
+    "data": {"kind": "synthetic", "n": 400, "d": 20},
+    "compression": {"kind": "topk", "ratio": 0.1},
+    "workers": {"count": 2},
+    "batch_size": 4,
+    "eval": {"every": 50},
+}
+
+
 def _spec(steps: int, **overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"kind": "logistic_regression"},
-        "data": {"kind": "synthetic", "n": 400, "d": 20},
-        "compression": {"kind": "topk", "ratio": 0.1},
-        "workers": {"count": 2},
-        "batch_size": 4,
-        "steps": steps,
-        "eval": {"every": 50},
-    }
-    spec.update(overrides)
-    return spec
+    return job_spec(SERVER_JOB, steps=steps, **overrides)
 
 
 def _wait(url: str, job_id: str, until: Any) -> dict[str, Any]:
@@ -67,6 +67,10 @@ def test_submit_runs_to_success_with_metrics(server: Server) -> None:
     assert model.status_code == 200 and len(model.content) > 100
     checkpoints = httpx.get(f"{server.url}/v1/jobs/{job_id}/checkpoints", timeout=10).json()
     assert [c["step"] for c in checkpoints] == [60]
+    storage = server.log_path.parent / "checkpoints"
+    [folder] = {path.parent for path in storage.rglob("model.pt") if job_id in str(path)}
+    assert httpx.delete(f"{server.url}/v1/jobs/{job_id}", timeout=10).status_code == 204
+    assert not folder.exists()  # the checkpoint and the model went with the job
 
 
 def test_cancel_a_running_job(server: Server) -> None:

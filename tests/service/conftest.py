@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -58,13 +57,3 @@ def tick(app: FastAPI) -> Callable[[int], None]:
             state.monitor.tick()
 
     return run
-
-
-def job_spec(**overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"kind": "logistic_regression"},
-        "data": {"kind": "synthetic", "n": 200, "d": 20},
-        "steps": 10,
-    }
-    spec.update(overrides)
-    return spec

@@ -30,10 +30,12 @@ class FakeLauncher:
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # jobs whose files were deleted
     broken_checkpoints: bool = False
     relaunched: list[tuple[str, int | None]] = field(default_factory=list)
     scaled: list[tuple[str, int]] = field(default_factory=list)
     checkpoint_step: int | None = 4
+    skipped_step: int | None = None  # a newer checkpoint the relaunch finds truncated
 
     def start(self) -> str | None:
         return None
@@ -46,13 +48,23 @@ class FakeLauncher:
         self.jobs.setdefault(job_id, FakeJob(total=spec.steps or 10, workers=workers))
 
     def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
-        """Resume from ``checkpoint_step`` (None: from the start)."""
+        """Resume from ``checkpoint_step`` (None: from the start), reporting as a supervisor
+        does the checkpoint used and ``skipped_step``'s, which did not load; returns the
+        newest checkpoint's step on storage, as ``RayLauncher`` does."""
         self.relaunched.append((job_id, target))
         step = self.checkpoint_step
-        self.jobs[job_id] = FakeJob(
+        job = FakeJob(
             total=spec.steps or 10, step=step or 0, first_step=step or 0, workers=target or 2
         )
-        return step
+        self.jobs[job_id] = job
+        if self.skipped_step is not None:
+            name = f"step-{self.skipped_step:010d}.ckpt"
+            job.events.append(_event(0, "checkpoint", f"skipped checkpoint {name}: truncated"))
+        if step is not None:
+            name = f"step-{step:010d}.ckpt"
+            message = f"resumed from checkpoint {name} (step {step})"
+            job.events.append(_event(len(job.events), "checkpoint", message))
+        return self.skipped_step if self.skipped_step is not None else step
 
     def scale(self, job_id: str, count: int) -> bool:
         self.scaled.append((job_id, count))
@@ -118,8 +130,15 @@ class FakeLauncher:
     def samples_path(self, job_id: str, spec: JobSpec) -> str | None:
         return None
 
+    def delete_artifacts(self, job_id: str, spec: JobSpec) -> None:
+        self.deleted.append(job_id)
+
     def shutdown(self) -> None:
         pass
+
+
+def _event(seq: int, kind: str, message: str) -> dict[str, Any]:
+    return {"seq": seq, "kind": kind, "message": message}
 
 
 def _record(step: int) -> StepMetrics:
@@ -128,6 +147,7 @@ def _record(step: int) -> StepMetrics:
         loss=1.0 / (step + 1),
         lr=0.1,
         bytes_sent=200,
+        bytes_total=200 * (step + 1),
         bytes_per_worker=[100, 100],
         density=0.01,
         compute_s=0.001,

@@ -15,8 +15,8 @@ from sparsetrain.service.monitor import Monitor
 from sparsetrain.service.settings import Settings
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
-from tests.service.conftest import job_spec
 from tests.service.fakes import FakeLauncher
+from tests.specs import job_spec
 
 pytestmark = pytest.mark.anyio
 Tick = Callable[[int], None]
@@ -103,6 +103,7 @@ async def test_cancel_and_delete(
     job = await _submit(client)
     tick(2)
     assert (await client.delete(f"/v1/jobs/{job.id}")).status_code == 409
+    assert launcher.deleted == []  # a running job's files stay
     cancelled = await client.post(f"/v1/jobs/{job.id}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
     assert launcher.cancelled == [job.id]
@@ -110,6 +111,7 @@ async def test_cancel_and_delete(
     tick(2)  # a terminal job is never moved again
     assert (await client.get(f"/v1/jobs/{job.id}")).json()["status"] == "CANCELLED"
     assert (await client.delete(f"/v1/jobs/{job.id}")).status_code == 204
+    assert launcher.deleted == [job.id]  # its checkpoints, model and samples files
     assert (await client.get(f"/v1/jobs/{job.id}")).status_code == 404
 
 
@@ -123,11 +125,14 @@ async def test_failed_job_says_why(
     body = (await client.get(f"/v1/jobs/{job.id}")).json()
     assert body["status"] == "FAILED"
     assert body["error"] == "non-finite loss or gradient (step 3, rank 1)"
+    log = (await client.get(f"/v1/jobs/{job.id}/logs")).text
+    assert "[FAILED] training failed: non-finite loss or gradient (step 3, rank 1)" in log
 
 
 async def test_a_lost_supervisor_is_relaunched_from_its_checkpoint(
     client: httpx.AsyncClient, tick: Tick, launcher: FakeLauncher
 ) -> None:
+    launcher.skipped_step = 8  # the newest checkpoint is truncated: step 4's is used
     job = await _submit(client, steps=12)
     tick(3)  # STARTING, then 8 of 12 steps
     launcher.lose(job.id)
@@ -144,7 +149,11 @@ async def test_a_lost_supervisor_is_relaunched_from_its_checkpoint(
     page = MetricsPage.model_validate((await client.get(f"/v1/jobs/{job.id}/metrics")).json())
     assert [m.step for m in page.steps] == list(range(12))
     log = (await client.get(f"/v1/jobs/{job.id}/logs")).text
-    assert "RECOVERING" in log and "relaunched from the checkpoint at step 4" in log
+    assert "RECOVERING" in log and "supervisor relaunched (restart 1 of at most 3)" in log
+    assert not [line for line in log.splitlines() if "relaunched" in line and "step 8" in line]
+    assert "skipped checkpoint step-0000000008.ckpt: truncated" in log
+    assert "resumed from checkpoint step-0000000004.ckpt (step 4)" in log
+    assert "recovered: training from step 4" in log
 
 
 async def test_a_supervisor_lost_too_often_fails_the_job(
@@ -261,7 +270,9 @@ async def test_logs_and_checkpoints(client: httpx.AsyncClient, tick: Tick) -> No
     assert "SUCCEEDED" in logs and logs.count("\n") >= 4
     checkpoints = (await client.get(f"/v1/jobs/{job.id}/checkpoints")).json()
     assert checkpoints[0]["step"] == 10
-    assert (await client.get(f"/v1/jobs/{job.id}/model")).status_code == 404
+    missing = await client.get(f"/v1/jobs/{job.id}/model")
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == f"job {job.id} has no model file (yet)"
 
 
 async def test_internal_errors_do_not_leak(
@@ -289,10 +300,10 @@ async def test_data_paths_must_stay_inside_the_data_roots(
     )
     assert outside.status_code == 422
     assert outside.json()["errors"][0]["loc"] == ["data", "path"]
+    assert str(settings.data_dir.resolve()) not in outside.text  # no server path in a 422
     inside = await client.post("/v1/jobs", json=job_spec(data={"kind": "libsvm", "path": "a.svm"}))
     assert inside.status_code == 201
-    root = settings.resolved_data_roots()[0]
-    assert inside.json()["spec"]["data"]["path"] == str(root / "a.svm")
+    assert inside.json()["spec"]["data"]["path"] == "a.svm"  # as given, relative to the root
     escape = await client.post("/v1/jobs", json=job_spec(resume_from="/tmp/elsewhere.ckpt"))
     assert escape.status_code == 422
 

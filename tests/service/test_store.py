@@ -21,21 +21,13 @@ from sparsetrain.service.store import (
     JobStore,
     StoreError,
 )
-from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
+from tests.specs import job_spec_model
 
 S = JobStatus
 
 
-def _spec(steps: int = 10, name: str | None = None) -> JobSpec:
-    return JobSpec.model_validate(
-        {
-            "name": name,
-            "model": {"kind": "logistic_regression"},
-            "data": {"kind": "synthetic", "n": 100, "d": 10},
-            "steps": steps,
-        }
-    )
+_spec = job_spec_model
 
 
 def _step(step: int) -> StepMetrics:
@@ -326,10 +318,11 @@ def test_metrics_since_and_downsampling(store: JobStore) -> None:
         page = store.metrics(job.id, since=5, max_points=max_points)
         steps = [m.step for m in page.steps]
         assert page.downsampled and 2 <= len(steps) <= max_points
+        assert page.step_records == 95  # steps 5..99 matched before thinning
         assert steps[0] == 5 and steps[-1] == 99 and steps == sorted(set(steps))
         assert [m.step for m in page.evals] == list(range(10, 100, 10))  # never downsampled
     page = store.metrics(job.id, max_points=100)
-    assert len(page.steps) == 100 and not page.downsampled
+    assert len(page.steps) == 100 and not page.downsampled and page.step_records == 100
     assert [m.step for m in store.metrics(job.id, max_points=1).steps] == [99]
     with pytest.raises(ValueError):
         store.metrics(job.id, max_points=0)

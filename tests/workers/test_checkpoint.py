@@ -34,7 +34,6 @@ from sparsetrain.workers.checkpoint import (
     MAGIC,
     Checkpoint,
     CheckpointInfo,
-    latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
@@ -216,15 +215,15 @@ def test_worker_states_resume_exactly(root: str) -> None:
         assert torch.equal(fresh.generator.get_state(), state.generator.get_state())
 
 
-def test_list_and_latest(root: str) -> None:
-    assert list_checkpoints(root) == [] and latest_checkpoint(root) is None
+def test_list_by_ascending_step(root: str) -> None:
+    assert list_checkpoints(root) == []
     for step in (10, 2, 7):
         save_checkpoint(root, small(step))
     write_bytes(root + "/notes.txt", b"hello")
     write_bytes(root + "/step-1.ckpt", b"wrong width")
     assert [info.step for info in list_checkpoints(root)] == [2, 7, 10]
-    latest = latest_checkpoint(root)
-    assert latest is not None and latest.step == 10
+    latest = list_checkpoints(root)[-1]
+    assert latest.step == 10
     assert load_checkpoint(latest.path).params[0] == 10.0
     # saving the same step again replaces it
     save_checkpoint(root, small(10, numel=4))
@@ -357,7 +356,7 @@ def test_failed_move_leaves_no_final_file(root: str, monkeypatch: pytest.MonkeyP
         save_checkpoint(root, small(2))
     assert "step-0000000002.ckpt" not in names(root)
     assert all(n == "step-0000000001.ckpt" or ".tmp-" in n for n in names(root))
-    assert latest_checkpoint(root) == previous
+    assert list_checkpoints(root) == [previous]
 
     # a crash that also prevents cleanup leaves a tmp file, ignored until pruned
     monkeypatch.setattr(type(fs), "rm", broken_mv)
@@ -366,7 +365,7 @@ def test_failed_move_leaves_no_final_file(root: str, monkeypatch: pytest.MonkeyP
     monkeypatch.undo()
     leftovers = [n for n in names(root) if ".tmp-" in n]
     assert len(leftovers) == 1 and leftovers[0].startswith(".step-0000000003.ckpt.tmp-")
-    assert latest_checkpoint(root) == previous
+    assert list_checkpoints(root) == [previous]
     assert prune_checkpoints(root, 1) == [root + "/" + leftovers[0]]
     assert names(root) == ["step-0000000001.ckpt"]
 

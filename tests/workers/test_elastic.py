@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -9,8 +10,6 @@ import torch
 
 from sparsetrain.spec import (
     ConstantLR,
-    JobSpec,
-    LogisticRegressionSpec,
     SGDSpec,
     SyntheticSpec,
     TopKSpec,
@@ -20,21 +19,18 @@ from sparsetrain.workers import simulate
 from sparsetrain.workers.data import build_dataset
 from sparsetrain.workers.elastic import Change, changes_at, leaving_ranks, salted_seed
 from sparsetrain.workers.step import Ledger, WorkerState
+from tests.specs import job_spec_model
 
-
-def job(**overrides: Any) -> JobSpec:
-    fields: dict[str, Any] = {
-        "model": LogisticRegressionSpec(),
-        "data": SyntheticSpec(n=800, d=40, test_fraction=0.1),
-        "schedule": ConstantLR(lr=0.3),
-        "compression": TopKSpec(ratio=0.1),
-        "workers": WorkersSpec(count=3, min=1, max=5),
-        "batch_size": 8,
-        "steps": 40,
-        "eval": {"every": 0},
-    }
-    fields.update(overrides)
-    return JobSpec(**fields)
+ELASTIC_JOB: dict[str, Any] = {
+    "data": SyntheticSpec(n=800, d=40, test_fraction=0.1),
+    "schedule": ConstantLR(lr=0.3),
+    "compression": TopKSpec(ratio=0.1),
+    "workers": WorkersSpec(count=3, min=1, max=5),
+    "batch_size": 8,
+    "steps": 40,
+    "eval": {"every": 0},
+}
+job = partial(job_spec_model, ELASTIC_JOB)
 
 
 GROW_SHRINK = (

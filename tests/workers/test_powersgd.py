@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import pytest
@@ -11,7 +12,6 @@ import torch
 from sparsetrain.spec import (
     ConstantLR,
     EvalSpec,
-    JobSpec,
     MLPSpec,
     PowerSGDSpec,
     SyntheticSpec,
@@ -26,9 +26,10 @@ from sparsetrain.workers.compression import (
     decode,
     encode,
 )
-from sparsetrain.workers.memory import ErrorFeedback
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.step import WorkerState, compute_update
+from tests.specs import job_spec_model
+from tests.workers.feedback import run_error_feedback
 
 # A convolution kernel, its bias, a dense weight matrix and its bias: 1000 parameters.
 SHAPES: list[tuple[int, ...]] = [(4, 3, 5, 5), (4,), (24, 28), (24,)]
@@ -116,17 +117,9 @@ def test_first_q_is_shared_by_workers_of_a_job_and_differs_across_seeds() -> Non
 
 def test_error_feedback_conserves_everything() -> None:
     """Σ sent + memory == Σ lr·g over many steps, and the memory stays bounded."""
-    compressor = _powersgd(rank=1)
-    memory = ErrorFeedback(D)
-    generator = torch.Generator().manual_seed(4)
-    sent = torch.zeros(D, dtype=torch.float64)
-    target = torch.zeros(D, dtype=torch.float64)
-    for step in range(60):
-        grad = torch.randn(D, generator=generator)
-        target += 0.1 * grad.double()
-        sent += memory.compress(grad, 0.1, compressor, step=step).to_dense().double()
-    torch.testing.assert_close(sent + memory.residual().double(), target, atol=1e-5, rtol=1e-5)
-    assert float(memory.residual().norm()) < float(target.norm())
+    sent, target, memory = run_error_feedback(_powersgd(rank=1), D, [0.1] * 60, seed=4)
+    torch.testing.assert_close(sent + memory, target, atol=1e-5, rtol=1e-5)
+    assert float(memory.norm()) < float(target.norm())
 
 
 def test_state_round_trip_and_validation() -> None:
@@ -145,21 +138,19 @@ def test_state_round_trip_and_validation() -> None:
     assert _powersgd(warm_start=False).state_dict() == {}
 
 
-def _job(**overrides: Any) -> JobSpec:
-    fields: dict[str, Any] = {
-        "model": MLPSpec(hidden=[16]),
-        "data": SyntheticSpec(n=800, d=20, test_fraction=0.2),
-        "schedule": ConstantLR(lr=0.2),
-        "compression": PowerSGDSpec(rank=1),
-        "memory": "error_feedback",
-        "workers": WorkersSpec(count=2),
-        "batch_size": 32,
-        "steps": 150,
-        "eval": EvalSpec(every=0),
-        "seed": 5,
-    }
-    fields.update(overrides)
-    return JobSpec(**fields)
+POWERSGD_JOB: dict[str, Any] = {
+    "model": MLPSpec(hidden=[16]),
+    "data": SyntheticSpec(n=800, d=20, test_fraction=0.2),
+    "schedule": ConstantLR(lr=0.2),
+    "compression": PowerSGDSpec(rank=1),
+    "memory": "error_feedback",
+    "workers": WorkersSpec(count=2),
+    "batch_size": 32,
+    "steps": 150,
+    "eval": EvalSpec(every=0),
+    "seed": 5,
+}
+_job = partial(job_spec_model, POWERSGD_JOB)
 
 
 def test_warm_start_state_round_trips_through_worker_state() -> None:

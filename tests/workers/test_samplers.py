@@ -20,6 +20,7 @@ from sparsetrain.workers.samplers import SAMPLERS, build_chain, full_gradient, l
 from sparsetrain.workers.setup import prepare
 from sparsetrain.workers.simulator import simulate_async
 from sparsetrain.workers.worker import TrainingWorker
+from tests.specs import job_spec_model
 
 SAMPLER_ARGS: dict[str, dict[str, Any]] = {
     "sgld": {"kind": "sgld", "burn_in": 3, "thinning": 2},
@@ -33,22 +34,22 @@ SAMPLER_ARGS: dict[str, dict[str, Any]] = {
 }
 
 
+SAMPLING_JOB: dict[str, Any] = {
+    "model": {"kind": "linear_regression", "noise_std": 0.5, "l2": 0.05},
+    "data": {"kind": "synthetic", "n": 300, "d": 6, "test_fraction": 0.2},
+    "objective": "sample",
+    "compression": {"kind": "topk", "ratio": 0.5},
+    "workers": {"count": 3},
+    "batch_size": 8,
+    "steps": 31,  # on both samplers' thinning grid: the last sample is the final state
+    "schedule": {"kind": "constant", "lr": 2e-4},
+    "eval": {"every": 0},
+    "seed": 4,
+}
+
+
 def _spec(sampler: dict[str, Any], **overrides: Any) -> JobSpec:
-    base: dict[str, Any] = {
-        "model": {"kind": "linear_regression", "noise_std": 0.5, "l2": 0.05},
-        "data": {"kind": "synthetic", "n": 300, "d": 6, "test_fraction": 0.2},
-        "objective": "sample",
-        "sampler": sampler,
-        "compression": {"kind": "topk", "ratio": 0.5},
-        "workers": {"count": 3},
-        "batch_size": 8,
-        "steps": 31,  # on both samplers' thinning grid: the last sample is the final state
-        "schedule": {"kind": "constant", "lr": 2e-4},
-        "eval": {"every": 0},
-        "seed": 4,
-    }
-    base.update(overrides)
-    return JobSpec.model_validate(base)
+    return job_spec_model(SAMPLING_JOB, sampler=sampler, **overrides)
 
 
 def _expected_sample_steps(spec: JobSpec) -> list[int]:

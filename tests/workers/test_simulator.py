@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from sparsetrain.spec import (
     ConstantLR,
     DenseSpec,
     EvalSpec,
+    ExchangeSpec,
     InverseTimeLR,
     JobSpec,
     LogisticRegressionSpec,
@@ -23,30 +26,17 @@ from sparsetrain.spec import (
     TopKSpec,
     WorkersSpec,
 )
-from sparsetrain.workers import simulate
+from sparsetrain.workers import simulate, simulate_async
 from sparsetrain.workers.compression import Payload, encode
 from sparsetrain.workers.compression.payload import HEADER_NBYTES
 from sparsetrain.workers.data import build_dataset
 from sparsetrain.workers.step import MeanApplier
+from tests.specs import SMALL_JOB, job_spec_model
 
-TIMING_FIELDS = {"compute_s", "compress_s", "exchange_s"}
+TIMING_FIELDS = {"compute_s", "compress_s", "exchange_s", "wait_s", "step_s", "other_s"}
 
 
-def job(**overrides: Any) -> JobSpec:
-    """A small logistic-regression job on synthetic data (n=600, d=50), W=2."""
-    fields: dict[str, Any] = {
-        "model": LogisticRegressionSpec(),
-        "data": SyntheticSpec(n=600, d=50, test_fraction=0.1),
-        "schedule": ConstantLR(lr=0.5),
-        "compression": TopKSpec(ratio=0.1),
-        "workers": WorkersSpec(count=2),
-        "batch_size": 16,
-        "steps": 20,
-        "eval": EvalSpec(every=0),
-        "seed": 3,
-    }
-    fields.update(overrides)
-    return JobSpec(**fields)
+job = partial(job_spec_model, SMALL_JOB, {"compression": TopKSpec(ratio=0.1)})
 
 
 def step_records(steps: Sequence[StepMetrics]) -> list[dict[str, Any]]:
@@ -124,6 +114,15 @@ def test_bytes_and_density(
         assert record.bytes_per_worker == [per_worker_bytes] * W
         assert record.density == pytest.approx(k / d)
     assert result.bytes_sent == 6 * W * per_worker_bytes
+    running = [(t + 1) * W * per_worker_bytes for t in range(6)]
+    assert [record.bytes_total for record in result.steps] == running
+
+
+def test_async_rounds_carry_the_running_byte_total() -> None:
+    result = simulate_async(job(exchange=ExchangeSpec(mode="async", max_staleness=1), steps=6))
+    totals = [record.bytes_total for record in result.steps]
+    assert totals == list(itertools.accumulate(record.bytes_sent for record in result.steps))
+    assert all(record.step_s is not None and record.step_s > 0 for record in result.steps)
 
 
 def test_step_metrics_fields() -> None:
@@ -137,6 +136,10 @@ def test_step_metrics_fields() -> None:
     assert all(
         min(record.compute_s, record.compress_s, record.exchange_s) >= 0 for record in result.steps
     )
+    for record in result.steps:  # the phases add up to the step's wall time
+        assert record.step_s is not None and record.wait_s == 0.0  # no network in-process
+        phases = record.compute_s + record.compress_s + record.exchange_s + record.other_s
+        assert phases == pytest.approx(record.step_s, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize(

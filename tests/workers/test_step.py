@@ -7,6 +7,7 @@ non-finite-gradient error.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,11 +19,8 @@ from sparsetrain.metrics import StepMetrics
 from sparsetrain.spec import (
     ConstantLR,
     DenseSpec,
-    EvalSpec,
-    JobSpec,
     LogisticRegressionSpec,
     StepLR,
-    SyntheticSpec,
     TopKSpec,
     WorkersSpec,
 )
@@ -38,22 +36,9 @@ from sparsetrain.workers.step import (
     mean_update,
     worker_seed,
 )
+from tests.specs import SMALL_JOB, job_spec_model
 
-
-def job(**overrides: Any) -> JobSpec:
-    """A small logistic-regression job on synthetic data (n=600, d=50), W=2."""
-    fields: dict[str, Any] = {
-        "model": LogisticRegressionSpec(),
-        "data": SyntheticSpec(n=600, d=50, test_fraction=0.1),
-        "schedule": ConstantLR(lr=0.5),
-        "workers": WorkersSpec(count=2),
-        "batch_size": 16,
-        "steps": 20,
-        "eval": EvalSpec(every=0),
-        "seed": 3,
-    }
-    fields.update(overrides)
-    return JobSpec(**fields)
+job = partial(job_spec_model, SMALL_JOB)
 
 
 def test_memory_accounts_for_every_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
