@@ -55,8 +55,8 @@ from sparsetrain.spec import (
 )
 from sparsetrain.workers import simulate
 from sparsetrain.workers.compression import build_compressor
-from sparsetrain.workers.data import Dataset, build_dataset
-from sparsetrain.workers.setup import prepare
+from sparsetrain.workers.data.datasets import Dataset, build_dataset
+from sparsetrain.workers.training.prepare import prepare
 
 SVD_BUDGET = 4.0
 WORKERS = 4

@@ -50,10 +50,10 @@ from benchmarks._common import (
     write_json,
 )
 from sparsetrain.spec import DenseSpec, JobSpec, TopKSpec
-from sparsetrain.workers import launch
 from sparsetrain.workers.compression import build_compressor
-from sparsetrain.workers.staging import HostStaging
-from sparsetrain.workers.step import MeanApplier
+from sparsetrain.workers.runtime import launch
+from sparsetrain.workers.runtime.staging import HostStaging
+from sparsetrain.workers.training.step import MeanApplier
 
 METHODS: dict[str, Any] = {
     "dense_fp32": DenseSpec(),

@@ -47,7 +47,7 @@ from sparsetrain.spec import (
     WorkersSpec,
 )
 from sparsetrain.workers import simulate
-from sparsetrain.workers.data import Dataset, build_dataset
+from sparsetrain.workers.data.datasets import Dataset, build_dataset
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import ray
 
 from benchmarks._common import benchmark_parser, machine, parse_args, save_figure, write_json
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.launch import start_job
+from sparsetrain.workers.runtime.launch import start_job
 
 TARGET_S = 2.0
 TARGET_RATIO = 0.2

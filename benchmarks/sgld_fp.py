@@ -31,7 +31,7 @@ import torch
 from benchmarks._common import benchmark_parser, machine, parse_args, save_figure, write_json
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers import simulate
-from sparsetrain.workers.setup import prepare
+from sparsetrain.workers.training.prepare import prepare
 
 D, NOISE_STD, BATCH, WORLD, STEP_C, FP_LR = 5, 0.5, 10, 2, 0.1, 0.05
 SIZES = {

@@ -26,8 +26,8 @@ import torch
 from benchmarks._common import benchmark_parser, machine, parse_args, save_figure, write_json
 from benchmarks.sgld_fp import exact_posterior
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.setup import prepare
-from sparsetrain.workers.simulator import simulate_async
+from sparsetrain.workers.training.prepare import prepare
+from sparsetrain.workers.training.simulator import simulate_async
 
 TAUS = (0, 1, 2, 4, 8)
 N, D, NOISE_STD, BATCH, WORLD, STEP = 2_000, 5, 0.5, 10, 9, 0.5

@@ -34,7 +34,7 @@ from sparsetrain.spec import (
     WangniSpec,
 )
 from sparsetrain.workers.compression import build_compressor, wangni_probabilities
-from sparsetrain.workers.setup import prepare
+from sparsetrain.workers.training.prepare import prepare
 
 EPS_GRID = (0.1, 0.5, 1.0, 4.0)
 DENSITY_GRID = (0.01, 0.05, 0.2)

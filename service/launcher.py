@@ -141,7 +141,7 @@ class RayLauncher:
         import ray
         from ray._raylet import Config  # type: ignore[attr-defined]
 
-        from sparsetrain.workers.supervisor import NAMESPACE
+        from sparsetrain.workers.runtime.supervisor import NAMESPACE
 
         if ray.is_initialized():
             return None
@@ -166,8 +166,8 @@ class RayLauncher:
     def _actor(self, job_id: str) -> Any:
         import ray
 
-        from sparsetrain.workers.launch import supervisor_name
-        from sparsetrain.workers.supervisor import NAMESPACE
+        from sparsetrain.workers.runtime.launch import supervisor_name
+        from sparsetrain.workers.runtime.supervisor import NAMESPACE
 
         try:
             return ray.get_actor(supervisor_name(job_id), namespace=NAMESPACE)
@@ -175,7 +175,7 @@ class RayLauncher:
             return None
 
     def submit(self, job_id: str, spec: JobSpec, target: int | None = None) -> None:
-        from sparsetrain.workers.launch import start_job
+        from sparsetrain.workers.runtime.launch import start_job
 
         if self._actor(job_id) is None:
             owner = self._owner(job_id)
@@ -191,7 +191,7 @@ class RayLauncher:
                 raise LaunchError(self.layout.redact(str(error), owner)) from error
 
     def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
-        from sparsetrain.workers.checkpoint import list_checkpoints
+        from sparsetrain.workers.training.checkpoint import list_checkpoints
 
         self.release(job_id)  # a supervisor that failed, or a name not yet released
         root = self._root(job_id, spec)
@@ -277,7 +277,7 @@ class RayLauncher:
             return self.layout.job_folder(owner, job_id)
 
     def checkpoints(self, job_id: str, spec: JobSpec) -> list[dict[str, Any]]:
-        from sparsetrain.workers.checkpoint import list_checkpoints
+        from sparsetrain.workers.training.checkpoint import list_checkpoints
 
         owner = self._owner(job_id)
         return [
@@ -286,12 +286,12 @@ class RayLauncher:
         ]
 
     def model_path(self, job_id: str, spec: JobSpec) -> str | None:
-        from sparsetrain.workers.export import MODEL_FILE
+        from sparsetrain.workers.training.export import MODEL_FILE
 
         return self._artifact(job_id, spec, MODEL_FILE)
 
     def samples_path(self, job_id: str, spec: JobSpec) -> str | None:
-        from sparsetrain.workers.export import SAMPLES_FILE
+        from sparsetrain.workers.training.export import SAMPLES_FILE
 
         return self._artifact(job_id, spec, SAMPLES_FILE) if spec.objective == "sample" else None
 
@@ -300,7 +300,7 @@ class RayLauncher:
         return path if "://" in path or os.path.exists(path) else None
 
     def delete_artifacts(self, job_id: str, spec: JobSpec) -> None:
-        from sparsetrain.workers.artifacts import delete_job_files
+        from sparsetrain.workers.training.artifacts import delete_job_files
 
         delete_job_files(self._root(job_id, spec))
 

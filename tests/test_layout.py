@@ -2,6 +2,8 @@
 
 ``api/`` (the ``sparsetrain`` package) imports neither torch, ray, the service nor the
 workers, so the SDK installs light; ``service`` reaches ``workers`` only via its launcher.
+Inside ``workers/`` only ``runtime/`` imports Ray; the training core, models, data and
+compression stay Ray-free so the simulator runs without a cluster.
 """
 
 from __future__ import annotations
@@ -59,8 +61,52 @@ def test_importing_the_sdk_loads_no_heavy_module() -> None:
     assert out.stdout.strip() == ""
 
 
+RAY_FREE_WORKERS = ("workers/training", "workers/models", "workers/data", "workers/compression")
+WORKER_PACKAGES = ("runtime", "training", "models", "data", "compression")
+
+
 def test_workers_do_not_import_the_service() -> None:
     assert _violations("workers", ("sparsetrain.service", "fastapi", "sqlalchemy")) == []
+
+
+def test_only_the_worker_runtime_imports_ray() -> None:
+    found = [v for folder in RAY_FREE_WORKERS for v in _violations(folder, ("ray",))]
+    assert found == []
+
+
+def test_the_ray_free_worker_packages_never_import_the_runtime() -> None:
+    forbidden = ("sparsetrain.workers.runtime",)
+    found = [v for folder in RAY_FREE_WORKERS for v in _violations(folder, forbidden)]
+    assert found == []
+
+
+def test_every_worker_module_lives_in_a_role_package() -> None:
+    """``workers/`` holds only its ``__init__.py`` and the role packages, each a package."""
+    loose = sorted(p.name for p in (ROOT / "workers").glob("*.py") if p.name != "__init__.py")
+    assert loose == []
+    folders = sorted(
+        p.name for p in (ROOT / "workers").iterdir() if p.is_dir() and p.name != "__pycache__"
+    )
+    assert folders == sorted(WORKER_PACKAGES)
+    assert all((ROOT / "workers" / name / "__init__.py").is_file() for name in folders)
+
+
+def test_importing_the_ray_free_workers_loads_no_ray() -> None:
+    modules = sorted(
+        ".".join(("sparsetrain", *path.relative_to(ROOT).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for folder in RAY_FREE_WORKERS
+        for path in (ROOT / folder).rglob("*.py")
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'ray')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
 
 
 def test_service_reaches_the_workers_only_through_its_launcher() -> None:

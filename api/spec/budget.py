@@ -26,7 +26,7 @@ from sparsetrain.spec.job import JobSpec
 from sparsetrain.spec.model import CNNSpec, MLPSpec, ModelSpec
 
 FLOAT32, INT64 = 4, 8
-# Rows per forward pass when the workers evaluate (sparsetrain.workers.evaluate).
+# Rows per forward pass when the workers evaluate (sparsetrain.workers.training.evaluate).
 EVAL_CHUNK_ROWS = 8192
 # Rows, input shape and classes of the scikit-learn datasets (known without loading them).
 SKLEARN_SHAPES: dict[str, tuple[int, tuple[int, ...], int]] = {

@@ -1,4 +1,7 @@
-"""Dataset specs, discriminated on ``kind``. Implementations: ``sparsetrain.workers.data``."""
+"""Dataset specs, discriminated on ``kind``.
+
+Implementations: ``sparsetrain.workers.data``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Model specs, discriminated on ``kind``. Implementations: ``sparsetrain.workers.models``."""
+"""Model specs, discriminated on ``kind``.
+
+Implementations: ``sparsetrain.workers.models.registry``.
+"""
 
 from __future__ import annotations
 

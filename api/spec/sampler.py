@@ -1,6 +1,6 @@
 """Sampler specs for ``objective: sample`` jobs, discriminated on ``kind``.
 
-Implementations: ``sparsetrain.workers.samplers``. A sampling job draws from the posterior
+Implementations: ``sparsetrain.workers.training.samplers``. A sampling job draws from the posterior
 exp(-U(x)) with U(x) = N·f(x), f the training objective (mean data loss plus the model's
 (l2/2)·‖x‖², a Gaussian prior) and N the number of training rows.
 """

@@ -20,8 +20,8 @@ import ray
 
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers import simulate
-from sparsetrain.workers.checkpoint import load_checkpoint
-from sparsetrain.workers.launch import run_job
+from sparsetrain.workers.runtime.launch import run_job
+from sparsetrain.workers.training.checkpoint import load_checkpoint
 from tests.server_process import Server, wait_for_job
 from tests.specs import job_spec
 

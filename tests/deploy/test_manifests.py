@@ -6,7 +6,7 @@ with the code:
 - image tags match the Dockerfiles' documented build commands and pyproject's version;
 - ports agree across files (API 8000, Ray GCS 6379, dashboard 8265, Ray metrics 8080);
 - every SPARSETRAIN_* variable is a field of ``Settings``;
-- every metric on the dashboard is one that workers/telemetry.py or service/observability.py
+- every metric on the dashboard is one that workers/runtime/telemetry.py or service/observability.py
   exports, under the name Prometheus sees.
 
 Each check is a function of a repository root that raises ``AssertionError``.
@@ -45,7 +45,7 @@ GRAFANA_PROVIDERS = "deploy/monitoring/grafana/provisioning/dashboards/sparsetra
 DASHBOARD = "deploy/monitoring/grafana/dashboards/sparsetrain.json"
 DOCS = "docs/deploy.md"
 README = "deploy/README.md"
-TELEMETRY = "workers/telemetry.py"
+TELEMETRY = "workers/runtime/telemetry.py"
 OBSERVABILITY = "service/observability.py"
 
 API_PORT = 8000

@@ -19,8 +19,8 @@ import torch
 from sparsetrain.spec import ExchangeSpec, JobSpec, RandKSpec, TopKSpec
 from sparsetrain.workers import simulate
 from sparsetrain.workers.compression import build_compressor, encode
-from sparsetrain.workers.launch import run_job
-from sparsetrain.workers.staging import HostStaging
+from sparsetrain.workers.runtime.launch import run_job
+from sparsetrain.workers.runtime.staging import HostStaging
 from tests.specs import job_spec_model
 
 pytestmark = [

@@ -13,9 +13,9 @@ import ray
 import torch
 
 from sparsetrain.workers import simulate
-from sparsetrain.workers.elastic import Change
-from sparsetrain.workers.launch import run_job, start_job
-from sparsetrain.workers.step import Ledger
+from sparsetrain.workers.runtime.launch import run_job, start_job
+from sparsetrain.workers.training.elastic import Change
+from sparsetrain.workers.training.step import Ledger
 from tests.specs import job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]

@@ -27,8 +27,8 @@ import torch
 
 from sparsetrain.spec import JobSpec
 from sparsetrain.spec_files import load_spec
-from sparsetrain.workers.result import TrainResult
-from sparsetrain.workers.simulator import simulate, simulate_async
+from sparsetrain.workers.training.result import TrainResult
+from sparsetrain.workers.training.simulator import simulate, simulate_async
 from tests.server_process import Server, wait_for_job
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sparsetrain.workers import simulate
-from sparsetrain.workers.launch import run_job
-from sparsetrain.workers.simulator import simulate_async
+from sparsetrain.workers.runtime.launch import run_job
+from sparsetrain.workers.training.simulator import simulate_async
 from tests.specs import job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]

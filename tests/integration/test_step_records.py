@@ -15,10 +15,10 @@ import ray
 import torch
 
 from sparsetrain.workers import simulate
-from sparsetrain.workers.elastic import Change
-from sparsetrain.workers.launch import run_job
-from sparsetrain.workers.step import step_metrics
-from sparsetrain.workers.worker import TrainingWorker
+from sparsetrain.workers.runtime.launch import run_job
+from sparsetrain.workers.runtime.worker import TrainingWorker
+from sparsetrain.workers.training.elastic import Change
+from sparsetrain.workers.training.step import step_metrics
 from tests.specs import job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]

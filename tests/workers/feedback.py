@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from sparsetrain.workers.compression import Compressor
-from sparsetrain.workers.memory import ErrorFeedback
+from sparsetrain.workers.training.memory import ErrorFeedback
 
 
 def run_error_feedback(

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from sparsetrain.workers.artifacts import delete_job_files
-from sparsetrain.workers.checkpoint import Checkpoint, save_checkpoint
-from sparsetrain.workers.export import export_samples
+from sparsetrain.workers.training.artifacts import delete_job_files
+from sparsetrain.workers.training.checkpoint import Checkpoint, save_checkpoint
+from sparsetrain.workers.training.export import export_samples
 
 
 def _job_files(root: Path) -> None:

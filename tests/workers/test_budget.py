@@ -8,9 +8,9 @@ import pytest
 
 from sparsetrain.errors import DataError, SpecError
 from sparsetrain.spec import ImageFolderSpec, LibSVMSpec, SyntheticSpec
-from sparsetrain.workers.budget import ENV_LIMIT, available_memory, configured_limit
-from sparsetrain.workers.data import build_dataset
-from sparsetrain.workers.setup import prepare
+from sparsetrain.workers.data.datasets import build_dataset
+from sparsetrain.workers.training.budget import ENV_LIMIT, available_memory, configured_limit
+from sparsetrain.workers.training.prepare import prepare
 from tests.specs import job_spec_model
 
 OPERATOR = "this server allows 1 MiB (SPARSETRAIN_MAX_WORKER_MEMORY)"

@@ -1,4 +1,5 @@
-"""Tests for ``sparsetrain.workers.checkpoint`` on a local folder and fsspec's memory filesystem.
+"""Tests for ``sparsetrain.workers.training.checkpoint`` on a local folder and fsspec's
+memory filesystem.
 
 Round trips of real worker state, listing and pruning, and every way a file can be unusable:
 truncated, corrupt, foreign, missing, or interrupted mid-save.
@@ -30,7 +31,7 @@ from sparsetrain.spec import (
     TopKSpec,
     WorkersSpec,
 )
-from sparsetrain.workers.checkpoint import (
+from sparsetrain.workers.training.checkpoint import (
     MAGIC,
     Checkpoint,
     CheckpointInfo,
@@ -39,9 +40,9 @@ from sparsetrain.workers.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from sparsetrain.workers.schedules import WeightedAverage
-from sparsetrain.workers.setup import prepare
-from sparsetrain.workers.step import WorkerState, compute_update
+from sparsetrain.workers.training.prepare import prepare
+from sparsetrain.workers.training.schedules import WeightedAverage
+from sparsetrain.workers.training.step import WorkerState, compute_update
 
 
 @pytest.fixture(params=["local", "memory"])

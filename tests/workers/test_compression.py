@@ -30,7 +30,7 @@ from sparsetrain.workers.compression import (
     encode,
 )
 from sparsetrain.workers.compression.payload import index_dtype
-from sparsetrain.workers.memory import NoMemory
+from sparsetrain.workers.training.memory import NoMemory
 from tests.workers.feedback import run_error_feedback
 
 D = 1000

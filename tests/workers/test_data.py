@@ -1,4 +1,4 @@
-"""Tests for ``sparsetrain.workers.data``: builders, sharding and the shard sampler."""
+"""Tests for ``sparsetrain.workers.data.datasets``: builders, sharding and the shard sampler."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from sparsetrain.errors import DataError, SpecError
 from sparsetrain.spec import LibSVMSpec, SklearnSpec, SyntheticSpec
-from sparsetrain.workers.data import (
+from sparsetrain.workers.data.datasets import (
     DATASETS,
     Dataset,
     ShardSampler,

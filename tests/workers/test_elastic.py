@@ -16,9 +16,9 @@ from sparsetrain.spec import (
     WorkersSpec,
 )
 from sparsetrain.workers import simulate
-from sparsetrain.workers.data import build_dataset
-from sparsetrain.workers.elastic import Change, changes_at, leaving_ranks, salted_seed
-from sparsetrain.workers.step import Ledger, WorkerState
+from sparsetrain.workers.data.datasets import build_dataset
+from sparsetrain.workers.training.elastic import Change, changes_at, leaving_ranks, salted_seed
+from sparsetrain.workers.training.step import Ledger, WorkerState
 from tests.specs import job_spec_model
 
 ELASTIC_JOB: dict[str, Any] = {

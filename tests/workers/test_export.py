@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from sparsetrain.spec import MLPSpec, SyntheticSpec
-from sparsetrain.workers.data import build_dataset
-from sparsetrain.workers.export import MODEL_FILE, export_model
-from sparsetrain.workers.models import build_model
+from sparsetrain.workers.data.datasets import build_dataset
+from sparsetrain.workers.models.registry import build_model
+from sparsetrain.workers.training.export import MODEL_FILE, export_model
 
 
 def test_export_loads_into_a_fresh_module(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for ``sparsetrain.workers.flat.FlatModel``: one flat vector behind a module."""
+"""Tests for ``sparsetrain.workers.models.flat.FlatModel``: one flat vector behind a module."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsetrain.workers.flat import FlatModel
+from sparsetrain.workers.models.flat import FlatModel
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -11,7 +11,7 @@ import torch
 from sparsetrain.errors import DataError
 from sparsetrain.spec import CNNSpec, ImageFolderSpec, JobSpec
 from sparsetrain.workers import simulate
-from sparsetrain.workers.data import build_dataset
+from sparsetrain.workers.data.datasets import build_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import torch
 
 from sparsetrain.spec import TopKSpec
 from sparsetrain.workers.compression import build_compressor
-from sparsetrain.workers.memory import ErrorFeedback, NoMemory, build_memory
+from sparsetrain.workers.training.memory import ErrorFeedback, NoMemory, build_memory
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

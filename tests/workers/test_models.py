@@ -1,4 +1,4 @@
-"""Tests for ``sparsetrain.workers.models``: the model registry and the objective."""
+"""Tests for ``sparsetrain.workers.models.registry``: the model registry and the objective."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from sparsetrain.spec import (
     SklearnSpec,
     SyntheticSpec,
 )
-from sparsetrain.workers.data import Dataset, build_dataset
-from sparsetrain.workers.models import MODELS, Objective, build_model
+from sparsetrain.workers.data.datasets import Dataset, build_dataset
+from sparsetrain.workers.models.objective import Objective
+from sparsetrain.workers.models.registry import MODELS, build_model
 
 
 @functools.cache

@@ -26,8 +26,8 @@ from sparsetrain.workers.compression import (
     decode,
     encode,
 )
-from sparsetrain.workers.setup import prepare
-from sparsetrain.workers.step import WorkerState, compute_update
+from sparsetrain.workers.training.prepare import prepare
+from sparsetrain.workers.training.step import WorkerState, compute_update
 from tests.specs import job_spec_model
 from tests.workers.feedback import run_error_feedback
 

@@ -8,8 +8,8 @@ import torch
 from sparsetrain.spec import TopKSpec
 from sparsetrain.workers.compression import DenseUpdate, SparseUpdate, build_compressor, decode
 from sparsetrain.workers.compression import encode as encode_payload
-from sparsetrain.workers.reducer import Reducer, smaller_encoding
-from sparsetrain.workers.step import MeanApplier, mean_update
+from sparsetrain.workers.runtime.reducer import Reducer, smaller_encoding
+from sparsetrain.workers.training.step import MeanApplier, mean_update
 
 
 def _wire(payload: SparseUpdate | DenseUpdate) -> np.ndarray:

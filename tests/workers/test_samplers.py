@@ -13,13 +13,19 @@ import torch
 
 from sparsetrain.errors import SpecError
 from sparsetrain.spec import SAMPLER_SPECS, JobSpec
-from sparsetrain.workers import samplers, simulate
-from sparsetrain.workers.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from sparsetrain.workers.elastic import Change
-from sparsetrain.workers.samplers import SAMPLERS, build_chain, full_gradient, langevin_noise
-from sparsetrain.workers.setup import prepare
-from sparsetrain.workers.simulator import simulate_async
-from sparsetrain.workers.worker import TrainingWorker
+from sparsetrain.workers import simulate
+from sparsetrain.workers.runtime.worker import TrainingWorker
+from sparsetrain.workers.training import samplers
+from sparsetrain.workers.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from sparsetrain.workers.training.elastic import Change
+from sparsetrain.workers.training.prepare import prepare
+from sparsetrain.workers.training.samplers import (
+    SAMPLERS,
+    build_chain,
+    full_gradient,
+    langevin_noise,
+)
+from sparsetrain.workers.training.simulator import simulate_async
 from tests.specs import job_spec_model
 
 SAMPLER_ARGS: dict[str, dict[str, Any]] = {

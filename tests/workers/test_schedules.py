@@ -1,4 +1,4 @@
-"""Tests for ``sparsetrain.workers.schedules``: learning rates and weighted averaging."""
+"""Tests for ``sparsetrain.workers.training.schedules``: learning rates and weighted averaging."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from sparsetrain.errors import SpecError
 from sparsetrain.spec import AveragingSpec, ConstantLR, CosineLR, InverseTimeLR, StepLR
-from sparsetrain.workers.schedules import WeightedAverage, averaging_shift, build_schedule
+from sparsetrain.workers.training.schedules import WeightedAverage, averaging_shift, build_schedule
 
 TIMES = [0, 1, 2, 7, 99, 100, 101, 999, 12345]
 

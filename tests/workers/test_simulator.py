@@ -1,4 +1,5 @@
-"""Tests for ``sparsetrain.workers.simulator.simulate``: W logical workers in one process."""
+"""Tests for ``sparsetrain.workers.training.simulator.simulate``: W logical workers in one
+process."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from sparsetrain.spec import (
 from sparsetrain.workers import simulate, simulate_async
 from sparsetrain.workers.compression import Payload, encode
 from sparsetrain.workers.compression.payload import HEADER_NBYTES
-from sparsetrain.workers.data import build_dataset
-from sparsetrain.workers.step import MeanApplier
+from sparsetrain.workers.data.datasets import build_dataset
+from sparsetrain.workers.training.step import MeanApplier
 from tests.specs import SMALL_JOB, job_spec_model
 
 TIMING_FIELDS = {"compute_s", "compress_s", "exchange_s", "wait_s", "step_s", "other_s"}

@@ -19,7 +19,7 @@ from sparsetrain.workers.compression import (
     encode,
 )
 from sparsetrain.workers.compression.wire import HEADER_NBYTES
-from sparsetrain.workers.staging import HostStaging
+from sparsetrain.workers.runtime.staging import HostStaging
 
 D = 1000
 

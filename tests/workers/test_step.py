@@ -1,4 +1,4 @@
-"""Tests for ``sparsetrain.workers.step``, driven through the real step code.
+"""Tests for ``sparsetrain.workers.training.step``, driven through the real step code.
 
 Memory conservation, equivalence of dense W-worker SGD with large-batch SGD, and the
 non-finite-gradient error.
@@ -26,10 +26,10 @@ from sparsetrain.spec import (
 )
 from sparsetrain.workers import simulate
 from sparsetrain.workers.compression import Compressor, DenseUpdate, SparseUpdate
-from sparsetrain.workers.data import ShardSampler, build_dataset, shard_indices
-from sparsetrain.workers.memory import ErrorFeedback
-from sparsetrain.workers.setup import prepare
-from sparsetrain.workers.step import (
+from sparsetrain.workers.data.datasets import ShardSampler, build_dataset, shard_indices
+from sparsetrain.workers.training.memory import ErrorFeedback
+from sparsetrain.workers.training.prepare import prepare
+from sparsetrain.workers.training.step import (
     WorkerState,
     apply_update,
     compute_update,

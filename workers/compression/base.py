@@ -2,7 +2,7 @@
 
 A compressor is a function of (flat tensor, step, random generator): it never mutates its
 input. Whatever must persist across steps (the residual that was not sent) lives in
-``sparsetrain.workers.memory``; compressors keep nothing between calls, with one exception:
+``sparsetrain.workers.training.memory``; compressors keep nothing between calls, with one exception:
 a compressor whose output depends on its own past (PowerSGD's warm-started power iteration)
 implements ``StatefulCompressor``, and the worker that owns it checkpoints its
 ``state_dict`` beside the memory (``WorkerState``).

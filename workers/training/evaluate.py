@@ -7,9 +7,9 @@ import math
 import torch
 
 from sparsetrain.metrics import EvalMetrics
-from sparsetrain.workers.flat import FlatModel
-from sparsetrain.workers.models import Objective
-from sparsetrain.workers.setup import JobSetup
+from sparsetrain.workers.models.flat import FlatModel
+from sparsetrain.workers.models.objective import Objective
+from sparsetrain.workers.training.prepare import JobSetup
 
 
 @torch.no_grad()

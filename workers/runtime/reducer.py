@@ -11,7 +11,7 @@ import torch
 
 from sparsetrain.workers.compression import DenseUpdate, SparseUpdate, decode_view, encode
 from sparsetrain.workers.compression.payload import HEADER_NBYTES, index_dtype
-from sparsetrain.workers.step import MeanApplier
+from sparsetrain.workers.training.step import MeanApplier
 
 
 def smaller_encoding(

@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sparsetrain.errors import SpecError, TrainingError
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.worker import TrainingWorker
+from sparsetrain.workers.runtime.worker import TrainingWorker
 
 NAMESPACE = "sparsetrain"
 NAME_ATTEMPTS = 1024

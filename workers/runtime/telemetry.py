@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from ray.util.metrics import Counter, Gauge
 
 from sparsetrain.metrics import EvalMetrics, StepMetrics
-from sparsetrain.workers.step import RankStats
+from sparsetrain.workers.training.step import RankStats
 
 _RANK_TAGS = ("job_id", "rank")
 _JOB_TAGS = ("job_id",)

@@ -21,9 +21,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.elastic import Change
-from sparsetrain.workers.result import TrainResult
-from sparsetrain.workers.supervisor import NAMESPACE, Supervisor
+from sparsetrain.workers.runtime.supervisor import NAMESPACE, Supervisor
+from sparsetrain.workers.training.elastic import Change
+from sparsetrain.workers.training.result import TrainResult
 
 POLL_S = 0.2
 _ERRORS: dict[str, type[Exception]] = {

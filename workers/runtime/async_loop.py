@@ -29,15 +29,15 @@ from sparsetrain.errors import TrainingError
 from sparsetrain.metrics import EvalMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression import decode_view
-from sparsetrain.workers.evaluate import evaluate_setup
-from sparsetrain.workers.group import WorkerGroup, wait_until
-from sparsetrain.workers.samplers import build_chain
-from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
-from sparsetrain.workers.setup import prepare
-from sparsetrain.workers.step import round_metrics
+from sparsetrain.workers.runtime.group import WorkerGroup, wait_until
+from sparsetrain.workers.training.evaluate import evaluate_setup
+from sparsetrain.workers.training.prepare import prepare
+from sparsetrain.workers.training.samplers import build_chain
+from sparsetrain.workers.training.schedules import WeightedAverage, averaging_shift
+from sparsetrain.workers.training.step import round_metrics
 
 if TYPE_CHECKING:
-    from sparsetrain.workers.supervisor import Supervisor
+    from sparsetrain.workers.runtime.supervisor import Supervisor
 
 
 REPLACE_POLL_S = 0.05

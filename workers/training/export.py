@@ -9,7 +9,7 @@ import uuid
 import fsspec
 import torch
 
-from sparsetrain.workers.flat import FlatModel
+from sparsetrain.workers.models.flat import FlatModel
 
 MODEL_FILE = "model.pt"
 SAMPLES_FILE = "samples.pt"

@@ -23,12 +23,12 @@ from sparsetrain.workers.compression import (
     SparseUpdate,
     StatefulCompressor,
 )
-from sparsetrain.workers.data import Dataset, ShardSampler, shard_indices
-from sparsetrain.workers.elastic import salted_seed
-from sparsetrain.workers.flat import FlatModel
-from sparsetrain.workers.memory import Memory, build_memory
-from sparsetrain.workers.models import Objective
-from sparsetrain.workers.samplers import Chain
+from sparsetrain.workers.data.datasets import Dataset, ShardSampler, shard_indices
+from sparsetrain.workers.models.flat import FlatModel
+from sparsetrain.workers.models.objective import Objective
+from sparsetrain.workers.training.elastic import salted_seed
+from sparsetrain.workers.training.memory import Memory, build_memory
+from sparsetrain.workers.training.samplers import Chain
 
 
 def worker_seed(seed: int, rank: int) -> int:

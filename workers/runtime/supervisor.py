@@ -12,7 +12,6 @@ import os
 import sys
 import threading
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,21 +21,21 @@ import torch
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.async_mode import WorkerDiedError, train_async
-from sparsetrain.workers.checkpoint import (
+from sparsetrain.workers.runtime.async_loop import WorkerDiedError, train_async
+from sparsetrain.workers.runtime.group import NAMESPACE, WorkerGroup, worker_name
+from sparsetrain.workers.runtime.placement import check_resources, initial_size
+from sparsetrain.workers.runtime.sync_loop import SyncLoop, WorkersLostError, task_error
+from sparsetrain.workers.runtime.telemetry import JobTelemetry
+from sparsetrain.workers.training.checkpoint import (
     Checkpoint,
-    list_checkpoints,
-    load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
-from sparsetrain.workers.elastic import Change
-from sparsetrain.workers.export import export_model, export_samples
-from sparsetrain.workers.group import NAMESPACE, WorkerGroup, worker_name
-from sparsetrain.workers.setup import prepare
-from sparsetrain.workers.step import RankStats
-from sparsetrain.workers.sync_mode import SyncLoop, WorkersLostError, task_error
-from sparsetrain.workers.telemetry import JobTelemetry
+from sparsetrain.workers.training.elastic import Change
+from sparsetrain.workers.training.export import export_model, export_samples
+from sparsetrain.workers.training.prepare import prepare
+from sparsetrain.workers.training.resume import ResumePoint, checkpoint_name, resume_point
+from sparsetrain.workers.training.step import RankStats
 
 __all__ = [
     "NAMESPACE",
@@ -46,31 +45,6 @@ __all__ = [
     "resume_point",
     "worker_name",
 ]
-
-
-def check_resources(spec: JobSpec, available: dict[str, float], count: int | None = None) -> None:
-    """Raise ``SpecError`` when the cluster can never hold ``count`` (default: the job's
-    minimum) workers."""
-    count = spec.workers.floor if count is None else count
-    asks = {"CPU": spec.workers.cpus * count, "GPU": spec.workers.gpus * count}
-    for resource, asked in asks.items():
-        have = float(available.get(resource, 0.0))
-        if asked > have + 1e-9:
-            field = "cpus" if resource == "CPU" else "gpus"
-            raise SpecError(
-                ("workers", field),
-                f"{count} workers x {asked / count:g} {resource} = {asked:g} {resource} asked, "
-                f"the Ray cluster has {have:g}",
-            )
-
-
-def initial_size(spec: JobSpec, free: dict[str, float]) -> int:
-    """How many workers to start with: ``count``, or as many as the cluster's ``free``
-    resources hold now when that is fewer (never below ``min``; the rest join later)."""
-    fits = [int(free.get("CPU", 0.0) // spec.workers.cpus)]
-    if spec.workers.gpus:
-        fits.append(int(free.get("GPU", 0.0) // spec.workers.gpus))
-    return max(spec.workers.floor, min(spec.workers.count, *fits))
 
 
 class Supervisor:
@@ -178,7 +152,7 @@ class Supervisor:
             return list(self.events[since:])
 
     def membership(self) -> list[dict[str, Any]]:
-        """Every membership change so far, in order (see ``sparsetrain.workers.elastic``)."""
+        """Every membership change so far, in order (see ``workers.training.elastic``)."""
         with self._lock:
             return [change.as_dict() for change in self.changes]
 
@@ -351,10 +325,10 @@ class Supervisor:
         one used and every newer one that was skipped, with why."""
         found = resume_point(source, numel, self.spec.workers.ceiling)
         for path, problem in found.skipped:
-            self.event("checkpoint", f"skipped checkpoint {_name(path)}: {problem}")
+            self.event("checkpoint", f"skipped checkpoint {checkpoint_name(path)}: {problem}")
         self.event(
             "checkpoint",
-            f"resumed from checkpoint {_name(found.path)} (step {found.checkpoint.step})",
+            f"resumed from checkpoint {checkpoint_name(found.path)} (step {found.checkpoint.step})",
         )
         return found.checkpoint
 
@@ -402,49 +376,3 @@ class Supervisor:
         self.helpers = []
         if self.group is not None:
             self.group.close()
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """The checkpoint a job resumes from, its path, and the newer ones that did not load:
-    ``(path, what is wrong)``, newest first."""
-
-    checkpoint: Checkpoint
-    path: str
-    skipped: list[tuple[str, str]]
-
-
-def _name(path: str) -> str:
-    """A checkpoint's file name (events name no server folder)."""
-    return path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def resume_point(source: str, numel: int, max_world: int) -> ResumePoint:
-    """Load the checkpoint ``source`` names: a ``.ckpt`` file, or a folder's newest checkpoint
-    that loads. Raises ``CheckpointError`` if none fits a model of ``numel`` parameters
-    trained by at most ``max_world`` workers."""
-    if source.endswith(".ckpt"):
-        candidates = [source]
-    else:
-        candidates = [info.path for info in reversed(list_checkpoints(source))]
-        if not candidates:
-            raise CheckpointError(f"{source}: no complete checkpoint in this folder")
-    problems, skipped = [], []
-    for path in candidates:
-        try:
-            checkpoint = load_checkpoint(path)
-        except CheckpointError as error:
-            problems.append(str(error))
-            skipped.append((path, str(error).removeprefix(f"{path}: ")))
-            continue
-        if checkpoint.params.numel() != numel:
-            raise CheckpointError(
-                f"{path}: holds {checkpoint.params.numel()} parameters, the model has {numel}"
-            )
-        if len(checkpoint.workers) > max_world:
-            raise CheckpointError(
-                f"{path}: written by {len(checkpoint.workers)} workers, the job allows at "
-                f"most {max_world}"
-            )
-        return ResumePoint(checkpoint, path, skipped)
-    raise CheckpointError("; ".join(problems))

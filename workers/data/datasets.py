@@ -22,7 +22,7 @@ from torch import Tensor
 from sparsetrain.errors import DataError, SpecError
 from sparsetrain.spec.budget import DataShape
 from sparsetrain.spec.data import DataSpec, LibSVMSpec, SklearnSpec, SyntheticSpec
-from sparsetrain.workers.budget import check_data_memory
+from sparsetrain.workers.training.budget import check_data_memory
 
 _MASK64 = (1 << 64) - 1
 _SALT_SPLIT, _SALT_SYNTHETIC, _SALT_SHARD, _SALT_SAMPLER = 1, 2, 3, 4
@@ -304,7 +304,7 @@ def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
 
 
 def _image_folder(spec: Any, seed: int) -> Dataset:
-    from sparsetrain.workers.image_folder import build_image_folder
+    from sparsetrain.workers.data.image_folder import build_image_folder
 
     return build_image_folder(spec, seed)
 

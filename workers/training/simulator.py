@@ -16,20 +16,20 @@ import torch
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression import build_compressor
-from sparsetrain.workers.data import Dataset
-from sparsetrain.workers.elastic import (
+from sparsetrain.workers.data.datasets import Dataset
+from sparsetrain.workers.training.elastic import (
     Change,
     changes_at,
     flush_compressor,
     leaving_ranks,
     lr_scale,
 )
-from sparsetrain.workers.evaluate import evaluate_setup
-from sparsetrain.workers.result import TrainResult
-from sparsetrain.workers.samplers import Chain, build_chain
-from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
-from sparsetrain.workers.setup import JobSetup, prepare
-from sparsetrain.workers.step import (
+from sparsetrain.workers.training.evaluate import evaluate_setup
+from sparsetrain.workers.training.prepare import JobSetup, prepare
+from sparsetrain.workers.training.result import TrainResult
+from sparsetrain.workers.training.samplers import Chain, build_chain
+from sparsetrain.workers.training.schedules import WeightedAverage, averaging_shift
+from sparsetrain.workers.training.step import (
     Ledger,
     MeanApplier,
     RankStats,
@@ -53,7 +53,7 @@ def simulate(
     """Train ``spec`` with ``spec.workers.count`` logical workers in this process.
 
     ``changes`` replays a membership history (joins, graceful leaves, lost ranks; see
-    ``sparsetrain.workers.elastic``) exactly as the Ray supervisor applies it. When
+    ``sparsetrain.workers.training.elastic``) exactly as the Ray supervisor applies it. When
     ``ledgers`` is a list, every logical worker that ever trains gets a ``Ledger`` (in order
     of creation) and it is appended there.
 

@@ -3,7 +3,7 @@ boundaries without a restart.
 
 Each step the supervisor asks every member for its update of step t, handing it the
 previous step's updates to apply first. Between steps it may change the group (see
-``sparsetrain.workers.elastic`` for the rules it follows, which the simulator replays):
+``sparsetrain.workers.training.elastic`` for the rules it follows, which the simulator replays):
 
 - joiners whose actors are built get the first member's parameters, momentum and average
   and the pending updates, so they hold the same replica as everyone from their first step;
@@ -26,13 +26,13 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from sparsetrain.errors import TrainingError
 from sparsetrain.metrics import EvalMetrics
-from sparsetrain.workers.elastic import Change, lr_scale
-from sparsetrain.workers.group import NAMESPACE, Member, WorkerGroup, wait_until
-from sparsetrain.workers.reducer import Reducer
-from sparsetrain.workers.step import RankStats, step_metrics
+from sparsetrain.workers.runtime.group import NAMESPACE, Member, WorkerGroup, wait_until
+from sparsetrain.workers.runtime.reducer import Reducer
+from sparsetrain.workers.training.elastic import Change, lr_scale
+from sparsetrain.workers.training.step import RankStats, step_metrics
 
 if TYPE_CHECKING:
-    from sparsetrain.workers.supervisor import Supervisor
+    from sparsetrain.workers.runtime.supervisor import Supervisor
 
 AUTOSCALE_POLL_S = 5.0
 WAIT_POLL_S = 0.25

@@ -11,8 +11,8 @@ import torch
 from sparsetrain.errors import DataError
 from sparsetrain.spec.budget import DataShape
 from sparsetrain.spec.data import ImageFolderSpec
-from sparsetrain.workers.budget import check_data_memory
-from sparsetrain.workers.data import Dataset, finish_dataset, split_rows
+from sparsetrain.workers.data.datasets import Dataset, finish_dataset, split_rows
+from sparsetrain.workers.training.budget import check_data_memory
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 

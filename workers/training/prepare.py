@@ -8,12 +8,13 @@ import torch
 
 from sparsetrain.spec import JobSpec
 from sparsetrain.spec.budget import DataShape
-from sparsetrain.workers.budget import check_worker_memory
 from sparsetrain.workers.compression import Compressor, build_compressor
-from sparsetrain.workers.data import Dataset, build_dataset
-from sparsetrain.workers.flat import FlatModel
-from sparsetrain.workers.models import Objective, build_model
-from sparsetrain.workers.schedules import Schedule, build_schedule
+from sparsetrain.workers.data.datasets import Dataset, build_dataset
+from sparsetrain.workers.models.flat import FlatModel
+from sparsetrain.workers.models.objective import Objective
+from sparsetrain.workers.models.registry import build_model
+from sparsetrain.workers.training.budget import check_worker_memory
+from sparsetrain.workers.training.schedules import Schedule, build_schedule
 
 
 @dataclass
@@ -39,7 +40,7 @@ def prepare(
     """Build the job's parts; ``dataset`` may be passed in to skip loading it again.
 
     Raises ``SpecError`` / ``DataError`` naming the field or file at fault, ``SpecError``
-    too before allocating a dataset or a model that does not fit (``workers.budget``).
+    too before allocating a dataset or a model that does not fit (``training.budget``).
     """
     if dataset is None:
         dataset = build_dataset(spec.data, spec.seed)

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from sparsetrain.errors import SpecError
-from sparsetrain.workers.data import Dataset, _mix
-from sparsetrain.workers.flat import FlatModel
-from sparsetrain.workers.models import Objective
+from sparsetrain.workers.data.datasets import Dataset, _mix
+from sparsetrain.workers.models.flat import FlatModel
+from sparsetrain.workers.models.objective import Objective
 
 _SALT_NOISE = 11
 

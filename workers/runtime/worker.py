@@ -23,13 +23,13 @@ import ray
 import torch
 
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.elastic import flush_compressor
-from sparsetrain.workers.evaluate import evaluate_setup
-from sparsetrain.workers.samplers import build_chain
-from sparsetrain.workers.schedules import WeightedAverage, averaging_shift
-from sparsetrain.workers.setup import prepare
-from sparsetrain.workers.staging import HostStaging
-from sparsetrain.workers.step import (
+from sparsetrain.workers.runtime.staging import HostStaging
+from sparsetrain.workers.training.elastic import flush_compressor
+from sparsetrain.workers.training.evaluate import evaluate_setup
+from sparsetrain.workers.training.prepare import prepare
+from sparsetrain.workers.training.samplers import build_chain
+from sparsetrain.workers.training.schedules import WeightedAverage, averaging_shift
+from sparsetrain.workers.training.step import (
     MeanApplier,
     RankStats,
     WorkerState,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from sparsetrain.metrics import EvalMetrics, StepMetrics
-from sparsetrain.workers.elastic import Change
+from sparsetrain.workers.training.elastic import Change
 
 
 @dataclass

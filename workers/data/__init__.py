@@ -1,0 +1,1 @@
+"""Datasets: synthetic, scikit-learn, LIBSVM and image folders, and their per-worker shards."""
