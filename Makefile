@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 SOURCES := $(VENV)/.sources
 EDITABLE := --no-build-isolation -e . --config-settings editable_mode=strict
 
-.PHONY: demo test lint bench-paper constraints clean venv
+.PHONY: demo test lint bench-paper constraints clean venv browser
 
 venv: $(SOURCES)
 
@@ -18,9 +18,11 @@ $(INSTALLED): pyproject.toml constraints.txt
 		--config-settings editable_mode=strict
 	@touch $@
 
-# Strict editable installs map files, not folders: re-link when a module is added or removed.
+# Strict editable installs map files, not folders: re-link when a module (or a file of the
+# web UI) is added or removed.
 $(SOURCES): $(INSTALLED) FORCE
-	@find api service workers -name '*.py' -o -name 'py.typed' | LC_ALL=C sort > $@.new
+	@find api service workers -name '*.py' -o -name 'py.typed' -o -path 'service/ui/*' \
+		| LC_ALL=C sort > $@.new
 	@if ! cmp -s $@.new $@; then \
 		$(PY) -m pip install -q --disable-pip-version-check --no-deps $(EDITABLE) && mv $@.new $@; \
 	else rm -f $@.new; fi
@@ -30,7 +32,15 @@ FORCE:
 demo: $(SOURCES)
 	$(PY) -m sparsetrain demo --plot results/demo.png
 
-test: $(SOURCES)
+# The browser test drives the web UI in Debian's chromium: installed here when missing and
+# running as root (CI); otherwise that test skips and says why.
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else echo 'chromium is missing: tests/ui/test_browser.py will skip'; fi; }
+
+test: $(SOURCES) browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy -p sparsetrain

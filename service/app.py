@@ -18,7 +18,7 @@ from sparsetrain.service.deps import AppState
 from sparsetrain.service.launcher import Launcher, RayLauncher
 from sparsetrain.service.limits import RequestLimits
 from sparsetrain.service.monitor import Monitor
-from sparsetrain.service.routes import health, jobs, registry
+from sparsetrain.service.routes import health, jobs, registry, ui
 from sparsetrain.service.settings import Settings
 from sparsetrain.service.storage import StorageLayout
 from sparsetrain.service.store import JobStore
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
     )
-    for router in (jobs.router, registry.router, health.router):
+    for router in (jobs.router, registry.router, health.router, ui.router):
         app.include_router(router)
     return app
 
