@@ -74,6 +74,11 @@ class JobEvent(BaseModel):
     kind: EventKind
     status: JobStatus | None = None
     message: str
+    data: dict[str, int | float | str | None] = Field(
+        default_factory=dict,
+        description="The event's facts, for programs (the message is for people): e.g. "
+        "checkpoint_step, step, rank, slot, old and new sizes, state.",
+    )
 
 
 class MetricsPage(BaseModel):

@@ -46,6 +46,7 @@ from benchmarks._common import (
     write_json,
 )
 from benchmarks._server import Server
+from sparsetrain.workers.runtime.names import supervisor_name
 
 SUBMIT = "POST /v1/jobs"
 GET_JOB = "GET /v1/jobs/{id}"
@@ -305,7 +306,7 @@ async def verify_and_cancel(url: str, job_ids: list[str]) -> dict[str, Any]:
 
 def kill_leftover_actors(job_ids: list[str]) -> list[str]:
     """Kill every named actor of these jobs still on the cluster; returns their names."""
-    prefixes = tuple(f"job-{job_id}" for job_id in job_ids)
+    prefixes = tuple(supervisor_name(job_id) for job_id in job_ids)
     killed = []
     for actor in ray.util.list_named_actors(all_namespaces=True):
         name, namespace = actor["name"], actor["namespace"]

@@ -19,16 +19,16 @@ from sparsetrain.service import ray_head
 from sparsetrain.service.paths import PathRefusedError
 from sparsetrain.service.storage import StorageLayout
 from sparsetrain.spec import JobSpec
+from sparsetrain.supervision import ErrorKind, SupervisorEvent, SupervisorState
 
 log = logging.getLogger("sparsetrain.launcher")
 
 
 @dataclass
 class JobProgress:
-    """What a running supervisor reports; ``state`` is running/resizing/succeeded/failed/
-    stopped."""
+    """What a running supervisor reports (read it with ``sparsetrain.supervision.next_action``)."""
 
-    state: str
+    state: SupervisorState
     step: int
     total_steps: int | None
     error: str | None = None
@@ -39,10 +39,10 @@ class JobProgress:
     first_step: int | None = None
     """The step this supervisor started from (a checkpoint's, after a relaunch); None
     until it knows."""
-    error_kind: str | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
-    """The supervisor's resize/worker events, all of them, oldest first: ``{seq, kind,
-    message}`` with ``seq`` counting from 0 for each supervisor."""
+    error_kind: ErrorKind | None = None
+    events: list[SupervisorEvent] = field(default_factory=list)
+    """The supervisor's events, all of them, oldest first (``seq`` counts from 0 for each
+    supervisor, ``epoch`` is the launch it was given)."""
 
 
 class LaunchError(RuntimeError):
@@ -57,14 +57,17 @@ class Launcher(Protocol):
     def ready(self) -> bool: ...
 
     def submit(self, job_id: str, spec: JobSpec, target: int | None = None) -> None:
-        """Start the job's supervisor (training ``target`` workers, default the spec's count);
-        does nothing if it already exists."""
+        """Start the job's first supervisor (training ``target`` workers, default the spec's
+        count); does nothing if it already exists."""
         ...
 
-    def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
+    def relaunch(
+        self, job_id: str, spec: JobSpec, target: int | None = None, epoch: int = 0
+    ) -> int | None:
         """Start a new supervisor for a job whose supervisor was lost, from the job's newest
         checkpoint that loads (the supervisor reports which it used and which it skipped);
-        returns the newest checkpoint's step on storage (None: from the start)."""
+        returns the newest checkpoint's step on storage (None: from the start). ``epoch``
+        numbers the launch (the job's restart count): its events carry it."""
         ...
 
     def scale(self, job_id: str, count: int) -> bool:
@@ -141,7 +144,7 @@ class RayLauncher:
         import ray
         from ray._raylet import Config  # type: ignore[attr-defined]
 
-        from sparsetrain.workers.runtime.supervisor import NAMESPACE
+        from sparsetrain.workers.runtime.names import NAMESPACE
 
         if ray.is_initialized():
             return None
@@ -166,8 +169,7 @@ class RayLauncher:
     def _actor(self, job_id: str) -> Any:
         import ray
 
-        from sparsetrain.workers.runtime.launch import supervisor_name
-        from sparsetrain.workers.runtime.supervisor import NAMESPACE
+        from sparsetrain.workers.runtime.names import NAMESPACE, supervisor_name
 
         try:
             return ray.get_actor(supervisor_name(job_id), namespace=NAMESPACE)
@@ -175,6 +177,10 @@ class RayLauncher:
             return None
 
     def submit(self, job_id: str, spec: JobSpec, target: int | None = None) -> None:
+        self._start(job_id, spec, target, epoch=0)
+
+    def _start(self, job_id: str, spec: JobSpec, target: int | None, epoch: int) -> None:
+        """Start supervisor launch ``epoch`` of the job unless one is running."""
         from sparsetrain.workers.runtime.launch import start_job
 
         if self._actor(job_id) is None:
@@ -186,11 +192,14 @@ class RayLauncher:
                     storage=self.layout.namespace(owner),
                     target=target,
                     cluster_autoscales=self.cluster_autoscales,
+                    epoch=epoch,
                 )
             except Exception as error:  # its message reaches the client as the job's error
                 raise LaunchError(self.layout.redact(str(error), owner)) from error
 
-    def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
+    def relaunch(
+        self, job_id: str, spec: JobSpec, target: int | None = None, epoch: int = 0
+    ) -> int | None:
         from sparsetrain.workers.training.checkpoint import list_checkpoints
 
         self.release(job_id)  # a supervisor that failed, or a name not yet released
@@ -200,7 +209,7 @@ class RayLauncher:
         if checkpoints and spec.exchange.mode == "sync":
             spec = spec.model_copy(update={"resume_from": root})
             step = checkpoints[-1].step
-        self.submit(job_id, spec, target)
+        self._start(job_id, spec, target, epoch)
         return step
 
     def scale(self, job_id: str, count: int) -> bool:
@@ -239,7 +248,7 @@ class RayLauncher:
             checkpoint["path"] = self.layout.public(checkpoint["path"], owner)
         error = progress["error"]
         return JobProgress(
-            state=progress["state"],
+            state=SupervisorState(progress["state"]),
             step=progress["step"],
             total_steps=progress["total_steps"],
             error=None if error is None else self.layout.redact(error, owner),
@@ -248,8 +257,8 @@ class RayLauncher:
             checkpoints=checkpoints,
             workers=progress["workers"],
             first_step=progress["first_step"],
-            error_kind=progress["error_kind"],
-            events=events,
+            error_kind=ErrorKind.read(progress["error_kind"]),
+            events=[SupervisorEvent.model_validate(event) for event in events],
         )
 
     def cancel(self, job_id: str) -> None:

@@ -2,29 +2,29 @@
 
 One pass (``tick``) looks at every job that is not terminal: a PENDING job is submitted; a
 live job's supervisor is polled, its new metrics and events stored, and its status moved on
-(RUNNING, RESIZING while it waits for workers). A job whose supervisor is gone, or lost every
-worker, is RECOVERING: a new supervisor resumes it from its newest checkpoint (the metrics
-after that step are recorded again), up to ``max_restarts`` times, then it is FAILED with the
-reason. The first pass after a restart is the reconciliation: supervisors that outlived the
-previous control plane are re-attached and their buffered metrics backfilled from the last
-stored step.
+(RUNNING, RESIZING while it waits for workers) as ``next_action`` reads its state. A job
+whose supervisor is gone, or lost every worker, is RECOVERING: a new supervisor resumes it
+from its newest checkpoint (the metrics after that step are recorded again), up to
+``max_restarts`` times, then it is FAILED with the reason. The first pass after a restart is
+the reconciliation: supervisors that outlived the previous control plane are re-attached and
+their buffered metrics backfilled from the last stored step. Supervisor events are stored
+by their (epoch, seq) key, so a replay is stored once; nothing here reads a message's text.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from typing import Any
 
 from sparsetrain.jobs import Job
 from sparsetrain.service.launcher import JobProgress, Launcher
 from sparsetrain.service.store import IllegalTransition, JobStore
 from sparsetrain.status import JobStatus
+from sparsetrain.supervision import NextAction, SupervisorState, next_action
 
 log = logging.getLogger("sparsetrain.monitor")
 
-_CHECKPOINT_STEP = re.compile(r"checkpoint at step (\d+):")
 GONE = "the job's supervisor is gone (its node or the Ray cluster was lost)"
 
 
@@ -35,7 +35,6 @@ class Monitor:
         self.store = store
         self.launcher = launcher
         self._checkpoints_seen: dict[str, int] = {}
-        self._events_seen: dict[str, int] = {}  # supervisor events stored, per job
 
     def tick(self) -> None:
         """One pass over every active job. Blocking; run it off the event loop."""
@@ -73,35 +72,37 @@ class Monitor:
                 return  # still loading its checkpoint
             self.store.truncate_metrics(job.id, progress.first_step)
         self._record(job, progress)
-        if progress.state == "failed" and progress.error_kind == "WorkersLost":
+        action = next_action(progress.state, progress.error_kind)
+        if action is NextAction.RESTART:
             self._recover(job, progress.error or "every worker was lost")
             return
         job = self._follow(job, progress)
-        if progress.state == "succeeded":
+        if action is NextAction.COLLECT:
             self.store.transition(
                 job.id, JobStatus.SUCCEEDED, "finished", result=_summary(progress, self.store, job)
             )
             self.launcher.release(job.id)
-        elif progress.state == "failed":
+        elif action is NextAction.FAIL:
             self._move(job.id, JobStatus.FAILED, "training failed", error=progress.error)
             self.launcher.release(job.id)
-        elif progress.state == "stopped":
+        elif action is NextAction.STOPPED:
             self._move(job.id, JobStatus.CANCELLED, "stopped")
             self.launcher.release(job.id)
 
     def _follow(self, job: Job, progress: JobProgress) -> Job:
         """Move a live job between STARTING, RUNNING, RESIZING and RECOVERING as its
         supervisor reports."""
-        status = job.status
-        if status is JobStatus.STARTING and (progress.step > 0 or progress.state != "running"):
+        status, state = job.status, progress.state
+        running, resizing = SupervisorState.RUNNING, SupervisorState.RESIZING
+        if status is JobStatus.STARTING and (progress.step > 0 or state is not running):
             return self.store.transition(job.id, JobStatus.RUNNING, "training started")
-        if status is JobStatus.RECOVERING and progress.state != "resizing":
+        if status is JobStatus.RECOVERING and state is not resizing:
             return self.store.transition(
                 job.id, JobStatus.RUNNING, f"recovered: training from step {progress.first_step}"
             )
-        if progress.state == "resizing" and status is not JobStatus.RESIZING:
+        if state is resizing and status is not JobStatus.RESIZING:
             return self.store.transition(job.id, JobStatus.RESIZING, "waiting for workers")
-        if progress.state == "running" and status is JobStatus.RESIZING:
+        if state is running and status is JobStatus.RESIZING:
             return self.store.transition(job.id, JobStatus.RUNNING, "enough workers again")
         return job
 
@@ -109,7 +110,6 @@ class Monitor:
         """Relaunch a lost supervisor from the newest checkpoint, or fail the job once it has
         used ``max_restarts``."""
         self._checkpoints_seen.pop(job.id, None)
-        self._events_seen.pop(job.id, None)
         if job.restarts >= job.spec.max_restarts:
             limit = job.spec.max_restarts
             self._move(
@@ -124,11 +124,10 @@ class Monitor:
             self.store.transition(job.id, JobStatus.RECOVERING, reason)
         restarts = self.store.count_restart(job.id)
         try:
-            step = self.launcher.relaunch(job.id, job.spec, job.target_workers)
+            step = self.launcher.relaunch(job.id, job.spec, job.target_workers, epoch=restarts)
         except Exception as error:
             self._move(job.id, JobStatus.FAILED, "could not relaunch", error=_line(error))
             return
-        self._events_seen[job.id] = 0  # a new supervisor: every event it reports is new
         # The new supervisor reports the checkpoint it resumed from, and any it skipped.
         where = "the start" if step is None else "the newest checkpoint that loads"
         self.store.add_event(
@@ -146,30 +145,18 @@ class Monitor:
         self._record_events(job, progress)
 
     def _record_events(self, job: Job, progress: JobProgress) -> None:
-        """Store the supervisor's resize/worker events not stored yet."""
-        seen = self._events_seen.get(job.id)
-        if seen is None:  # first look since this process started: skip what is stored
-            stored = {
-                (event.kind, event.message)
-                for event in self.store.events(job.id, 0, limit=100_000)
-                if event.kind in ("resize", "worker", "checkpoint")
-            }
-            fresh = [e for e in progress.events if (e["kind"], e["message"]) not in stored]
-        else:
-            fresh = progress.events[seen:]
-        for event in fresh:
-            self.store.add_event(job.id, event["kind"], event["message"])
-        self._events_seen[job.id] = len(progress.events)
+        """Store the supervisor's events not stored yet (the store skips replays by key)."""
+        self.store.add_supervisor_events(job.id, progress.events)
 
     def _record_checkpoints(self, job: Job, progress: JobProgress) -> None:
         seen = self._checkpoints_seen.get(job.id)
         if seen is None:  # first look since this process started: what is already recorded
             seen = max(
                 (
-                    int(match.group(1))
+                    step
                     for event in self.store.events(job.id, 0, limit=100_000)
                     if event.kind == "checkpoint"
-                    and (match := _CHECKPOINT_STEP.match(event.message)) is not None
+                    and isinstance(step := event.data.get("checkpoint_step"), int)
                 ),
                 default=-1,
             )
@@ -180,6 +167,10 @@ class Monitor:
                     "checkpoint",
                     f"checkpoint at step {checkpoint['step']}: {checkpoint['path']} "
                     f"({checkpoint['nbytes']} bytes)",
+                    data={
+                        "checkpoint_step": checkpoint["step"],
+                        "nbytes": checkpoint["nbytes"],
+                    },
                 )
                 seen = checkpoint["step"]
         self._checkpoints_seen[job.id] = seen

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from sparsetrain.errors import SpecError
 from sparsetrain.service.paths import PathRefusedError, normalised_relative, relative_inside
-from sparsetrain.spec import JobSpec
+from sparsetrain.spec import JobSpec, job_folder
+from sparsetrain.spec.paths import map_file_fields
 
 if TYPE_CHECKING:
     from sparsetrain.service.settings import Settings
@@ -28,11 +29,6 @@ if TYPE_CHECKING:
 PRINCIPAL_PLACEHOLDER = "{principal}"
 # The names a principal may have: they become folder names.
 PRINCIPAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# The data fields that name files, per data kind.
-DATA_PATH_FIELDS: dict[str, tuple[str, ...]] = {
-    "libsvm": ("path", "test_path"),
-    "image_folder": ("path",),
-}
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,7 @@ class StorageLayout:
 
     def job_folder(self, principal: str, job_id: str) -> str:
         """The folder or URL of one job: its default checkpoint folder."""
-        return f"{self.namespace(principal)}/{job_id}"
+        return job_folder(self.namespace(principal), job_id)
 
     def checkpoint_root(self, principal: str, job_id: str, spec: JobSpec) -> str:
         """Where the job writes checkpoints, its model and samples: its folder, or the
@@ -100,21 +96,15 @@ class StorageLayout:
         self.launch_spec(spec, principal, "0" * 16)
 
     def launch_spec(self, spec: JobSpec, principal: str, job_id: str) -> JobSpec:
-        """The spec with the absolute paths the workers open: data files under the data
-        roots, checkpoints in the job's folder, ``resume_from`` in the principal's namespace.
+        """The spec with the absolute paths the workers open: data files (every field typed
+        ``DataPath``, found by ``map_file_fields``) under the data roots, checkpoints in the
+        job's folder, ``resume_from`` in the principal's namespace.
 
         Raises ``SpecError`` naming the field when a path leaves its root. Pure.
         """
+        roots = self.data_roots_for(principal)
+        spec = map_file_fields(spec, lambda loc, value: _inside_data_roots(value, roots, loc))
         updates: dict[str, object] = {}
-        data = spec.data
-        if data.kind in DATA_PATH_FIELDS:
-            roots = self.data_roots_for(principal)
-            files = {
-                field: _inside_data_roots(value, roots, ("data", field))
-                for field in DATA_PATH_FIELDS[data.kind]
-                if (value := getattr(data, field)) is not None
-            }
-            updates["data"] = data.model_copy(update=files)
         try:
             root = self.checkpoint_root(principal, job_id, spec)
         except PathRefusedError as error:
@@ -136,7 +126,7 @@ class StorageLayout:
         return spec.model_copy(update=updates)
 
 
-def _inside_data_roots(value: str, roots: list[Path], loc: tuple[str, ...]) -> str:
+def _inside_data_roots(value: str, roots: list[Path], loc: tuple[str | int, ...]) -> str:
     """The absolute, resolved path of data file ``value`` (relative: under the first root).
 
     Raises ``SpecError`` unless it lies inside one of ``roots``.

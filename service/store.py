@@ -35,6 +35,7 @@ from sparsetrain.service.store_schema import (
 )
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
+from sparsetrain.supervision import EventValue, SupervisorEvent
 
 _EVENT_KINDS = frozenset(get_args(EventKind))
 
@@ -84,14 +85,35 @@ def _now() -> datetime:
 
 
 def _add_event(
-    conn: Connection, job_id: str, now: datetime, kind: str, status: JobStatus | None, message: str
+    conn: Connection,
+    job_id: str,
+    now: datetime,
+    kind: str,
+    status: JobStatus | None,
+    message: str,
+    data: dict[str, EventValue] | None = None,
 ) -> int:
     """Insert one event row and return its ``seq``."""
     value = status.value if status is not None else None
     values = {"job_id": job_id, "time": now, "kind": kind, "status": value, "message": message}
+    if data:
+        values["data"] = json.dumps(data)
     key = conn.execute(sa.insert(event_table).values(values)).inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def _event(row: Row[Any]) -> JobEvent:
+    """A stored event row as the API's ``JobEvent``."""
+    return JobEvent(
+        seq=row.seq,
+        job_id=row.job_id,
+        time=row.time,
+        kind=row.kind,
+        status=row.status,
+        message=row.message,
+        data=json.loads(row.data) if row.data else {},
+    )
 
 
 def _downsample(n: int, max_points: int) -> list[int]:
@@ -388,17 +410,61 @@ class JobStore:
     # -- events -------------------------------------------------------------------------
 
     def add_event(
-        self, job_id: str, kind: str, message: str, status: JobStatus | None = None
+        self,
+        job_id: str,
+        kind: str,
+        message: str,
+        status: JobStatus | None = None,
+        data: dict[str, EventValue] | None = None,
     ) -> JobEvent:
-        """Append an event (kind "status", "checkpoint" or "log") to the job and return it."""
+        """Append an event (kind "status", "checkpoint" or "log"; ``data``: its facts) to
+        the job and return it."""
         if kind not in _EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; known: {sorted(_EVENT_KINDS)}")
         now = _now()
         with self._tx() as conn:
             self._row(conn, job_id)
-            seq = _add_event(conn, job_id, now, kind, status, message)
+            seq = _add_event(conn, job_id, now, kind, status, message, data)
         values = {"seq": seq, "job_id": job_id, "time": now, "kind": kind, "status": status}
-        return JobEvent.model_validate({**values, "message": message})
+        return JobEvent.model_validate({**values, "message": message, "data": data or {}})
+
+    def add_supervisor_events(self, job_id: str, events: Sequence[SupervisorEvent]) -> int:
+        """Store the supervisor's events not stored yet, in order; return how many were new.
+
+        Idempotent on (job, ``epoch``, ``seq``): an event already stored (a replay after a
+        control-plane restart) is skipped, while a genuine repeat (the same message under a
+        new ``seq``) is stored again. The unique key ``uq_job_events_source`` guards it.
+        """
+        if not events:
+            return 0
+        now = _now()
+        added = 0
+        with self._tx() as conn:
+            self._row(conn, job_id)
+            for epoch in sorted({event.epoch for event in events}):
+                stored = set(
+                    conn.execute(
+                        sa.select(event_table.c.source_seq).where(
+                            event_table.c.job_id == job_id, event_table.c.epoch == epoch
+                        )
+                    ).scalars()
+                )
+                for event in events:
+                    if event.epoch != epoch or event.seq in stored:
+                        continue
+                    stored.add(event.seq)
+                    row = {
+                        "job_id": job_id,
+                        "time": now,
+                        "kind": event.kind.value,
+                        "message": event.message,
+                        "epoch": event.epoch,
+                        "source_seq": event.seq,
+                        "data": json.dumps(event.data) if event.data else None,
+                    }
+                    result = conn.execute(self._insert_ignore(event_table).values(row))
+                    added += max(result.rowcount, 0)
+        return added
 
     def events(self, job_id: str, after_seq: int = 0, limit: int = 1000) -> list[JobEvent]:
         """The job's events with ``seq > after_seq``, ascending, at most ``limit``."""
@@ -410,7 +476,7 @@ class JobStore:
                 .order_by(event_table.c.seq)
                 .limit(limit)
             ).all()
-        return [JobEvent.model_validate(r._asdict()) for r in rows]
+        return [_event(row) for row in rows]
 
     # -- metrics ------------------------------------------------------------------------
 
@@ -446,23 +512,24 @@ class JobStore:
                     if step not in stored
                 ]
                 if rows:
-                    result = conn.execute(self._insert_ignore(), rows)
+                    result = conn.execute(self._insert_ignore(metric_table), rows)
                     sane = self._engine.dialect.supports_sane_multi_rowcount
                     added += result.rowcount if sane and result.rowcount >= 0 else len(rows)
         return added
 
-    def _insert_ignore(self) -> Any:
-        """INSERT that skips rows whose key exists (a race with a concurrent add_metrics)."""
+    def _insert_ignore(self, table: sa.Table) -> Any:
+        """INSERT into ``table`` that skips rows whose unique key exists (a race with a
+        concurrent writer of the same records)."""
         name = self._engine.dialect.name
         if name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            return sqlite_insert(metric_table).on_conflict_do_nothing()
+            return sqlite_insert(table).on_conflict_do_nothing()
         if name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            return pg_insert(metric_table).on_conflict_do_nothing()
-        return sa.insert(metric_table)  # other backends: rows were filtered by the existence check
+            return pg_insert(table).on_conflict_do_nothing()
+        return sa.insert(table)  # other backends: rows were filtered by the existence check
 
     def metrics(self, job_id: str, since: int = 0, max_points: int | None = None) -> MetricsPage:
         """Step and eval records with ``step >= since``, ascending.

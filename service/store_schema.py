@@ -65,6 +65,12 @@ event_table = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16)),
     sa.Column("message", sa.Text, nullable=False),
+    # A supervisor's event: which launch of the job's supervisor reported it, and its number
+    # there; unique per job, so a replayed event is stored once (NULL for the server's own).
+    sa.Column("epoch", sa.Integer),
+    sa.Column("source_seq", sa.Integer),
+    sa.Column("data", sa.Text),  # JSON object of the event's facts; NULL: none
+    sa.Index("uq_job_events_source", "job_id", "epoch", "source_seq", unique=True),
     sqlite_autoincrement=True,  # seq never reused, even after the newest job is deleted
 )
 metric_table = sa.Table(
@@ -82,12 +88,23 @@ metric_table = sa.Table(
 # ``add_missing_columns`` brings older database files up to date.
 _ADDED_COLUMNS = {
     "jobs": {"workers": "", "target_workers": "", "restarts": " NOT NULL DEFAULT 0"},
+    "job_events": {"epoch": "", "source_seq": "", "data": ""},
 }
+# Indexes added after the first release (created if missing, after the columns).
+_ADDED_INDEXES = ("uq_job_events_source",)
 
 
 def add_missing_columns(engine: sa.Engine) -> None:
-    """Add the columns of ``_ADDED_COLUMNS`` a database made by an older release lacks.
-    Columns are only ever added, nullable or with a default, so old rows stay valid."""
+    """Add the columns of ``_ADDED_COLUMNS`` and the indexes of ``_ADDED_INDEXES`` a database
+    made by an older release lacks. Columns are only ever added, nullable or with a default,
+    so old rows stay valid."""
+    _add_columns(engine)
+    indexes = {str(i.name): i for table in metadata.tables.values() for i in table.indexes}
+    for name in _ADDED_INDEXES:
+        indexes[name].create(engine, checkfirst=True)
+
+
+def _add_columns(engine: sa.Engine) -> None:
     inspector = sa.inspect(engine)
     for table_name, columns in _ADDED_COLUMNS.items():
         present = {column["name"] for column in inspector.get_columns(table_name)}

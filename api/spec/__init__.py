@@ -1,98 +1,28 @@
-"""The job spec models: what a user may submit."""
+"""The job spec models: what a user may submit.
 
-from sparsetrain.spec.compression import (
-    COMPRESSION_SPECS,
-    AtomoSpec,
-    CompressionSpec,
-    DenseSpec,
-    PowerSGDSpec,
-    QSGDSpec,
-    RandKSpec,
-    SignSpec,
-    ThresholdSpec,
-    TopKSpec,
-    ValueDtype,
-    WangniSpec,
-)
-from sparsetrain.spec.data import (
-    DATA_SPECS,
-    DataSpec,
-    ImageFolderSpec,
-    LibSVMSpec,
-    SklearnSpec,
-    SyntheticSpec,
-)
-from sparsetrain.spec.job import (
-    CheckpointSpec,
-    EvalSpec,
-    ExchangeSpec,
-    JobSpec,
-    MemoryKind,
-    WorkersSpec,
-)
-from sparsetrain.spec.model import (
-    MODEL_SPECS,
-    CNNSpec,
-    CustomModelSpec,
-    LinearRegressionSpec,
-    LogisticRegressionSpec,
-    MLPSpec,
-    ModelSpec,
-)
-from sparsetrain.spec.optim import (
-    AveragingSpec,
-    ConstantLR,
-    CosineLR,
-    InverseTimeLR,
-    OptimizerSpec,
-    ScheduleSpec,
-    SGDSpec,
-    StepLR,
-)
-from sparsetrain.spec.sampler import SAMPLER_SPECS, SamplerSpec, SGLDFPSpec, SGLDSpec
+Each module lists its public names in ``__all__``; this package exports them all, so a new
+kind is written in its own module only. ``MODEL_NAMES`` are the names of the spec models
+(``sparsetrain`` exports those).
+"""
 
-__all__ = [
-    "COMPRESSION_SPECS",
-    "DATA_SPECS",
-    "MODEL_SPECS",
-    "SAMPLER_SPECS",
-    "AtomoSpec",
-    "AveragingSpec",
-    "CNNSpec",
-    "CheckpointSpec",
-    "CompressionSpec",
-    "ConstantLR",
-    "CosineLR",
-    "CustomModelSpec",
-    "DataSpec",
-    "DenseSpec",
-    "EvalSpec",
-    "ExchangeSpec",
-    "ImageFolderSpec",
-    "InverseTimeLR",
-    "JobSpec",
-    "LibSVMSpec",
-    "LinearRegressionSpec",
-    "LogisticRegressionSpec",
-    "MLPSpec",
-    "MemoryKind",
-    "ModelSpec",
-    "OptimizerSpec",
-    "PowerSGDSpec",
-    "QSGDSpec",
-    "RandKSpec",
-    "SGDSpec",
-    "SGLDFPSpec",
-    "SGLDSpec",
-    "SamplerSpec",
-    "ScheduleSpec",
-    "SignSpec",
-    "SklearnSpec",
-    "StepLR",
-    "SyntheticSpec",
-    "ThresholdSpec",
-    "TopKSpec",
-    "ValueDtype",
-    "WangniSpec",
-    "WorkersSpec",
-]
+from pydantic import BaseModel
+
+from sparsetrain.spec import compression, data, job, model, optim, sampler
+from sparsetrain.spec.compression import *  # noqa: F403
+from sparsetrain.spec.data import *  # noqa: F403
+from sparsetrain.spec.job import *  # noqa: F403
+from sparsetrain.spec.model import *  # noqa: F403
+from sparsetrain.spec.optim import *  # noqa: F403
+from sparsetrain.spec.paths import FileField
+from sparsetrain.spec.sampler import *  # noqa: F403
+
+__all__ = ["MODEL_NAMES", "FileField"]
+for _module in (compression, data, job, model, optim, sampler):
+    __all__ += _module.__all__
+__all__.sort()
+
+MODEL_NAMES: tuple[str, ...] = tuple(
+    name
+    for name in __all__
+    if isinstance(cls := globals().get(name), type) and issubclass(cls, BaseModel)
+)

@@ -1,8 +1,8 @@
 """Compression specs: one model per compressor kind, discriminated on ``kind``.
 
 The compressor classes live in ``sparsetrain.workers.compression``; this module only says
-what a user may ask for. ``COMPRESSION_SPECS`` maps each kind to its spec class, so the
-registry of implementations and the API listing can be checked against each other.
+what a user may ask for, and what each kind needs (``uses_layout``). A new kind is a class
+here plus its member of ``CompressionSpec``; ``COMPRESSION_SPECS`` is built from that union.
 """
 
 from __future__ import annotations
@@ -14,11 +14,38 @@ from pydantic import Field, model_validator
 
 from sparsetrain.errors import SpecError
 from sparsetrain.spec._base import StrictModel
+from sparsetrain.spec._registry import Registry
+
+__all__ = [
+    "COMPRESSION_SPECS",
+    "AtomoSpec",
+    "CompressionSpec",
+    "DenseSpec",
+    "PowerSGDSpec",
+    "QSGDSpec",
+    "RandKSpec",
+    "SignSpec",
+    "ThresholdSpec",
+    "TopKSpec",
+    "ValueDtype",
+    "WangniSpec",
+]
 
 ValueDtype = Literal["float32", "float16", "bfloat16"]
 
 
-class _Budget(StrictModel):
+class _Compression(StrictModel):
+    """What every compression spec declares about its kind."""
+
+    unbiased: ClassVar[bool | None] = None
+    """E[C(x)] = x, i.e. safe without memory: True, False, or None when it depends on the
+    parameters (randk: rescale)."""
+    uses_layout: ClassVar[bool] = False
+    """The compressor works per weight matrix, so it is built with the model's parameter
+    shapes."""
+
+
+class _Budget(_Compression):
     """A sparsity budget given either as a fraction of the coordinates or as a count."""
 
     ratio: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
@@ -54,7 +81,7 @@ class _Budget(StrictModel):
         return max(1, min(d, math.floor(self.ratio * d + 0.5)))
 
 
-class DenseSpec(StrictModel):
+class DenseSpec(_Compression):
     """No compression: the whole vector is sent (plain distributed SGD)."""
 
     kind: Literal["none"] = "none"
@@ -92,7 +119,7 @@ class RandKSpec(_Budget):
     )
 
 
-class ThresholdSpec(StrictModel):
+class ThresholdSpec(_Compression):
     """Send every entry whose magnitude reaches a threshold (the count varies per step)."""
 
     kind: Literal["threshold"] = "threshold"
@@ -112,7 +139,7 @@ class ThresholdSpec(StrictModel):
         return self
 
 
-class QSGDSpec(StrictModel):
+class QSGDSpec(_Compression):
     """QSGD (Alistarh et al. 2017): stochastic rounding of |x_i|/‖x_b‖ to one of ``levels``
     levels per bucket, unbiased. Norms travel as fp32, levels Elias-gamma coded; there is
     no ``value_dtype``."""
@@ -128,7 +155,7 @@ class QSGDSpec(StrictModel):
     )
 
 
-class SignSpec(StrictModel):
+class SignSpec(_Compression):
     """Scaled sign (EF-signSGD, Karimireddy et al. 2019): (‖x‖₁/d)·sign(x), one bit per
     coordinate (sign(0) is +1). Biased: meant for error-feedback memory."""
 
@@ -136,7 +163,7 @@ class SignSpec(StrictModel):
     unbiased: ClassVar[bool | None] = False
 
 
-class WangniSpec(StrictModel):
+class WangniSpec(_Compression):
     """Unbiased sparsification of Wangni et al. (2018): keep coordinate i with probability
     p_i = min(1, λ|x_i|) and send x_i/p_i, with λ chosen for a variance budget or a density."""
 
@@ -163,7 +190,7 @@ class WangniSpec(StrictModel):
         return self
 
 
-class AtomoSpec(StrictModel):
+class AtomoSpec(_Compression):
     """ATOMO (Wang et al. 2018): unbiased sparsification of entrywise or spectral atoms.
 
     Atom i of weight λ_i is kept with probability p_i = min(1, s|λ_i|/Σ|λ|) (atoms capped at
@@ -171,6 +198,7 @@ class AtomoSpec(StrictModel):
 
     kind: Literal["atomo"] = "atomo"
     unbiased: ClassVar[bool | None] = True
+    uses_layout: ClassVar[bool] = True
     atoms: Literal["entry", "svd"] = Field(
         default="svd",
         description=(
@@ -193,7 +221,7 @@ class AtomoSpec(StrictModel):
     )
 
 
-class PowerSGDSpec(StrictModel):
+class PowerSGDSpec(_Compression):
     """PowerSGD (Vogels et al. 2019): rank-r power-iteration compression of weight matrices.
 
     One step of subspace iteration per step gives a rank-r approximation P·Qᵀ of every
@@ -203,6 +231,7 @@ class PowerSGDSpec(StrictModel):
 
     kind: Literal["powersgd"] = "powersgd"
     unbiased: ClassVar[bool | None] = False
+    uses_layout: ClassVar[bool] = True
     rank: Annotated[int, Field(ge=1, le=65536)] = Field(
         default=2, description="Rank r of each matrix's approximation."
     )
@@ -231,16 +260,6 @@ CompressionSpec = Annotated[
     Field(discriminator="kind"),
 ]
 
-# Each spec's ``unbiased`` says whether E[C(x)] = x, i.e. whether the compressor is safe
-# without memory: True, False, or None when it depends on the parameters (randk: rescale).
-COMPRESSION_SPECS: dict[str, type[StrictModel]] = {
-    "none": DenseSpec,
-    "topk": TopKSpec,
-    "randk": RandKSpec,
-    "threshold": ThresholdSpec,
-    "qsgd": QSGDSpec,
-    "sign": SignSpec,
-    "wangni": WangniSpec,
-    "atomo": AtomoSpec,
-    "powersgd": PowerSGDSpec,
-}
+COMPRESSION_SPECS: Registry[type[_Compression]] = Registry.of_union(
+    "compressor", ("compression", "kind"), CompressionSpec
+)

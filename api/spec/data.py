@@ -1,15 +1,29 @@
 """Dataset specs, discriminated on ``kind``.
 
-Implementations: ``sparsetrain.workers.data``.
+Implementations: ``sparsetrain.workers.data``. A new kind is a class here plus its member of
+``DataSpec``; a field that names a file to read is typed ``DataPath``, so the server confines
+it to its data roots.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from sparsetrain.spec._base import StrictModel
+from sparsetrain.spec._registry import Registry
+from sparsetrain.spec.paths import DataPath
+
+__all__ = [
+    "DATA_SPECS",
+    "DataPath",
+    "DataSpec",
+    "ImageFolderSpec",
+    "LibSVMSpec",
+    "SklearnSpec",
+    "SyntheticSpec",
+]
 
 TestFraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -31,8 +45,8 @@ class LibSVMSpec(StrictModel):
     """Any LIBSVM/svmlight text file (optionally .gz or .bz2)."""
 
     kind: Literal["libsvm"] = "libsvm"
-    path: str = Field(min_length=1, max_length=4096)
-    test_path: str | None = Field(default=None, min_length=1, max_length=4096)
+    path: DataPath = Field(min_length=1, max_length=4096)
+    test_path: DataPath | None = Field(default=None, min_length=1, max_length=4096)
     n_features: Annotated[int, Field(ge=1, le=2**31)] | None = Field(
         default=None,
         description="Number of features of every row; default the widest row of the files.",
@@ -41,13 +55,6 @@ class LibSVMSpec(StrictModel):
     test_fraction: TestFraction = Field(
         default=0.1, description="Held-out fraction when no test_path is given."
     )
-
-    @field_validator("path", "test_path")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("path must not contain NUL bytes")
-        return value
 
 
 class SklearnSpec(StrictModel):
@@ -68,7 +75,7 @@ class ImageFolderSpec(StrictModel):
     """A folder with one sub-folder of images per class (png, jpg, ...)."""
 
     kind: Literal["image_folder"] = "image_folder"
-    path: str = Field(min_length=1, max_length=4096)
+    path: DataPath = Field(min_length=1, max_length=4096)
     size: Annotated[int, Field(ge=4, le=512)] = Field(
         default=32, description="Images are resized to size x size pixels."
     )
@@ -78,22 +85,10 @@ class ImageFolderSpec(StrictModel):
     )
     test_fraction: TestFraction = 0.2
 
-    @field_validator("path")
-    @classmethod
-    def _no_nul(cls, value: str) -> str:
-        if "\x00" in value:
-            raise ValueError("path must not contain NUL bytes")
-        return value
-
 
 DataSpec = Annotated[
     SyntheticSpec | LibSVMSpec | SklearnSpec | ImageFolderSpec,
     Field(discriminator="kind"),
 ]
 
-DATA_SPECS: dict[str, type[StrictModel]] = {
-    "synthetic": SyntheticSpec,
-    "libsvm": LibSVMSpec,
-    "sklearn": SklearnSpec,
-    "image_folder": ImageFolderSpec,
-}
+DATA_SPECS: Registry[type[StrictModel]] = Registry.of_union("dataset", ("data", "kind"), DataSpec)

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from sparsetrain.errors import SpecError
 from sparsetrain.spec._base import StrictModel
 from sparsetrain.spec.compression import CompressionSpec, RandKSpec, TopKSpec
 from sparsetrain.spec.data import DataSpec
@@ -19,7 +20,22 @@ from sparsetrain.spec.optim import (
 )
 from sparsetrain.spec.sampler import SamplerSpec, SGLDFPSpec
 
+__all__ = [
+    "CheckpointSpec",
+    "EvalSpec",
+    "ExchangeSpec",
+    "JobSpec",
+    "MemoryKind",
+    "WorkersSpec",
+    "job_folder",
+]
+
 MemoryKind = Literal["none", "error_feedback"]
+
+
+def job_folder(storage: str, job_id: str) -> str:
+    """The default folder (or URL) of job ``job_id`` under the storage root ``storage``."""
+    return f"{storage.rstrip('/')}/{job_id}"
 
 
 class WorkersSpec(StrictModel):
@@ -73,27 +89,36 @@ class WorkersSpec(StrictModel):
 
     @model_validator(mode="after")
     def _count_within_bounds(self) -> WorkersSpec:
-        if not self.floor <= self.count <= self.ceiling:
+        if not self.min_count <= self.count <= self.max_count:
             raise ValueError(
-                f"need min <= count <= max, got min={self.floor}, count={self.count}, "
-                f"max={self.ceiling}"
+                f"need min <= count <= max, got min={self.min_count}, count={self.count}, "
+                f"max={self.max_count}"
             )
         return self
 
     @property
-    def floor(self) -> int:
+    def min_count(self) -> int:
         """``min``, or ``count`` when no minimum was given."""
         return self.count if self.min is None else self.min
 
     @property
-    def ceiling(self) -> int:
+    def max_count(self) -> int:
         """``max``, or ``count`` when no maximum was given."""
         return self.count if self.max is None else self.max
 
     @property
     def elastic(self) -> bool:
         """True when the job may run with more than one size."""
-        return self.floor < self.ceiling
+        return self.min_count < self.max_count
+
+    def check_count(self, count: int) -> None:
+        """Refuse a size to scale to outside [min, max]: raises ``SpecError`` (a
+        ``ValueError``) naming ``workers.count`` and the bounds."""
+        if not self.min_count <= count <= self.max_count:
+            raise SpecError(
+                ("workers", "count"),
+                f"{count} is outside the job's [min, max] = [{self.min_count}, {self.max_count}]",
+            )
 
 
 class ExchangeSpec(StrictModel):
@@ -152,6 +177,11 @@ class CheckpointSpec(StrictModel):
     keep: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=3, description="How many of the newest checkpoints to keep."
     )
+
+    def root(self, storage: str, job_id: str) -> str:
+        """Where job ``job_id`` writes its checkpoints, model and samples: ``path``, or the
+        job's folder under ``storage``."""
+        return self.path or job_folder(storage, job_id)
 
 
 class JobSpec(StrictModel):

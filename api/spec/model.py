@@ -10,6 +10,17 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from sparsetrain.spec._base import StrictModel
+from sparsetrain.spec._registry import Registry
+
+__all__ = [
+    "MODEL_SPECS",
+    "CNNSpec",
+    "CustomModelSpec",
+    "LinearRegressionSpec",
+    "LogisticRegressionSpec",
+    "MLPSpec",
+    "ModelSpec",
+]
 
 Activation = Literal["relu", "tanh", "gelu"]
 
@@ -85,10 +96,4 @@ ModelSpec = Annotated[
     Field(discriminator="kind"),
 ]
 
-MODEL_SPECS: dict[str, type[StrictModel]] = {
-    "logistic_regression": LogisticRegressionSpec,
-    "linear_regression": LinearRegressionSpec,
-    "mlp": MLPSpec,
-    "cnn": CNNSpec,
-    "custom": CustomModelSpec,
-}
+MODEL_SPECS: Registry[type[StrictModel]] = Registry.of_union("model", ("model", "kind"), ModelSpec)

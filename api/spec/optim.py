@@ -8,6 +8,17 @@ from pydantic import Field
 
 from sparsetrain.spec._base import StrictModel
 
+__all__ = [
+    "AveragingSpec",
+    "ConstantLR",
+    "CosineLR",
+    "InverseTimeLR",
+    "OptimizerSpec",
+    "SGDSpec",
+    "ScheduleSpec",
+    "StepLR",
+]
+
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 
 

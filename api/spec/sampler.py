@@ -12,6 +12,9 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from sparsetrain.spec._base import StrictModel
+from sparsetrain.spec._registry import Registry
+
+__all__ = ["SAMPLER_SPECS", "SGLDFPSpec", "SGLDSpec", "SamplerSpec"]
 
 
 class _ChainSpec(StrictModel):
@@ -63,7 +66,6 @@ class SGLDFPSpec(_ChainSpec):
 
 SamplerSpec = Annotated[SGLDSpec | SGLDFPSpec, Field(discriminator="kind")]
 
-SAMPLER_SPECS: dict[str, type[StrictModel]] = {
-    "sgld": SGLDSpec,
-    "sgldfp": SGLDFPSpec,
-}
+SAMPLER_SPECS: Registry[type[StrictModel]] = Registry.of_union(
+    "sampler", ("sampler", "kind"), SamplerSpec
+)

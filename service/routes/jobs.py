@@ -106,11 +106,7 @@ def patch(job_id: JobId, change: JobPatch, state: State, principal: Principal) -
     if job.status.is_terminal:
         raise JobEnded(job_id, job.status)
     count, workers = change.workers.count, job.spec.workers
-    if not workers.floor <= count <= workers.ceiling:
-        raise SpecError(
-            ("workers", "count"),
-            f"{count} is outside the job's [min, max] = [{workers.floor}, {workers.ceiling}]",
-        )
+    workers.check_count(count)
     if job.spec.exchange.mode == "async" and count != workers.count:
         raise SpecError(("workers", "count"), "async jobs cannot be resized")
     old = job.target_workers or workers.count

@@ -108,9 +108,9 @@ def test_json_schema_is_generated() -> None:
 
 def test_workers_bounds_default_to_count_and_must_hold_it() -> None:
     fixed = _spec(workers={"count": 3}).workers
-    assert (fixed.floor, fixed.ceiling, fixed.elastic) == (3, 3, False)
+    assert (fixed.min_count, fixed.max_count, fixed.elastic) == (3, 3, False)
     elastic = _spec(workers={"count": 2, "min": 1, "max": 8}).workers
-    assert (elastic.floor, elastic.ceiling, elastic.elastic) == (1, 8, True)
+    assert (elastic.min_count, elastic.max_count, elastic.elastic) == (1, 8, True)
     for bad in ({"count": 2, "min": 3}, {"count": 5, "max": 4}, {"count": 2, "min": 0}):
         with pytest.raises(ValidationError, match="workers"):
             _spec(workers=bad)

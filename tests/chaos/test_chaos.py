@@ -21,6 +21,7 @@ import ray
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers import simulate
 from sparsetrain.workers.runtime.launch import run_job
+from sparsetrain.workers.runtime.names import NAMESPACE, supervisor_name
 from sparsetrain.workers.training.checkpoint import load_checkpoint
 from tests.server_process import Server, wait_for_job
 from tests.specs import job_spec
@@ -77,7 +78,7 @@ def _submit(url: str, spec: dict[str, Any]) -> str:
 
 
 def _supervisor(job_id: str) -> Any:
-    return ray.get_actor(f"job-{job_id}", namespace="sparsetrain")
+    return ray.get_actor(supervisor_name(job_id), namespace=NAMESPACE)
 
 
 def _running_past(url: str, job_id: str, step: int) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def _spec(name: str) -> JobSpec:
 @pytest.mark.parametrize("name", NAMES)
 def test_example_reserves_at_most_two_cpus(name: str) -> None:
     workers = _spec(name).workers
-    reserved = workers.cpus * (workers.ceiling + workers.standby)
+    reserved = workers.cpus * (workers.max_count + workers.standby)
     assert reserved <= MACHINE_CPUS, f"{name} reserves {reserved:g} CPUs"
 
 

@@ -17,8 +17,8 @@ from sparsetrain.service.launcher import RayLauncher
 from sparsetrain.service.storage import StorageLayout
 from sparsetrain.spec import ExchangeSpec
 from sparsetrain.workers import simulate
-from sparsetrain.workers.runtime.launch import run_job, start_job, supervisor_name
-from sparsetrain.workers.runtime.supervisor import NAMESPACE, worker_name
+from sparsetrain.workers.runtime.launch import run_job, start_job
+from sparsetrain.workers.runtime.names import NAMESPACE, supervisor_name, worker_name
 from tests.specs import job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]

@@ -13,6 +13,7 @@ import pytest
 import ray
 import torch
 
+from sparsetrain.workers.runtime.names import supervisor_name
 from tests.server_process import Server, wait_for_job
 from tests.specs import job_spec
 
@@ -79,7 +80,7 @@ def test_cancel_a_running_job(server: Server) -> None:
     cancelled = httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel", timeout=30)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
     names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
-    assert f"job-{job_id}" not in names
+    assert supervisor_name(job_id) not in names
 
 
 def test_a_job_outlives_a_killed_server(tmp_path: Path) -> None:

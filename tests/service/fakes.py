@@ -8,18 +8,37 @@ from typing import Any
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.service.launcher import JobProgress
 from sparsetrain.spec import JobSpec
+from sparsetrain.supervision import (
+    ErrorKind,
+    SupervisorEvent,
+    SupervisorEventKind,
+    SupervisorState,
+)
 
 
 @dataclass
 class FakeJob:
     total: int
     step: int = 0
-    state: str = "running"
+    state: SupervisorState = SupervisorState.RUNNING
     error: str | None = None
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     first_step: int = 0
     workers: int = 2
-    events: list[dict[str, Any]] = field(default_factory=list)
+    epoch: int = 0
+    events: list[SupervisorEvent] = field(default_factory=list)
+
+    def event(self, kind: str, message: str, **data: int | str) -> None:
+        """Report an event as a supervisor does: numbered after the last one."""
+        self.events.append(
+            SupervisorEvent(
+                epoch=self.epoch,
+                seq=len(self.events),
+                kind=SupervisorEventKind(kind),
+                message=message,
+                data=dict(data),
+            )
+        )
 
 
 @dataclass
@@ -47,23 +66,29 @@ class FakeLauncher:
         workers = target or spec.workers.count
         self.jobs.setdefault(job_id, FakeJob(total=spec.steps or 10, workers=workers))
 
-    def relaunch(self, job_id: str, spec: JobSpec, target: int | None = None) -> int | None:
+    def relaunch(
+        self, job_id: str, spec: JobSpec, target: int | None = None, epoch: int = 0
+    ) -> int | None:
         """Resume from ``checkpoint_step`` (None: from the start), reporting as a supervisor
         does the checkpoint used and ``skipped_step``'s, which did not load; returns the
         newest checkpoint's step on storage, as ``RayLauncher`` does."""
         self.relaunched.append((job_id, target))
         step = self.checkpoint_step
         job = FakeJob(
-            total=spec.steps or 10, step=step or 0, first_step=step or 0, workers=target or 2
+            total=spec.steps or 10,
+            step=step or 0,
+            first_step=step or 0,
+            workers=target or 2,
+            epoch=epoch,
         )
         self.jobs[job_id] = job
         if self.skipped_step is not None:
             name = f"step-{self.skipped_step:010d}.ckpt"
-            job.events.append(_event(0, "checkpoint", f"skipped checkpoint {name}: truncated"))
+            job.event("checkpoint", f"skipped checkpoint {name}: truncated", checkpoint=name)
         if step is not None:
             name = f"step-{step:010d}.ckpt"
             message = f"resumed from checkpoint {name} (step {step})"
-            job.events.append(_event(len(job.events), "checkpoint", message))
+            job.event("checkpoint", message, checkpoint=name, step=step)
         return self.skipped_step if self.skipped_step is not None else step
 
     def scale(self, job_id: str, count: int) -> bool:
@@ -71,15 +96,13 @@ class FakeLauncher:
         job = self.jobs.get(job_id)
         if job is None:
             return False
-        job.events.append(
-            {"seq": len(job.events), "kind": "resize", "message": f"resized to {count}"}
-        )
+        job.event("resize", f"resized to {count}", new=count)
         job.workers = count
         return True
 
     def fail(self, job_id: str, message: str, kind: str = "TrainingError") -> None:
         job = self.jobs[job_id]
-        job.state, job.error, job.error_kind = "failed", message, kind
+        job.state, job.error, job.error_kind = SupervisorState.FAILED, message, ErrorKind(kind)
 
     def lose(self, job_id: str) -> None:
         del self.jobs[job_id]
@@ -88,10 +111,10 @@ class FakeLauncher:
         job = self.jobs.get(job_id)
         if job is None:
             return None
-        if job.state == "running":
+        if job.state is SupervisorState.RUNNING:
             job.step = min(job.total, job.step + self.steps_per_poll)
             if job.step == job.total:
-                job.state = "succeeded"
+                job.state = SupervisorState.SUCCEEDED
         steps = [_record(step) for step in range(max(since, job.first_step), job.step)]
         evals = [EvalMetrics(step=job.total, train_loss=0.5, train_accuracy=0.9)]
         return JobProgress(
@@ -100,7 +123,7 @@ class FakeLauncher:
             total_steps=job.total,
             error=job.error,
             steps=steps,
-            evals=evals if job.state == "succeeded" else [],
+            evals=evals if job.state is SupervisorState.SUCCEEDED else [],
             checkpoints=[
                 {"step": step, "path": f"/ckpt/{job_id}/{step}", "nbytes": 1}
                 for step in range(4, job.step + 1, 4)
@@ -135,10 +158,6 @@ class FakeLauncher:
 
     def shutdown(self) -> None:
         pass
-
-
-def _event(seq: int, kind: str, message: str) -> dict[str, Any]:
-    return {"seq": seq, "kind": kind, "message": message}
 
 
 def _record(step: int) -> StepMetrics:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
+from pydantic import Field
 
 from sparsetrain.errors import SpecError
 from sparsetrain.service.auth import TokenTable
 from sparsetrain.service.paths import PathRefusedError, relative_inside
 from sparsetrain.service.storage import StorageLayout
-from sparsetrain.spec import JobSpec
-from tests.specs import job_spec_model
+from sparsetrain.spec import DataPath, DataSpec, JobSpec
+from sparsetrain.spec._base import StrictModel
+from tests.specs import job_spec, job_spec_model
 
 JOB = "0123456789abcdef"
 
@@ -121,6 +124,55 @@ def test_data_roots_per_principal(layout: StorageLayout, tmp_path: Path) -> None
     assert refused.value.loc == ("data", "path") and str(tmp_path) not in str(refused.value)
     relative = layout.launch_spec(_spec(data={"kind": "libsvm", "path": "x.svm"}), "bob", JOB)
     assert relative.data.path == str(tmp_path / "shared" / "x.svm")  # type: ignore[union-attr]
+
+
+class _ShardedCSVSpec(StrictModel):
+    """A data kind written only for this test: files named in two ways, one nested."""
+
+    kind: Literal["sharded_csv"] = "sharded_csv"
+    shards: list[DataPath] = Field(min_length=1)
+    labels: _LabelsSpec
+
+
+class _LabelsSpec(StrictModel):
+    path: DataPath
+
+
+_ShardedCSVSpec.model_rebuild()
+
+
+class _JobWithNewDataKind(JobSpec):
+    """``JobSpec`` whose data union has one more kind, as a new kind's own module adds it."""
+
+    data: Annotated[  # type: ignore[assignment]
+        typing.Union[(*typing.get_args(typing.get_args(DataSpec)[0]), _ShardedCSVSpec)],
+        Field(discriminator="kind"),
+    ]
+
+
+def test_a_new_file_backed_data_kind_is_confined_with_no_other_edit(
+    layout: StorageLayout, tmp_path: Path
+) -> None:
+    """A data kind the server has never heard of is confined by its ``DataPath`` fields
+    alone: every path, in a list or a nested model, must lie in the principal's roots."""
+    inside = str(tmp_path / "users" / "alice" / "a.csv")
+
+    def spec(shards: list[str], labels: str) -> JobSpec:
+        data = {"kind": "sharded_csv", "shards": shards, "labels": {"path": labels}}
+        return _JobWithNewDataKind.model_validate(job_spec(data=data))
+
+    launched = layout.launch_spec(spec([inside, "b.csv"], "labels.csv"), "alice", JOB)
+    assert launched.data.shards == [inside, str(tmp_path / "shared" / "b.csv")]  # type: ignore[union-attr]
+    assert launched.data.labels.path == str(tmp_path / "shared" / "labels.csv")  # type: ignore[union-attr]
+    for shards, labels, loc in [
+        ([inside, "/etc/passwd"], "labels.csv", ("data", "shards", 1)),
+        ([inside], "../../escape.csv", ("data", "labels", "path")),
+    ]:
+        with pytest.raises(SpecError) as refused:
+            layout.check(spec(shards, labels), "alice")
+        assert refused.value.loc == loc and str(tmp_path) not in str(refused.value)
+    with pytest.raises(SpecError):
+        layout.check(spec([inside], "labels.csv"), "bob")
 
 
 def test_clients_see_paths_relative_to_the_namespace(layout: StorageLayout) -> None:

@@ -28,6 +28,7 @@ from sparsetrain.workers.compression import (
     build_compressor,
     decode,
     encode,
+    register,
 )
 from sparsetrain.workers.compression.payload import index_dtype
 from sparsetrain.workers.training.memory import NoMemory
@@ -87,6 +88,12 @@ def _compress(c: Compressor, x: torch.Tensor, step: int = 0, seed: int = 1):
 
 def test_registry_matches_specs() -> None:
     assert set(COMPRESSORS) == set(COMPRESSION_SPECS)
+
+
+def test_a_kind_has_one_compressor() -> None:
+    with pytest.raises(ValueError, match="'topk' is registered twice"):
+        register(TopKSpec)(type("AnotherTopK", (), {}))
+    assert COMPRESSORS["topk"].__name__ == "TopK"
 
 
 def test_every_kind_has_examples() -> None:

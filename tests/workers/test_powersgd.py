@@ -20,12 +20,12 @@ from sparsetrain.spec import (
 from sparsetrain.workers import simulate
 from sparsetrain.workers.compression import (
     LowRankUpdate,
-    PowerSGD,
     StatefulCompressor,
     build_compressor,
     decode,
     encode,
 )
+from sparsetrain.workers.compression.powersgd import PowerSGD
 from sparsetrain.workers.training.prepare import prepare
 from sparsetrain.workers.training.step import WorkerState, compute_update
 from tests.specs import job_spec_model

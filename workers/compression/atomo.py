@@ -32,6 +32,7 @@ from sparsetrain.workers.compression.base import check_input
 from sparsetrain.workers.compression.layout import Segment, Shapes, segments
 from sparsetrain.workers.compression.lowrank import Factor, LowRankUpdate
 from sparsetrain.workers.compression.payload import VALUE_DTYPES, SparseUpdate, index_dtype
+from sparsetrain.workers.compression.registry import register
 
 
 def atomo_probabilities(weights: torch.Tensor, budget: float) -> torch.Tensor:
@@ -60,11 +61,11 @@ def atomo_probabilities(weights: torch.Tensor, budget: float) -> torch.Tensor:
         remaining -= int(over.sum())
 
 
+@register(AtomoSpec)
 class Atomo:
     """Unbiased sparsification of entrywise or spectral (SVD) atoms with budget ``s``."""
 
     kind: ClassVar[str] = "atomo"
-    uses_layout: ClassVar[bool] = True
 
     def __init__(
         self, spec: AtomoSpec, numel: int, seed: int, shapes: Shapes | None = None

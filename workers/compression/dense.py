@@ -9,8 +9,10 @@ import torch
 from sparsetrain.spec.compression import DenseSpec
 from sparsetrain.workers.compression.base import check_input
 from sparsetrain.workers.compression.payload import VALUE_DTYPES, DenseUpdate
+from sparsetrain.workers.compression.registry import register
 
 
+@register(DenseSpec)
 class Dense:
     """The identity compressor (up to the wire value precision)."""
 

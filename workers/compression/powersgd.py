@@ -31,13 +31,14 @@ from sparsetrain.workers.compression.layout import Shapes, segments
 from sparsetrain.workers.compression.lowrank import Factor, LowRankUpdate
 from sparsetrain.workers.compression.payload import VALUE_DTYPES
 from sparsetrain.workers.compression.randk import step_seed
+from sparsetrain.workers.compression.registry import register
 
 
+@register(PowerSGDSpec)
 class PowerSGD:
     """Rank-r power-iteration compression of every weight matrix, 1-D tensors dense."""
 
     kind: ClassVar[str] = "powersgd"
-    uses_layout: ClassVar[bool] = True
 
     def __init__(
         self, spec: PowerSGDSpec, numel: int, seed: int, shapes: Shapes | None = None

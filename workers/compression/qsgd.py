@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from sparsetrain.spec.compression import QSGDSpec
 from sparsetrain.workers.compression.base import check_input
 from sparsetrain.workers.compression.quantized import QuantizedUpdate, level_dtype
+from sparsetrain.workers.compression.registry import register
 
 
+@register(QSGDSpec)
 class QSGD:
     """Unbiased s-level quantization with one fp32 norm per bucket."""
 

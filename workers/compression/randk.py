@@ -14,6 +14,7 @@ from sparsetrain.workers.compression.payload import (
     index_dtype,
     shared_indices,
 )
+from sparsetrain.workers.compression.registry import register
 
 _STEP_STRIDE = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads (seed, step) over seeds
 
@@ -23,6 +24,7 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + (step + 1) * _STEP_STRIDE) % 2**63
 
 
+@register(RandKSpec)
 class RandK:
     """Random-k. Independent per worker (each draws with its own generator) or shared-seed.
 

@@ -14,8 +14,10 @@ import torch
 from sparsetrain.spec.compression import SignSpec
 from sparsetrain.workers.compression.base import check_input
 from sparsetrain.workers.compression.quantized import SignUpdate, pack_bits
+from sparsetrain.workers.compression.registry import register
 
 
+@register(SignSpec)
 class Sign:
     """One bit per coordinate plus one fp32 scale."""
 

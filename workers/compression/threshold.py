@@ -9,8 +9,10 @@ import torch
 from sparsetrain.spec.compression import ThresholdSpec
 from sparsetrain.workers.compression.base import check_input
 from sparsetrain.workers.compression.payload import VALUE_DTYPES, SparseUpdate, index_dtype
+from sparsetrain.workers.compression.registry import register
 
 
+@register(ThresholdSpec)
 class Threshold:
     """Sends {i : |x_i| ≥ τ}; τ absolute, or τ·max|x| when relative. The count varies."""
 

@@ -9,8 +9,10 @@ import torch
 from sparsetrain.spec.compression import TopKSpec
 from sparsetrain.workers.compression.base import check_input
 from sparsetrain.workers.compression.payload import VALUE_DTYPES, SparseUpdate, index_dtype
+from sparsetrain.workers.compression.registry import register
 
 
+@register(TopKSpec)
 class TopK:
     """Keeps the k largest |x_i|; biased, contractive: ‖x - C(x)‖² ≤ (1 - k/d)‖x‖²."""
 

@@ -21,6 +21,7 @@ import torch
 from sparsetrain.spec.compression import WangniSpec
 from sparsetrain.workers.compression.base import check_input
 from sparsetrain.workers.compression.payload import VALUE_DTYPES, SparseUpdate, index_dtype
+from sparsetrain.workers.compression.registry import register
 
 
 def _reverse_cumsum(v: torch.Tensor) -> torch.Tensor:
@@ -64,6 +65,7 @@ def wangni_probabilities(
     return (magnitude * lam).clamp_(max=1.0)
 
 
+@register(WangniSpec)
 class Wangni:
     """Unbiased random dropping with magnitude-proportional keep probabilities."""
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from sparsetrain.errors import DataError, SpecError
+from sparsetrain.spec._registry import Registry
 from sparsetrain.spec.budget import DataShape
 from sparsetrain.spec.data import DataSpec, LibSVMSpec, SklearnSpec, SyntheticSpec
 from sparsetrain.workers.training.budget import check_data_memory
@@ -28,6 +29,9 @@ _MASK64 = (1 << 64) - 1
 _SALT_SPLIT, _SALT_SYNTHETIC, _SALT_SHARD, _SALT_SAMPLER = 1, 2, 3, 4
 _F32_MAX = float(np.finfo(np.float32).max)
 _MAX_CLASSES = 1000
+
+# Each loader registers itself under its data kind (the package imports every module).
+DATASETS: Registry[Callable[[Any, int], Dataset]] = Registry("dataset kind", ("data", "kind"))
 
 
 def _mix(*parts: int) -> int:
@@ -107,6 +111,7 @@ def finish_dataset(
     return Dataset(name, x[train], y[train], x[test], y[test], tuple(x.shape[1:]), k)
 
 
+@DATASETS.register("synthetic")
 def build_synthetic(spec: SyntheticSpec, seed: int) -> Dataset:
     """Unit-norm Gaussian rows labelled by a planted linear model, labels flipped w.p. noise.
 
@@ -122,6 +127,7 @@ def build_synthetic(spec: SyntheticSpec, seed: int) -> Dataset:
     return finish_dataset("synthetic", x, y, split_rows(spec.n, spec.test_fraction, seed), 2)
 
 
+@DATASETS.register("sklearn")
 def build_sklearn(spec: SklearnSpec, seed: int) -> Dataset:
     """A scikit-learn bundled dataset (digits as (1, 8, 8) images in [0, 1], breast_cancer
     standardised with train-split statistics), optionally binarised and row-normalised."""
@@ -250,6 +256,7 @@ def _load_raw(paths: list[str]) -> list[tuple[sp.csr_array, np.ndarray]]:
     return pairs
 
 
+@DATASETS.register("libsvm")
 def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
     """A LIBSVM/svmlight file densified to float32, labels mapped to 0..C-1 in sorted order.
 
@@ -303,29 +310,12 @@ def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
     return Dataset(name, dense[0], ys[0], dense[1], ys[1], (width,), k)
 
 
-def _image_folder(spec: Any, seed: int) -> Dataset:
-    from sparsetrain.workers.data.image_folder import build_image_folder
-
-    return build_image_folder(spec, seed)
-
-
-DATASETS: dict[str, Callable[[Any, int], Dataset]] = {
-    "synthetic": build_synthetic,
-    "libsvm": build_libsvm,
-    "sklearn": build_sklearn,
-    "image_folder": _image_folder,
-}
-
-
 def build_dataset(spec: DataSpec, seed: int) -> Dataset:
-    """Build the dataset ``spec`` describes via ``DATASETS[spec.kind]``; ``seed`` is the job
-    seed (train/test split, and synthetic data when ``spec.seed`` is None)."""
-    kind = getattr(spec, "kind", None)
-    builder = DATASETS.get(kind) if isinstance(kind, str) else None
-    if builder is None:
-        known = ", ".join(sorted(DATASETS))
-        raise SpecError(("data", "kind"), f"unknown dataset kind {kind!r}; known: {known}")
-    return builder(spec, seed)
+    """Build the dataset ``spec`` describes with the loader registered for its kind;
+    ``seed`` is the job seed (train/test split, and synthetic data when ``spec.seed`` is
+    None). Raises ``SpecError`` (``data.kind``) for an unknown kind."""
+    loader: Callable[[Any, int], Dataset] = DATASETS.for_spec(spec)
+    return loader(spec, seed)
 
 
 def shard_indices(n: int, world: int, rank: int, seed: int) -> Tensor:

@@ -11,12 +11,13 @@ import torch
 from sparsetrain.errors import DataError
 from sparsetrain.spec.budget import DataShape
 from sparsetrain.spec.data import ImageFolderSpec
-from sparsetrain.workers.data.datasets import Dataset, finish_dataset, split_rows
+from sparsetrain.workers.data.datasets import DATASETS, Dataset, finish_dataset, split_rows
 from sparsetrain.workers.training.budget import check_data_memory
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
+@DATASETS.register("image_folder")
 def build_image_folder(spec: ImageFolderSpec, seed: int) -> Dataset:
     """Load every image under ``spec.path/<class>/``; classes are the sorted sub-folders.
 

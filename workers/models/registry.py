@@ -16,9 +16,15 @@ import torch
 from torch import nn
 
 from sparsetrain.errors import SpecError
+from sparsetrain.spec._registry import Registry
 from sparsetrain.workers.data.datasets import Dataset
 from sparsetrain.workers.models.flat import FlatModel
 from sparsetrain.workers.models.objective import Objective
+
+# Each builder registers itself under its model kind.
+MODELS: Registry[Callable[[Any, Dataset], tuple[nn.Module, float]]] = Registry(
+    "model", ("model", "kind")
+)
 
 
 def _outputs(dataset: Dataset) -> int:
@@ -33,6 +39,7 @@ def _activation(name: str) -> nn.Module:
     return {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}[name]()
 
 
+@MODELS.register("logistic_regression")
 def _logistic_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     linear = nn.Linear(_features(dataset), _outputs(dataset), bias=spec.bias)
     nn.init.zeros_(linear.weight)
@@ -42,6 +49,7 @@ def _logistic_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]
     return nn.Sequential(nn.Flatten(), linear), l2
 
 
+@MODELS.register("linear_regression")
 def _linear_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     if dataset.num_classes != 2:
         raise SpecError(
@@ -52,6 +60,7 @@ def _linear_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     return _logistic_regression(spec, dataset)
 
 
+@MODELS.register("mlp")
 def _mlp(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     layers: list[nn.Module] = [nn.Flatten()]
     width = _features(dataset)
@@ -62,6 +71,7 @@ def _mlp(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     return nn.Sequential(*layers), spec.l2
 
 
+@MODELS.register("cnn")
 def _cnn(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     if len(dataset.input_shape) != 3:
         raise SpecError(
@@ -89,6 +99,7 @@ def _cnn(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     return nn.Sequential(*layers), spec.l2
 
 
+@MODELS.register("custom")
 def _custom(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     """Import ``spec.factory`` and call it; the control plane only lets this through when its
     operator allowed user code."""
@@ -103,15 +114,6 @@ def _custom(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     return module, spec.l2
 
 
-MODELS: dict[str, Callable[[Any, Dataset], tuple[nn.Module, float]]] = {
-    "logistic_regression": _logistic_regression,
-    "linear_regression": _linear_regression,
-    "mlp": _mlp,
-    "cnn": _cnn,
-    "custom": _custom,
-}
-
-
 def build_model(
     spec: Any, dataset: Dataset, seed: int, device: torch.device | str = "cpu"
 ) -> tuple[FlatModel, Objective]:
@@ -121,10 +123,7 @@ def build_model(
     unknown kind or a model that does not fit the data.
     """
     kind = getattr(spec, "kind", None)
-    builder = MODELS.get(kind) if isinstance(kind, str) else None
-    if builder is None:
-        known = ", ".join(sorted(MODELS))
-        raise SpecError(("model", "kind"), f"unknown model {kind!r}; known: {known}")
+    builder = MODELS.get_kind(kind)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module, l2 = builder(spec, dataset)

@@ -23,14 +23,10 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sparsetrain.errors import SpecError, TrainingError
 from sparsetrain.spec import JobSpec
+from sparsetrain.workers.runtime.names import NAMESPACE, worker_name
 from sparsetrain.workers.runtime.worker import TrainingWorker
 
-NAMESPACE = "sparsetrain"
 NAME_ATTEMPTS = 1024
-
-
-def worker_name(job_id: str, slot: int) -> str:
-    return f"job-{job_id}-worker-{slot}"
 
 
 @dataclass(frozen=True)
@@ -67,16 +63,22 @@ class WorkerGroup:
         spec: JobSpec,
         initial: Any,
         faults: list[dict[str, Any]] | None = None,
+        dataset: Any = None,
     ) -> None:
+        """``initial``: a reference to the parameters new actors start from; ``dataset``: a
+        reference to the job's loaded dataset, shared by every actor through the object
+        store (None: each actor loads it from the spec)."""
         self.job_id = job_id
         self.spec = spec
         self.initial = initial  # parameters new actors are built from (replaced when they join)
+        self.dataset = dataset
         self.faults = faults or []
         self.bundle = {"CPU": spec.workers.cpus}
         if spec.workers.gpus:
             self.bundle["GPU"] = spec.workers.gpus
         self.members: list[Member] = []
-        self.joiners: list[Member] = []
+        self.joiners: list[Member] = []  # asked for, still building their replica
+        self.ready: list[Member] = []  # built, not admitted yet: hot spares and next joiners
         self._requests: list[_Request] = []
         self._free: list[Bundle] = []
         self._groups: list[PlacementGroup] = []
@@ -138,7 +140,16 @@ class WorkerGroup:
                 actor = (
                     ray.remote(TrainingWorker)
                     .options(name=worker_name(self.job_id, slot), **options)
-                    .remote(self._spec_json, rank, world, self.initial, state, averager, faults)
+                    .remote(
+                        self._spec_json,
+                        rank,
+                        world,
+                        self.initial,
+                        state,
+                        averager,
+                        faults,
+                        dataset=self.dataset,
+                    )
                 )
             except ActorAlreadyExistsError:  # an earlier supervisor's worker, still being reaped
                 continue
@@ -233,7 +244,8 @@ class WorkerGroup:
             self._release(member)
 
     def remove_joiners(self, joiners: list[Member]) -> None:
-        """Kill built joiners that will not join, and free their bundles."""
+        """Kill built joiners that will not join, and free their bundles (the caller takes
+        them out of ``ready``)."""
         for member in joiners:
             self._release(member)
 
@@ -243,9 +255,10 @@ class WorkerGroup:
 
     def close(self) -> None:
         """Kill every actor and remove every placement group."""
-        for member in self.members + self.joiners:
+        for member in self.members + self.joiners + self.ready:
             ray.kill(member.actor, no_restart=True)
-        self.members, self.joiners, self._requests, self._free = [], [], [], []
+        self.members, self.joiners, self.ready = [], [], []
+        self._requests, self._free = [], []
         for group in self._groups:
             remove_placement_group(group)
         self._groups = []

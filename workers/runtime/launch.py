@@ -21,26 +21,22 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.runtime.supervisor import NAMESPACE, Supervisor
+from sparsetrain.supervision import ErrorKind, NextAction, SupervisorState, next_action
+from sparsetrain.workers.runtime.names import NAMESPACE, supervisor_name
+from sparsetrain.workers.runtime.supervisor import Supervisor
 from sparsetrain.workers.training.elastic import Change
 from sparsetrain.workers.training.result import TrainResult
 
 POLL_S = 0.2
-_ERRORS: dict[str, type[Exception]] = {
-    "SpecError": SpecError,
-    "WorkersLost": TrainingError,
-    "TrainingError": TrainingError,
-    "CheckpointError": CheckpointError,
+_ERRORS: dict[ErrorKind, type[Exception]] = {  # the rest raise TrainingError
+    ErrorKind.SPEC: SpecError,
+    ErrorKind.CHECKPOINT: CheckpointError,
 }
 
 
 def default_storage() -> str:
     """``SPARSETRAIN_STORAGE``, else ``.sparsetrain/checkpoints`` under the working folder."""
     return os.environ.get("SPARSETRAIN_STORAGE") or os.path.abspath(".sparsetrain/checkpoints")
-
-
-def supervisor_name(job_id: str) -> str:
-    return f"job-{job_id}"
 
 
 def _on_head_node() -> NodeAffinitySchedulingStrategy | None:
@@ -61,6 +57,7 @@ def start_job(
     target: int | None = None,
     faults: list[dict[str, Any]] | None = None,
     cluster_autoscales: bool = False,
+    epoch: int = 0,
 ) -> Any:
     """Create and start the job's detached supervisor; returns its actor handle.
 
@@ -68,7 +65,8 @@ def start_job(
     overrides ``workers.count`` as the size to train at; ``faults`` injects worker deaths
     (chaos tests only; see ``TrainingWorker``). ``cluster_autoscales``: the cluster adds
     nodes on demand, so a job larger than its current nodes waits up to ``workers.wait_s``
-    to be placed instead of failing at once.
+    to be placed instead of failing at once. ``epoch`` numbers this launch of the job's
+    supervisor (the control plane's restart count); its events carry it.
     """
     if not ray.is_initialized():
         ray.init(namespace=NAMESPACE, log_to_driver=False)
@@ -89,6 +87,7 @@ def start_job(
         faults,
         target,
         cluster_autoscales,
+        epoch,
     )
     ray.get(supervisor.start.remote())
     return supervisor
@@ -124,14 +123,16 @@ def run_job(
                 for record in batch:
                     on_step(StepMetrics(**record))
                 seen += len(batch)
-            if progress["state"] not in ("created", "running", "resizing"):
+            kind = ErrorKind.read(progress["error_kind"])
+            action = next_action(SupervisorState(progress["state"]), kind)
+            if action is not NextAction.WAIT:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 supervisor.stop.remote()
                 raise TimeoutError(f"job did not finish within {timeout_s}s")
             time.sleep(poll_s)
-        if progress["state"] == "failed":
-            error = _ERRORS.get(progress["error_kind"], TrainingError)
+        if action in (NextAction.FAIL, NextAction.RESTART):  # no one here restarts a job
+            error = _ERRORS.get(kind or ErrorKind.INTERNAL, TrainingError)
             if error is SpecError:
                 raise SpecError((), progress["error"])
             raise error(progress["error"])  # type: ignore[call-arg]

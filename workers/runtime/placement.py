@@ -9,7 +9,7 @@ from sparsetrain.spec import JobSpec
 def check_resources(spec: JobSpec, available: dict[str, float], count: int | None = None) -> None:
     """Raise ``SpecError`` when the cluster can never hold ``count`` (default: the job's
     minimum) workers."""
-    count = spec.workers.floor if count is None else count
+    count = spec.workers.min_count if count is None else count
     asks = {"CPU": spec.workers.cpus * count, "GPU": spec.workers.gpus * count}
     for resource, asked in asks.items():
         have = float(available.get(resource, 0.0))
@@ -28,4 +28,4 @@ def initial_size(spec: JobSpec, free: dict[str, float]) -> int:
     fits = [int(free.get("CPU", 0.0) // spec.workers.cpus)]
     if spec.workers.gpus:
         fits.append(int(free.get("GPU", 0.0) // spec.workers.gpus))
-    return max(spec.workers.floor, min(spec.workers.count, *fits))
+    return max(spec.workers.min_count, min(spec.workers.count, *fits))

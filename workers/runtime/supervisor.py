@@ -1,9 +1,14 @@
-"""The job supervisor: places the workers, drives the steps, keeps the metrics and events.
+"""The job supervisor: places the workers, drives the loop step by step, decides.
 
 A plain class; ``launch.py`` makes it a detached, named Ray actor (``job-<id>`` in the
 ``sparsetrain`` namespace) so a job outlives the process that started it. ``start`` returns
 at once and training runs on a background thread, so ``progress``, ``metrics``, ``scale``
 and ``stop`` calls stay responsive while a job runs.
+
+The loops (``sync_loop``, ``async_loop``) return what happened at each call; the supervisor
+records it (``journal``) and makes every decision: the target size, its own state
+(``SupervisorState``), when to checkpoint, when to wait for workers and when to fail, with
+which ``ErrorKind``.
 """
 
 from __future__ import annotations
@@ -18,33 +23,49 @@ import numpy as np
 import ray
 import torch
 
-from sparsetrain.errors import CheckpointError, SpecError, TrainingError
-from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.errors import CheckpointError, DataError, SpecError, TrainingError
 from sparsetrain.spec import JobSpec
-from sparsetrain.workers.runtime.async_loop import WorkerDiedError, train_async
-from sparsetrain.workers.runtime.group import NAMESPACE, WorkerGroup, worker_name
+from sparsetrain.supervision import ErrorKind, SupervisorEventKind, SupervisorState
+from sparsetrain.workers.runtime.async_loop import AsyncLoop, start_parameter_server
+from sparsetrain.workers.runtime.exchange import Exchange, build_exchange
+from sparsetrain.workers.runtime.gather import WorkersLostError
+from sparsetrain.workers.runtime.group import Member, WorkerGroup
+from sparsetrain.workers.runtime.journal import Journal
+from sparsetrain.workers.runtime.outcomes import (
+    CheckpointState,
+    Evaluated,
+    Happening,
+    MembersChanged,
+    Note,
+    Steering,
+    StepDone,
+)
 from sparsetrain.workers.runtime.placement import check_resources, initial_size
-from sparsetrain.workers.runtime.sync_loop import SyncLoop, WorkersLostError, task_error
+from sparsetrain.workers.runtime.results import keep_results
+from sparsetrain.workers.runtime.sync_loop import SyncLoop
 from sparsetrain.workers.runtime.telemetry import JobTelemetry
 from sparsetrain.workers.training.checkpoint import (
     Checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
-from sparsetrain.workers.training.elastic import Change
-from sparsetrain.workers.training.export import export_model, export_samples
 from sparsetrain.workers.training.prepare import prepare
 from sparsetrain.workers.training.resume import ResumePoint, checkpoint_name, resume_point
-from sparsetrain.workers.training.step import RankStats
 
 __all__ = [
-    "NAMESPACE",
     "ResumePoint",
     "Supervisor",
     "check_resources",
     "resume_point",
-    "worker_name",
 ]
+
+# The error kind a job fails with, by the exception that ended it (first match wins).
+_ERROR_KINDS: tuple[tuple[type[Exception], ErrorKind], ...] = (
+    (WorkersLostError, ErrorKind.WORKERS_LOST),
+    (SpecError, ErrorKind.SPEC),
+    (TrainingError, ErrorKind.TRAINING),
+    (CheckpointError, ErrorKind.CHECKPOINT),
+)
 
 
 class Supervisor:
@@ -59,107 +80,82 @@ class Supervisor:
         faults: list[dict[str, Any]] | None = None,
         target: int | None = None,
         cluster_autoscales: bool = False,
+        epoch: int = 0,
     ) -> None:
         """``target`` overrides ``workers.count`` as the size to train at (a scale request
         that outlived an earlier supervisor); ``faults`` is passed to the workers for the
         chaos tests; ``cluster_autoscales`` skips the check that the cluster's current
-        nodes can hold the job (placement then waits up to ``workers.wait_s``)."""
+        nodes can hold the job (placement then waits up to ``workers.wait_s``); ``epoch``
+        says which launch of the job's supervisor this is (its events carry it)."""
         self.job_id = job_id
         self.spec = JobSpec.model_validate_json(spec_json)
-        self.checkpoint_root = self.spec.checkpoint.path or f"{storage.rstrip('/')}/{job_id}"
-        self.checkpoints: list[dict[str, Any]] = []
+        self.checkpoint_root = self.spec.checkpoint.root(storage, job_id)
         self.verify_replicas = verify_replicas
         self.faults = faults
         self.cluster_autoscales = cluster_autoscales
-        self.target = self.spec.workers.count if target is None else target
-        self.standby = 0  # hot spares built and waiting
-        self.steps: list[StepMetrics] = []
-        self.evals: list[EvalMetrics] = []
-        self.events: list[dict[str, Any]] = []
-        self.changes: list[Change] = []
+        self.steering = Steering(self.spec.workers.count if target is None else target)
+        self.journal = Journal(epoch)
         self.total_steps: int | None = None
-        self.state = "created"
-        self.error: str | None = None
-        self.error_kind: str | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self.group: WorkerGroup | None = None
-        self.helpers: list[Any] = []  # reducer / parameter server actors, killed at the end
+        self._thread: threading.Thread | None = None
+        self._exchange: Exchange | None = None
+        self._server: Any = None  # an async job's parameter server
         self._telemetry: JobTelemetry | None = None
         self._final: dict[str, Any] = {}
         self._setup: Any = None
-        self._first_step = 0  # a resumed job's first step
-        self._started_from: int | None = None  # the same, once known
-        self._bytes_total: int | None = 0  # bytes sent so far (None: a resume lost count)
 
     # ---- control, callable while the job runs -------------------------------------------
     def start(self) -> None:
         """Start training on a background thread; returns immediately."""
         if self._thread is None:
-            self.state = "running"
+            self.journal.set_state(SupervisorState.RUNNING)
             self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
         """Ask the job to stop at the next step boundary."""
-        self._stop.set()
+        self.steering.stop.set()
 
     def scale(self, count: int) -> int:
         """Set the target size; the group grows or shrinks at the next step boundaries.
         Raises ``ValueError`` outside [workers.min, workers.max]; returns the old target."""
-        workers = self.spec.workers
-        if not workers.floor <= count <= workers.ceiling:
-            raise ValueError(
-                f"workers.count: {count} is outside [min, max] = "
-                f"[{workers.floor}, {workers.ceiling}]"
-            )
-        if self.spec.exchange.mode == "async" and count != self.target:
+        try:
+            self.spec.workers.check_count(count)
+        except SpecError:  # a plain ValueError crosses Ray to the caller intact
+            bounds = f"[{self.spec.workers.min_count}, {self.spec.workers.max_count}]"
+            raise ValueError(f"workers.count: {count} is outside [min, max] = {bounds}") from None
+        if self.spec.exchange.mode == "async" and count != self.steering.target:
             raise ValueError("workers.count: async jobs cannot be resized")
-        with self._lock:
-            old, self.target = self.target, count
-        return old
+        return self.steering.retarget(count)
 
     def progress(self) -> dict[str, Any]:
-        """State, steps done, total steps, live, target and standby workers, the error if
-        the job failed."""
-        with self._lock:
-            group = self.group
-            return {
-                "state": self.state,
-                "step": self._first_step + len(self.steps),
-                "first_step": self._started_from,
-                "total_steps": self.total_steps,
-                "workers": len(group.members) if group is not None else 0,
-                "target": self.target,
-                "standby": self.standby,
-                "error": self.error,
-                "error_kind": self.error_kind,
-            }
+        """State (a ``SupervisorState``), steps done, the first step, total steps, live,
+        target and standby workers, the error and its ``ErrorKind`` if the job failed."""
+        group = self.group
+        return {
+            **self.journal.progress(),
+            "total_steps": self.total_steps,
+            "workers": len(group.members) if group is not None else 0,
+            "target": self.steering.target,
+            "standby": len(group.ready) if group is not None else 0,
+        }
 
     def metrics(self, since: int = 0) -> dict[str, list[dict[str, Any]]]:
         """Step records with step >= ``since`` and every evaluation at step >= ``since``."""
-        with self._lock:
-            first = max(0, since - self._first_step)  # records are consecutive steps
-            return {
-                "steps": [m.model_dump() for m in self.steps[first:]],
-                "evals": [e.model_dump() for e in self.evals if e.step >= since],
-            }
+        return self.journal.metrics(since)
 
     def event_log(self, since: int = 0) -> list[dict[str, Any]]:
-        """Resize and worker events with ``seq >= since`` (seq counts from 0 per supervisor)."""
-        with self._lock:
-            return list(self.events[since:])
+        """Events with ``seq >= since``: ``SupervisorEvent`` records as dicts (``epoch``,
+        ``seq`` counting from 0 per supervisor, ``kind``, ``message``, ``data``)."""
+        return self.journal.event_log(since)
 
     def membership(self) -> list[dict[str, Any]]:
         """Every membership change so far, in order (see ``workers.training.elastic``)."""
-        with self._lock:
-            return [change.as_dict() for change in self.changes]
+        return self.journal.membership()
 
     def checkpoint_list(self) -> list[dict[str, Any]]:
         """Checkpoints written so far: step, path, size."""
-        with self._lock:
-            return list(self.checkpoints)
+        return self.journal.checkpoint_list()
 
     def worker_pids(self) -> dict[int, int]:
         """Process id of every live worker by rank (for operators and the chaos tests)."""
@@ -176,113 +172,73 @@ class Supervisor:
         """Final parameters and memories (numpy), available once the job has succeeded."""
         return self._final
 
-    # ---- used by the training loops ---------------------------------------------------------
-    def stopping(self) -> bool:
-        """True once ``stop`` was called."""
-        return self._stop.is_set()
+    # ---- what the loops report, and the decisions on it ---------------------------------------
+    def _take(self, happened: list[Happening]) -> None:
+        """Record what a loop reports: metrics (kept and exported), evaluations, membership
+        changes and notes (as events)."""
+        journal, telemetry = self.journal, self._telemetry
+        for item in happened:
+            if isinstance(item, StepDone):
+                journal.record_step(item.metrics)
+                if telemetry is not None:
+                    telemetry.record_step(item.metrics, item.ranks, self._setup.model.numel)
+            elif isinstance(item, Evaluated):
+                journal.record_eval(item.metrics)
+                if telemetry is not None:
+                    telemetry.record_eval(item.metrics)
+            elif isinstance(item, MembersChanged):
+                journal.change(item.change, item.message, item.data)
+            elif isinstance(item, Note):
+                journal.event(item.kind, item.message, item.data)
 
-    def set_target(self, count: int, reason: str) -> None:
+    def _retarget(self, count: int, reason: str) -> None:
         """Change the target size and record why (autoscaling)."""
-        with self._lock:
-            old, self.target = self.target, count
+        old = self.steering.retarget(count)
         if old != count:
-            self.event("resize", f"{reason}: target {old} -> {count} workers")
+            message = f"{reason}: target {old} -> {count} workers"
+            self.journal.event(SupervisorEventKind.RESIZE, message, {"old": old, "new": count})
 
-    def set_state(self, state: str, message: str) -> None:
-        with self._lock:
-            self.state = state
-        self.event("resize", message)
+    def _enter(self, state: SupervisorState, message: str, **data: int | float | str) -> None:
+        """Move to ``state`` and record the event that says why."""
+        self.journal.set_state(state)
+        self.journal.event(SupervisorEventKind.RESIZE, message, {"state": state.value, **data})
 
-    def event(self, kind: str, message: str) -> None:
-        """Keep an event for the control plane (``kind``: resize, worker or checkpoint)."""
-        with self._lock:
-            self.events.append({"seq": len(self.events), "kind": kind, "message": message})
-
-    def change(self, change: Change, message: str) -> None:
-        """Record a membership change and its event."""
-        with self._lock:
-            self.changes.append(change)
-        self.event("worker" if change.kind == "lost" else "resize", message)
-
-    def record_step(self, metrics: StepMetrics, ranks: list[RankStats], numel: int) -> None:
-        """Keep a step's metrics, with the run's bytes so far set on them (mutates
-        ``metrics.bytes_total``), and export them."""
-        with self._lock:
-            if self._bytes_total is not None:
-                self._bytes_total += metrics.bytes_sent
-                metrics.bytes_total = self._bytes_total
-            self.steps.append(metrics)
-        if self._telemetry is not None:
-            self._telemetry.record_step(metrics, ranks, numel)
-
-    def record_eval(self, metrics: EvalMetrics) -> None:
-        """Keep an evaluation and export it."""
-        with self._lock:
-            self.evals.append(metrics)
-        if self._telemetry is not None:
-            self._telemetry.record_eval(metrics)
-
-    @property
-    def workers(self) -> list[Any]:
-        """The live workers' actor handles, by rank."""
-        return [m.actor for m in self.group.members] if self.group is not None else []
-
-    def gather(self, refs: list[Any], step: int, ranks: list[int] | None = None) -> list[Any]:
-        """``ray.get`` each rank's result (async). A worker's exception fails the job naming
-        its rank; a dead worker raises ``WorkerDiedError``.
-
-        ``ranks`` names the rank behind each reference (default: 0, 1, ...).
-        """
-        results = []
-        for rank, ref in zip(ranks or range(len(refs)), refs, strict=True):
-            try:
-                results.append(ray.get(ref))
-            except ray.exceptions.RayTaskError as error:
-                raise task_error(error, rank, step) from None
-            except ray.exceptions.RayActorError as error:
-                message = f"worker {rank} died ({type(error).__name__})"
-                raise WorkerDiedError(message, step=step, rank=rank) from None
-        return results
-
-    def checkpoint(self, done: int, snapshots: list[dict[str, Any]], params: Any) -> None:
-        """Write the checkpoint of step boundary ``done`` atomically from the live ranks'
-        ``snapshots`` and the replicas' ``params``."""
+    def _save(self, state: CheckpointState) -> None:
+        """Write the checkpoint of step boundary ``state.done`` atomically from the live
+        ranks' snapshots and the replicas' parameters; prune old ones."""
         info = save_checkpoint(
             self.checkpoint_root,
             Checkpoint(
-                step=done,
-                params=torch.from_numpy(np.array(params)),
-                workers=[snapshot["state"] for snapshot in snapshots],
-                averager=snapshots[0]["averager"],
+                step=state.done,
+                params=torch.from_numpy(np.array(state.params)),
+                workers=[snapshot["state"] for snapshot in state.snapshots],
+                averager=state.snapshots[0]["averager"],
                 spec_json=self.spec.model_dump_json(),
-                extra={"job_id": self.job_id, "bytes_total": self._bytes_total},
+                extra={"job_id": self.job_id, "bytes_total": self.journal.bytes_total},
             ),
         )
         prune_checkpoints(self.checkpoint_root, self.spec.checkpoint.keep)
-        with self._lock:
-            self.checkpoints.append({"step": info.step, "path": info.path, "nbytes": info.nbytes})
+        self.journal.record_checkpoint(info.step, info.path, info.nbytes)
 
     # ---- the training run --------------------------------------------------------------------
     def _run(self) -> None:
         try:
             self._train()
-            with self._lock:
-                self.state = "stopped" if self._stop.is_set() else "succeeded"
-        except WorkersLostError as error:
-            self._fail("WorkersLost", str(error))
-        except (SpecError, TrainingError, CheckpointError) as error:
-            self._fail(type(error).__name__, str(error))
-        except Exception as error:  # reported through progress(); the traceback goes to the log
-            traceback.print_exc(file=sys.stderr)
-            self._fail(type(error).__name__, f"{type(error).__name__}: {error}")
+            stopped = self.steering.stopping()
+            self.journal.set_state(
+                SupervisorState.STOPPED if stopped else SupervisorState.SUCCEEDED
+            )
+        except Exception as error:  # reported through progress()
+            kind = next((k for cls, k in _ERROR_KINDS if isinstance(error, cls)), None)
+            if kind is not None:
+                self.journal.fail(kind, str(error))
+            else:
+                if not isinstance(error, DataError):  # unexpected: the traceback goes to the log
+                    traceback.print_exc(file=sys.stderr)
+                kind = ErrorKind.DATA if isinstance(error, DataError) else ErrorKind.INTERNAL
+                self.journal.fail(kind, f"{type(error).__name__}: {error}")
         finally:
             self._release()
-
-    def _fail(self, kind: str, message: str) -> None:
-        with self._lock:
-            self.state = "failed"
-            self.error_kind = kind
-            self.error = message
 
     def _train(self) -> None:
         spec = self.spec
@@ -298,81 +254,141 @@ class Supervisor:
         if spec.resume_from is not None:
             resumed = self._resume(spec.resume_from, numel)
             start, initial_params = resumed.step, resumed.params.numpy()
-            self._first_step = start
             total_bytes = resumed.extra.get("bytes_total")
-            self._bytes_total = total_bytes if isinstance(total_bytes, int) else None
+            self.journal.resumed_at(start, total_bytes if isinstance(total_bytes, int) else None)
             states, averager = resumed.workers, resumed.averager
             epoch = max((s.get("group") or {}).get("epoch", 0) for s in states)
-        self._started_from = start
-        group = WorkerGroup(self.job_id, spec, ray.put(initial_params), self.faults)
-        with self._lock:
-            self.group = group
+        self.journal.started_at(start)
+        self.group = group = WorkerGroup(
+            self.job_id, spec, ray.put(initial_params), self.faults, ray.put(setup.dataset)
+        )
         free = ray.available_resources()
         size = len(states) if states is not None else initial_size(spec, free)
         group.start(size, spec.workers.wait_s, states, averager)
         self._telemetry = JobTelemetry(self.job_id)
         if spec.exchange.mode == "async":
-            server = train_async(self, group, total, numel)
-            if not self.stopping():
-                self._finish(ray.get(server.params.remote()), samples=server.samples.remote())
+            self._train_async(group, total, numel)
             return
-        params = SyncLoop(self, group, epoch).run(start, total, numel)
+        params = self._train_sync(group, start, total, epoch)
         if params is not None:
             self._finish(params)
+
+    def _train_sync(self, group: WorkerGroup, start: int, total: int, epoch: int) -> Any:
+        """Train steps ``start``..``total``-1; returns the final parameters (None if
+        stopped). Checkpoints every ``checkpoint.every`` steps and at the end."""
+        spec = self.spec
+        self._exchange = build_exchange(spec, self.job_id)
+        loop = SyncLoop(
+            spec,
+            group,
+            self._exchange,
+            self.steering,
+            epoch=epoch,
+            numel=self._setup.model.numel,
+            verify_replicas=self.verify_replicas,
+        )
+        every, checkpoint_every = spec.eval.every, spec.checkpoint.every
+        for step in range(start, total):
+            if self.steering.stopping():
+                return None
+            leavers = self._boundary(loop, step)
+            if leavers is None:
+                return None
+            evaluate = step == start or bool(every and step % every == 0)
+            outcome = loop.step(step, leavers, evaluate)
+            self._take(outcome.happened)
+            if outcome.survivors == 0:
+                raise WorkersLostError(f"all {outcome.world} workers were lost", step=step)
+            done = step + 1
+            if checkpoint_every and done % checkpoint_every == 0 and done < total:
+                self._save(loop.checkpoint_state(done))
+        finished = loop.finish(total)
+        self._take([Evaluated(finished.evaluation)])
+        self._save(finished.state)
+        self._take(finished.happened)
+        return finished.state.params
+
+    def _boundary(self, loop: SyncLoop, step: int) -> list[Member] | None:
+        """Settle the group before ``step``: the autoscaled target, joiners, leavers; below
+        ``workers.min``, wait (state ``resizing``) or fail. Returns the members that leave
+        after ``step``; None when the job was asked to stop while it waited."""
+        want = loop.autoscale()
+        if want is not None:
+            self._retarget(want, "autoscale: the cluster has free resources")
+        boundary = loop.boundary(step)
+        self._take(boundary.happened)
+        below = boundary.below_min
+        if below is None:
+            return boundary.leavers
+        self._enter(
+            SupervisorState.RESIZING,
+            f"{below.live} worker(s) left, below min {below.min_count}: waiting up to "
+            f"{below.wait_s:g}s for replacements before step {step}",
+            step=step,
+            workers=below.live,
+            min_count=below.min_count,
+        )
+        enough, happened = loop.wait_for_workers(below)
+        self._take(happened)
+        if not enough:
+            raise TrainingError(
+                f"only {len(loop.live)} worker(s) after waiting {below.wait_s:g}s "
+                f"for min {below.min_count}; the cluster has {ray.available_resources()} free",
+                step=step,
+            )
+        if self.steering.stopping():
+            return None
+        self._enter(
+            SupervisorState.RUNNING, f"training again with {below.min_count}+ workers", step=step
+        )
+        admitted = loop.admit(step)
+        self._take(admitted.happened)
+        return admitted.leavers
+
+    def _train_async(self, group: WorkerGroup, total: int, numel: int) -> None:
+        """Run ``total`` rounds on a parameter server; keep the result unless stopped."""
+        self._server = server = start_parameter_server(
+            self.job_id, self.spec, group.initial, group.dataset
+        )
+        loop = AsyncLoop(self.spec, group, server, self.steering, total_steps=total, numel=numel)
+        self._take(loop.start())
+        for _ in range(total):
+            outcome = loop.round()
+            self._take(outcome.happened)
+            if outcome.stopped:
+                return
+        self._take(loop.finish())
+        if not self.steering.stopping():
+            self._finish(ray.get(server.params.remote()), samples=server.samples.remote())
 
     def _resume(self, source: str, numel: int) -> Checkpoint:
         """Load the checkpoint to resume from (``resume_point``) and record, as events, the
         one used and every newer one that was skipped, with why."""
-        found = resume_point(source, numel, self.spec.workers.ceiling)
+        found = resume_point(source, numel, self.spec.workers.max_count)
         for path, problem in found.skipped:
-            self.event("checkpoint", f"skipped checkpoint {checkpoint_name(path)}: {problem}")
-        self.event(
-            "checkpoint",
-            f"resumed from checkpoint {checkpoint_name(found.path)} (step {found.checkpoint.step})",
+            name = checkpoint_name(path)
+            message = f"skipped checkpoint {name}: {problem}"
+            self.journal.event(SupervisorEventKind.CHECKPOINT, message, {"checkpoint": name})
+        name, step = checkpoint_name(found.path), found.checkpoint.step
+        self.journal.event(
+            SupervisorEventKind.CHECKPOINT,
+            f"resumed from checkpoint {name} (step {step})",
+            {"checkpoint": name, "step": step},
         )
         return found.checkpoint
 
     def _finish(self, params: Any, samples: Any = None) -> None:
-        """Keep the final parameters and the live members' memories, write the model file
-        and a sampling job's samples file (``samples``: a reference to them; by default the
-        first live member's). The sync loop has written the last checkpoint."""
-        group = self.group
-        assert group is not None
-        extra: dict[str, Any] = {}
-        if self.spec.objective == "sample":
-            extra["samples"] = (
-                ray.get(samples)
-                if samples is not None
-                else self._from_live(lambda actor: actor.samples.remote(), first=True)[0]
-            )
-            export_samples(self.checkpoint_root, torch.from_numpy(np.array(extra["samples"])))
-        self._final = {
-            "params": params,
-            "memories": self._from_live(lambda actor: actor.memory.remote()),
-            **extra,
-        }
-        export_model(self.checkpoint_root, self._setup.model, torch.from_numpy(np.array(params)))
-
-    def _from_live(self, call: Any, first: bool = False) -> list[Any]:
-        """``call(actor)``'s result from every member still alive (with ``first``, from the
-        first one only); raises ``WorkersLostError`` when none is."""
-        group = self.group
-        assert group is not None
-        results = []
-        for member in group.members:
-            try:
-                results.append(ray.get(call(member.actor)))
-            except ray.exceptions.RayActorError:
-                continue
-            if first:
-                break
-        if not results:
-            raise WorkersLostError("every worker was lost before the results were kept")
-        return results
+        """Keep the results and write the model (and samples) file; the sync loop has
+        written the last checkpoint."""
+        assert self.group is not None
+        model, root = self._setup.model, self.checkpoint_root
+        self._final = keep_results(self.spec, self.group, model, root, params, samples)
 
     def _release(self) -> None:
-        for helper in self.helpers:
-            ray.kill(helper)
-        self.helpers = []
+        """Kill what the job holds: the exchange's actors, the parameter server, the group."""
+        if self._exchange is not None:
+            self._exchange.close()
+        if self._server is not None:
+            ray.kill(self._server)
         if self.group is not None:
             self.group.close()

@@ -23,12 +23,13 @@ import ray
 import torch
 
 from sparsetrain.spec import JobSpec
+from sparsetrain.workers.data.datasets import Dataset
 from sparsetrain.workers.runtime.staging import HostStaging
 from sparsetrain.workers.training.elastic import flush_compressor
 from sparsetrain.workers.training.evaluate import evaluate_setup
 from sparsetrain.workers.training.prepare import prepare
 from sparsetrain.workers.training.samplers import build_chain
-from sparsetrain.workers.training.schedules import WeightedAverage, averaging_shift
+from sparsetrain.workers.training.schedules import build_averager
 from sparsetrain.workers.training.step import (
     MeanApplier,
     RankStats,
@@ -49,9 +50,11 @@ class TrainingWorker:
         state: dict[str, Any] | None = None,
         averager: dict[str, Any] | None = None,
         faults: list[dict[str, Any]] | None = None,
+        dataset: Dataset | None = None,
     ) -> None:
         """Build the replica from ``initial`` parameters; ``state`` and ``averager`` (from a
         checkpoint) restore the rank's sampler, generator, memory, momentum and average.
+        ``dataset`` is the job's loaded dataset (None: load it from the spec).
 
         ``faults`` (fault injection for the chaos tests, never from a job spec): entries
         ``{"where": "step" | "finish" | "snapshot" | "compute", "step": t}`` make this
@@ -65,7 +68,7 @@ class TrainingWorker:
         self.spec = spec
         self.rank = rank
         self.world = world
-        self.setup = prepare(spec, device=device)
+        self.setup = prepare(spec, device=device, dataset=dataset)
         self.staging = HostStaging(device)
         model = self.setup.model
         model.flat.copy_(torch.from_numpy(np.array(initial, dtype=np.float32)).to(device))
@@ -86,11 +89,7 @@ class TrainingWorker:
         self.applier = MeanApplier(model.numel, device)
         self.lr_scale = 1.0
         self._flush = flush_compressor(model.numel)
-        self.averager = (
-            WeightedAverage(model.flat, averaging_shift(spec.averaging, spec.schedule))
-            if spec.averaging is not None
-            else None
-        )
+        self.averager = build_averager(spec, model.flat)
         if state is not None:
             self.state.load_state_dict(state)
         if averager is not None and self.averager is not None:

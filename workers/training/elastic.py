@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sparsetrain.spec import DenseSpec, JobSpec
-from sparsetrain.workers.compression import Dense
+from sparsetrain.workers.compression.dense import Dense
 
 ChangeKind = Literal["join", "leave", "lost"]
 

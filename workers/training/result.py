@@ -26,8 +26,9 @@ class TrainResult:
     samples: torch.Tensor | None = None
     """Sampling jobs: the kept posterior samples, (count, d), oldest first."""
     events: list[dict[str, Any]] = field(default_factory=list)
-    """The supervisor's events (resizes, lost and replaced workers), in order (Ray runs):
-    ``{"seq", "kind", "message"}``."""
+    """The supervisor's events (resizes, lost and replaced workers, checkpoints resumed or
+    skipped), in order (Ray runs): ``sparsetrain.supervision.SupervisorEvent`` records as
+    dicts, ``{"epoch", "seq", "kind", "message", "data"}``."""
 
     @property
     def staleness(self) -> dict[int, int]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sparsetrain.errors import SpecError
+from sparsetrain.spec._registry import Registry
 from sparsetrain.workers.data.datasets import Dataset, _mix
 from sparsetrain.workers.models.flat import FlatModel
 from sparsetrain.workers.models.objective import Objective
@@ -210,7 +210,9 @@ class FixedPointChain(Chain):
         self.fixed_grad = None if grad is None else grad.to(device).clone()
 
 
-SAMPLERS: dict[str, type[Chain]] = {"sgld": Chain, "sgldfp": FixedPointChain}
+SAMPLERS: Registry[type[Chain]] = Registry("sampler", ("sampler", "kind"))
+SAMPLERS.add("sgld", Chain)
+SAMPLERS.add("sgldfp", FixedPointChain)
 
 
 def build_chain(
@@ -222,9 +224,5 @@ def build_chain(
     """
     if spec.objective != "sample" or spec.sampler is None:
         return None
-    kind = spec.sampler.kind
-    chain_class = SAMPLERS.get(kind)
-    if chain_class is None:
-        known = ", ".join(sorted(SAMPLERS))
-        raise SpecError(("sampler", "kind"), f"unknown sampler {kind!r}; known: {known}")
+    chain_class = SAMPLERS.for_spec(spec.sampler)
     return chain_class(spec.sampler, spec.seed, model, objective, dataset)

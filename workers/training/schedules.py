@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from sparsetrain.errors import SpecError
+from sparsetrain.spec import JobSpec
 
 Schedule = Callable[[int], float]
 
@@ -72,6 +73,14 @@ class WeightedAverage:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value.copy_(state["value"])
         self.total_weight = float(state["total_weight"])
+
+
+def build_averager(spec: JobSpec, start: torch.Tensor) -> WeightedAverage | None:
+    """The weighted iterate average ``spec.averaging`` asks for, holding a copy of ``start``
+    (no weight yet); None when the spec asks for none."""
+    if spec.averaging is None:
+        return None
+    return WeightedAverage(start, averaging_shift(spec.averaging, spec.schedule))
 
 
 def averaging_shift(averaging: Any, schedule: Any) -> float:

@@ -28,7 +28,7 @@ from sparsetrain.workers.training.evaluate import evaluate_setup
 from sparsetrain.workers.training.prepare import JobSetup, prepare
 from sparsetrain.workers.training.result import TrainResult
 from sparsetrain.workers.training.samplers import Chain, build_chain
-from sparsetrain.workers.training.schedules import WeightedAverage, averaging_shift
+from sparsetrain.workers.training.schedules import build_averager
 from sparsetrain.workers.training.step import (
     Ledger,
     MeanApplier,
@@ -77,7 +77,7 @@ def simulate(
     world = setup.world
     workers = [new_worker(rank, world, 0) for rank in range(world)]
     flush = flush_compressor(model.numel)
-    averager = _averager(setup)
+    averager = build_averager(setup.spec, setup.model.flat)
     applier = MeanApplier(model.numel, model.device)
     result = TrainResult()
 
@@ -164,7 +164,7 @@ def simulate_async(
 ) -> TrainResult:
     """Train ``spec`` as the Ray async mode does, with W logical workers in this process.
 
-    Follows ``train_async``'s schedule exactly: at most min(W, max_staleness + 1) updates
+    Follows ``AsyncLoop``'s schedule exactly: at most min(W, max_staleness + 1) updates
     are in flight, each computed on the parameters current when it was launched (at the
     learning rate of that version's round), and they are applied in launch order with
     weight 1/W, so from the (max_staleness + 1)-th update on every update is exactly
@@ -178,7 +178,7 @@ def simulate_async(
     world, tau = spec.workers.count, spec.exchange.max_staleness
     chain = build_chain(spec, model, setup.objective, setup.dataset)
     workers = [_logical_worker(setup, rank, world, 0, chain) for rank in range(world)]
-    averager = _averager(setup)
+    averager = build_averager(setup.spec, setup.model.flat)
     if averager is not None:
         averager.update(model.flat, 0)
     result = TrainResult()
@@ -265,11 +265,3 @@ def _logical_worker(
         compressor=build_compressor(spec.compression, model.numel, spec.seed, model.shapes),
         chain=chain,
     )
-
-
-def _averager(setup: JobSetup) -> WeightedAverage | None:
-    """The iterate average the spec asks for, starting from the current parameters."""
-    spec = setup.spec
-    if spec.averaging is None:
-        return None
-    return WeightedAverage(setup.model.flat, averaging_shift(spec.averaging, spec.schedule))
