@@ -25,8 +25,9 @@ from sparsetrain.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from sparsetrain.jobs import Job, JobEvent, JobList, JobPatch, MetricsPage, Problem
+from sparsetrain.jobs import Job, JobEvent, JobList, JobPatch, MetricsPage, Problem, WorkerInfo
 from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.models import load_model, predict
 from sparsetrain.spec import *  # noqa: F403
 from sparsetrain.spec import MODEL_NAMES
 from sparsetrain.spec_files import load_spec
@@ -64,8 +65,11 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "ValidationFailed",
+    "WorkerInfo",
     "__version__",
+    "load_model",
     "load_spec",
+    "predict",
 ]
 __all__ += MODEL_NAMES
 __all__.sort()

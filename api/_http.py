@@ -29,6 +29,7 @@ from sparsetrain.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from sparsetrain.jobs import LOG_SOURCES, LogSource
 from sparsetrain.spec import JobSpec
 from sparsetrain.spec_files import load_spec
 from sparsetrain.status import JobStatus
@@ -160,8 +161,11 @@ def events_call(job_id: str, last_event_id: str | None) -> Call:
     return Call("GET", _job_path(job_id, "events"), headers=headers)
 
 
-def logs_call(job_id: str) -> Call:
-    return Call("GET", _job_path(job_id, "logs"))
+def logs_call(job_id: str, source: LogSource = "events") -> Call:
+    """GET /v1/jobs/{id}/logs of ``source`` (``events`` or ``workers``)."""
+    if source not in LOG_SOURCES:
+        raise ValueError(f"unknown log source {source!r}; expected one of {LOG_SOURCES}")
+    return Call("GET", _job_path(job_id, "logs"), params={"source": source})
 
 
 def checkpoints_call(job_id: str) -> Call:

@@ -27,6 +27,24 @@ def _workers(job: Job) -> str | None:
     return f"{live} live{target}"
 
 
+def _worker_lines(job: Job) -> list[str]:
+    """One line per worker: its rank (or name slot), state, node, process, GPUs, last step."""
+    lines = []
+    for worker in job.worker_details or []:
+        label = f"  rank {worker.rank}" if worker.rank is not None else f"  slot {worker.slot}"
+        parts: list[str] = [worker.state]
+        if worker.node_ip is not None:
+            parts.append(f"node {worker.node_ip}")
+        if worker.pid is not None:
+            parts.append(f"pid {worker.pid}")
+        if worker.gpu_ids:
+            parts.append("GPU " + ",".join(map(str, worker.gpu_ids)))
+        if worker.last_step is not None:
+            parts.append(f"last step {worker.last_step}")
+        lines.append(_row(label, ", ".join(parts)))
+    return lines
+
+
 def _number(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -38,6 +56,8 @@ _FINAL = (
     ("train_accuracy", "train accuracy"),
     ("test_loss", "test loss"),
     ("test_accuracy", "test accuracy"),
+    ("test_perplexity", "test perplexity"),
+    ("test_rmse", "test RMSE"),
     ("predictive_test_accuracy", "predictive test accuracy"),
 )
 _AVERAGED = (("avg_train_loss", "train loss"), ("avg_test_accuracy", "test accuracy"))
@@ -59,9 +79,9 @@ def _evaluation(final: Any) -> list[str]:
 
 
 def summary_lines(job: Job) -> list[str]:
-    """``job`` as aligned ``label value`` lines: identity, status, progress, workers, times,
-    the final evaluation (and the averaged iterate's) and bytes sent once it succeeded, and
-    the error once it failed.
+    """``job`` as aligned ``label value`` lines: identity, status, progress, workers (and
+    where each runs), times, the final evaluation (and the averaged iterate's) and bytes
+    sent once it succeeded, and the error once it failed.
     Lines for values the job does not have are left out. Pure: mutates nothing."""
     total = "?" if job.total_steps is None else str(job.total_steps)
     lines = [
@@ -72,6 +92,7 @@ def summary_lines(job: Job) -> list[str]:
     ]
     if (workers := _workers(job)) is not None:
         lines.append(_row("workers", workers))
+    lines += _worker_lines(job)
     if job.restarts:
         lines.append(_row("restarts", str(job.restarts)))
     lines.append(_row("created", _when(job.created_at)))

@@ -20,7 +20,7 @@ import httpx
 from sparsetrain import _http
 from sparsetrain._http import Call, ServerSentEvent
 from sparsetrain._support import AtomicFile, Deadline, Metrics
-from sparsetrain.jobs import CheckpointEntry, Job, JobList, MetricsPage
+from sparsetrain.jobs import CheckpointEntry, Job, JobList, LogSource, MetricsPage
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
 
@@ -181,9 +181,9 @@ class AsyncClient:
         data = await self._json(_http.metrics_call(job_id, since, max_points))
         return Metrics.from_page(MetricsPage.model_validate(data))
 
-    async def logs(self, job_id: str) -> str:
-        """Every event of the job as a line of text, oldest first."""
-        return (await self._send(_http.logs_call(job_id))).text
+    async def logs(self, job_id: str, source: LogSource = "events") -> str:
+        """The job's log as text, of ``source`` (``Client.logs``)."""
+        return (await self._send(_http.logs_call(job_id, source))).text
 
     async def checkpoints(self, job_id: str) -> builtins.list[CheckpointEntry]:
         """The job's complete checkpoints, oldest first."""
@@ -266,8 +266,8 @@ class AsyncJobRef:
     async def metrics(self, since: int = 0, max_points: int | None = None) -> Metrics:
         return await self.client.metrics(self.id, since=since, max_points=max_points)
 
-    async def logs(self) -> str:
-        return await self.client.logs(self.id)
+    async def logs(self, source: LogSource = "events") -> str:
+        return await self.client.logs(self.id, source)
 
     async def checkpoints(self) -> list[CheckpointEntry]:
         return await self.client.checkpoints(self.id)

@@ -84,7 +84,7 @@ def _cmd_follow(client: Client, args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(client: Client, args: argparse.Namespace) -> int:
-    sys.stdout.write(client.logs(args.job_id))
+    sys.stdout.write(client.logs(args.job_id, "workers" if args.workers else "events"))
     return 0
 
 
@@ -201,6 +201,11 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=text).add_argument("job_id")
     commands.choices["status"].add_argument(
         "--json", action="store_true", help="print the job as JSON (for scripts)"
+    )
+    commands.choices["logs"].add_argument(
+        "--workers",
+        action="store_true",
+        help="what the job's supervisor and workers wrote (output, tracebacks)",
     )
     scale = commands.add_parser("scale", help="resize a running job (within workers.min..max)")
     scale.add_argument("job_id")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -29,7 +30,7 @@ from sparsetrain import _http
 from sparsetrain._http import DEFAULT_TIMEOUT, DEFAULT_URL, Call, ServerSentEvent
 from sparsetrain._support import AtomicFile, Deadline, Metrics
 from sparsetrain.async_client import AsyncClient, AsyncJobRef
-from sparsetrain.jobs import CheckpointEntry, Job, JobList, MetricsPage
+from sparsetrain.jobs import CheckpointEntry, Job, JobList, LogSource, MetricsPage
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
 
@@ -215,9 +216,11 @@ class Client:
         page = MetricsPage.model_validate(self._json(_http.metrics_call(job_id, since, max_points)))
         return Metrics.from_page(page)
 
-    def logs(self, job_id: str) -> str:
-        """Every event of the job as a line of text, oldest first."""
-        return self._send(_http.logs_call(job_id)).text
+    def logs(self, job_id: str, source: LogSource = "events") -> str:
+        """The job's log as text: ``events``, every event as a line, oldest first (with the
+        evaluations and, once it ended, a summary line); ``workers``, what its supervisor
+        and workers wrote, tracebacks included, each file after a ``==> name <==`` line."""
+        return self._send(_http.logs_call(job_id, source)).text
 
     def checkpoints(self, job_id: str) -> builtins.list[CheckpointEntry]:
         """The job's checkpoints that are complete on storage, oldest first."""
@@ -314,9 +317,9 @@ class JobRef:
         """The job's metric records (``Client.metrics``)."""
         return self.client.metrics(self.id, since=since, max_points=max_points)
 
-    def logs(self) -> str:
+    def logs(self, source: LogSource = "events") -> str:
         """The job's log (``Client.logs``)."""
-        return self.client.logs(self.id)
+        return self.client.logs(self.id, source)
 
     def checkpoints(self) -> list[CheckpointEntry]:
         """The job's checkpoints (``Client.checkpoints``)."""
@@ -329,6 +332,16 @@ class JobRef:
     def download_samples(self, path: str | os.PathLike[str]) -> Path:
         """Save the posterior samples (``Client.download_samples``)."""
         return self.client.download_samples(self.id, path)
+
+    def load_model(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """Download the final model (to ``path``, default a temporary folder that is removed
+        afterwards) and return it loaded: ``sparsetrain.load_model``. Needs torch."""
+        from sparsetrain.models import load_model
+
+        if path is not None:
+            return load_model(self.download_model(path))
+        with tempfile.TemporaryDirectory() as folder:
+            return load_model(self.download_model(folder))
 
     def cancel(self) -> Job:
         """Cancel the job (``Client.cancel``)."""

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def _where(place: str, line: int | None) -> str:
+    """``place:line``, or ``place`` alone when the line is not known."""
+    return f"{place}:{line}" if line is not None else place
+
+
 class SparsetrainError(Exception):
     """Root of every error raised by sparsetrain."""
 
@@ -43,8 +48,7 @@ class DataError(SparsetrainError, ValueError):
         self.source = source
         self.line = line
         self.message = message
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{_where(source, line)}: {message}")
 
 
 class CheckpointError(SparsetrainError, ValueError):
@@ -164,5 +168,4 @@ class SpecFileError(SparsetrainError, ValueError):
         self.path = path
         self.line = line
         self.message = message
-        where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{_where(path, line)}: {message}")

@@ -11,6 +11,34 @@ from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
 
+WorkerState = Literal["training", "standby", "starting", "ended"]
+
+
+class WorkerInfo(BaseModel):
+    """One worker of a job: where it runs and how far it got."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int | None = Field(
+        default=None, ge=0, description="Its rank in the group; None while not training."
+    )
+    slot: int = Field(ge=0, description="Its name slot: the actor is job-<id>-worker-<slot>.")
+    name: str = Field(description="The Ray actor's name (namespace sparsetrain).")
+    state: WorkerState = Field(
+        description="training: a rank of the group; standby: built, waiting to join; "
+        "starting: building its replica; ended: the job has ended."
+    )
+    node_id: str | None = Field(default=None, description="The Ray node it runs on.")
+    node_ip: str | None = Field(default=None, description="That node's IP address.")
+    actor_id: str | None = Field(default=None, description="The Ray actor id.")
+    pid: int | None = Field(default=None, ge=0, description="Its process id on that node.")
+    gpu_ids: list[int | str] = Field(
+        default_factory=list, description="The GPUs Ray gave it (empty: CPU only)."
+    )
+    last_step: int | None = Field(
+        default=None, ge=0, description="The last step it took part in (None: none yet)."
+    )
+
 
 class Job(BaseModel):
     """A submitted job as the server knows it."""
@@ -30,6 +58,11 @@ class Job(BaseModel):
     workers: int | None = Field(default=None, ge=0, description="Live workers, last reported.")
     target_workers: int | None = Field(
         default=None, ge=1, description="Size asked for by the last scale request, if any."
+    )
+    worker_details: list[WorkerInfo] | None = Field(
+        default=None,
+        description="Each worker, last reported: rank, Ray node, actor, process, GPUs, state "
+        "and last step (None until the supervisor has reported them).",
     )
     restarts: int = Field(default=0, ge=0, description="Times the supervisor was relaunched.")
     error: str | None = Field(default=None, description="Why the job failed, in one line.")
@@ -61,12 +94,18 @@ class JobPatch(_Patch):
     workers: WorkersPatch
 
 
-EventKind = Literal["status", "checkpoint", "log", "resize", "worker"]
+LogSource = Literal["events", "workers"]
+"""What ``GET /v1/jobs/{id}/logs`` returns: the job's events as lines, or what its
+supervisor and workers wrote (their output and tracebacks)."""
+LOG_SOURCES: tuple[LogSource, ...] = ("events", "workers")
+
+EventKind = Literal["status", "checkpoint", "log", "resize", "worker", "eval"]
 
 
 class JobEvent(BaseModel):
-    """Something that happened to a job: a status change, a checkpoint, a log line, a
-    resize (``resize``), a worker lost or replaced (``worker``)."""
+    """Something that happened to a job: a status change, a checkpoint, a log line (the
+    summary at the end among them), a resize (``resize``), a worker lost or replaced
+    (``worker``), an evaluation (``eval``: its step and metrics in ``data``)."""
 
     seq: int = Field(description="Increases with every event of the server.")
     job_id: str

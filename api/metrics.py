@@ -85,9 +85,25 @@ class EvalMetrics(BaseModel):
 
     step: int = Field(ge=0, description="Number of steps applied before this evaluation.")
     train_loss: float = Field(description="Training objective f(x), regulariser included.")
-    train_accuracy: float
+    train_accuracy: float | None = Field(
+        default=None,
+        description="Fraction of rows classified correctly (of tokens predicted correctly, "
+        "for a language model); None for regression.",
+    )
     test_loss: float | None = None
     test_accuracy: float | None = None
+    train_perplexity: float | None = Field(
+        default=None, description="Language models: exp of the mean training token loss."
+    )
+    test_perplexity: float | None = Field(
+        default=None, description="Language models: exp of the mean held-out token loss."
+    )
+    train_rmse: float | None = Field(
+        default=None, description="Regression: root mean squared error on the training rows."
+    )
+    test_rmse: float | None = Field(
+        default=None, description="Regression: root mean squared error on the held-out rows."
+    )
     avg_train_loss: float | None = Field(default=None, description="f(x̄) of the average.")
     avg_test_accuracy: float | None = None
     posterior_samples: int | None = Field(

@@ -98,6 +98,8 @@ class SupervisorEventKind(str, Enum):
     """A checkpoint was resumed from (``data["step"]``), or skipped because it does not
     load (``data["checkpoint"]`` names it). The control plane records the checkpoints
     written, with ``data["checkpoint_step"]``."""
+    EVAL = "eval"
+    """An evaluation: ``data`` holds its step and metrics (``EvalMetrics``' fields)."""
 
 
 EventValue = int | float | str | None

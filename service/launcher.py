@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from sparsetrain.jobs import WorkerInfo
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.service import ray_head
 from sparsetrain.service.paths import PathRefusedError
@@ -22,6 +23,9 @@ from sparsetrain.spec import JobSpec
 from sparsetrain.supervision import ErrorKind, SupervisorEvent, SupervisorState
 
 log = logging.getLogger("sparsetrain.launcher")
+
+LOG_TAIL_BYTES = 1024 * 1024
+"""How much of each log file ``worker_logs`` returns: its end."""
 
 
 @dataclass
@@ -43,6 +47,14 @@ class JobProgress:
     events: list[SupervisorEvent] = field(default_factory=list)
     """The supervisor's events, all of them, oldest first (``seq`` counts from 0 for each
     supervisor, ``epoch`` is the launch it was given)."""
+    worker_details: list[WorkerInfo] | None = None
+    """Each worker: where it runs, its state and last step; None from a supervisor that
+    does not report them."""
+
+
+def _worker_rows(rows: list[dict[str, Any]] | None) -> list[WorkerInfo] | None:
+    """A supervisor's worker rows as ``WorkerInfo``; None when it sent none."""
+    return None if rows is None else [WorkerInfo.model_validate(row) for row in rows]
 
 
 class LaunchError(RuntimeError):
@@ -102,7 +114,14 @@ class Launcher(Protocol):
         ...
 
     def delete_artifacts(self, job_id: str, spec: JobSpec) -> None:
-        """Delete an ended job's files: its checkpoints, model and samples files."""
+        """Delete an ended job's files: its checkpoints, model and samples files, its logs
+        and its TensorBoard export."""
+        ...
+
+    def worker_logs(self, job_id: str) -> list[tuple[str, str]]:
+        """The job's log files as (name, text): the supervisor's, then each worker's
+        (output and tracebacks), the tail of each, with paths relative to the principal's
+        roots; ``[]`` when there are none."""
         ...
 
     def shutdown(self) -> None: ...
@@ -259,6 +278,7 @@ class RayLauncher:
             first_step=progress["first_step"],
             error_kind=ErrorKind.read(progress["error_kind"]),
             events=[SupervisorEvent.model_validate(event) for event in events],
+            worker_details=_worker_rows(progress.get("worker_details")),
         )
 
     def cancel(self, job_id: str) -> None:
@@ -309,9 +329,21 @@ class RayLauncher:
         return path if "://" in path or os.path.exists(path) else None
 
     def delete_artifacts(self, job_id: str, spec: JobSpec) -> None:
+        from sparsetrain.workers.runtime.tensorboard_export import delete_tensorboard
+        from sparsetrain.workers.runtime.worker_log import delete_logs
         from sparsetrain.workers.training.artifacts import delete_job_files
 
+        folder = self.layout.job_folder(self._owner(job_id), job_id)
+        delete_logs(folder)
+        delete_tensorboard(folder)
         delete_job_files(self._root(job_id, spec))
+
+    def worker_logs(self, job_id: str) -> list[tuple[str, str]]:
+        from sparsetrain.workers.runtime.worker_log import read_logs
+
+        owner = self._owner(job_id)
+        logs = read_logs(self.layout.job_folder(owner, job_id), LOG_TAIL_BYTES)
+        return [(name, self.layout.redact(text, owner)) for name, text in logs]
 
     def _own_head(self) -> str:
         """The GCS address of the data dir's head, started if needed; its auth settings go

@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from sparsetrain.jobs import Job
+from sparsetrain.service.job_summary import summary_line
 from sparsetrain.service.launcher import JobProgress, Launcher
 from sparsetrain.service.store import IllegalTransition, JobStore
 from sparsetrain.status import JobStatus
@@ -81,13 +82,13 @@ class Monitor:
             self.store.transition(
                 job.id, JobStatus.SUCCEEDED, "finished", result=_summary(progress, self.store, job)
             )
-            self.launcher.release(job.id)
         elif action is NextAction.FAIL:
             self._move(job.id, JobStatus.FAILED, "training failed", error=progress.error)
-            self.launcher.release(job.id)
         elif action is NextAction.STOPPED:
             self._move(job.id, JobStatus.CANCELLED, "stopped")
+        if action in (NextAction.COLLECT, NextAction.FAIL, NextAction.STOPPED):
             self.launcher.release(job.id)
+            self._close(job.id)
 
     def _follow(self, job: Job, progress: JobProgress) -> Job:
         """Move a live job between STARTING, RUNNING, RESIZING and RECOVERING as its
@@ -119,6 +120,7 @@ class Monitor:
                 error=f"{reason}; gave up after {limit} restart(s) (max_restarts={limit})",
             )
             self.launcher.release(job.id)
+            self._close(job.id)
             return
         if job.status is not JobStatus.RECOVERING:
             self.store.transition(job.id, JobStatus.RECOVERING, reason)
@@ -140,7 +142,13 @@ class Monitor:
     def _record(self, job: Job, progress: JobProgress) -> None:
         if progress.steps or progress.evals:
             self.store.add_metrics(job.id, progress.steps, progress.evals)
-        self.store.set_progress(job.id, progress.step, progress.total_steps, progress.workers)
+        self.store.set_progress(
+            job.id,
+            progress.step,
+            progress.total_steps,
+            progress.workers,
+            progress.worker_details,
+        )
         self._record_checkpoints(job, progress)
         self._record_events(job, progress)
 
@@ -174,6 +182,13 @@ class Monitor:
                 )
                 seen = checkpoint["step"]
         self._checkpoints_seen[job.id] = seen
+
+    def _close(self, job_id: str) -> None:
+        """End an ended job's log with its summary line (a ``log`` event with its facts)."""
+        job = self.store.get_job(job_id)
+        if job.status.is_terminal:
+            message, facts = summary_line(job, self.store.metrics(job_id, max_points=1))
+            self.store.add_event(job_id, "log", message, data=facts)
 
     def _move(self, job_id: str, to: JobStatus, reason: str, *, error: str | None = None) -> None:
         """Move the job to ``to``; the status event says ``reason`` and the ``error``."""

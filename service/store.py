@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.jobs import EventKind, Job, JobEvent, JobList, MetricsPage
+from sparsetrain.jobs import EventKind, Job, JobEvent, JobList, MetricsPage, WorkerInfo
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.service.store_schema import (
     add_missing_columns,
@@ -176,6 +176,8 @@ class JobStore:
         del data["owner"], data["idempotency_key"]
         result_json = data.pop("result_json")
         data["result"] = json.loads(result_json) if result_json is not None else None
+        workers_json = data.pop("workers_json")
+        data["worker_details"] = json.loads(workers_json) if workers_json is not None else None
         data["spec"] = JobSpec.model_validate_json(data.pop("spec_json"))
         return Job.model_validate(data)
 
@@ -315,13 +317,20 @@ class JobStore:
                 return self._job(self._row(conn, job_id))
 
     def set_progress(
-        self, job_id: str, step: int, total_steps: int | None, workers: int | None = None
+        self,
+        job_id: str,
+        step: int,
+        total_steps: int | None,
+        workers: int | None = None,
+        worker_details: Sequence[WorkerInfo] | None = None,
     ) -> None:
-        """Set the job's ``step``/``total_steps`` (and live ``workers`` when given) and
-        ``updated_at``; records no event."""
+        """Set the job's ``step``/``total_steps`` (and live ``workers``, each worker's row
+        ``worker_details``, when given) and ``updated_at``; records no event."""
         values: dict[str, Any] = {"step": step, "total_steps": total_steps, "updated_at": _now()}
         if workers is not None:
             values["workers"] = workers
+        if worker_details is not None:
+            values["workers_json"] = json.dumps([row.model_dump() for row in worker_details])
         self._update(job_id, values)
 
     def _update(self, job_id: str, values: dict[str, Any]) -> None:

@@ -54,6 +54,7 @@ job_table = sa.Table(
     sa.Column("restarts", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("error", sa.Text),
     sa.Column("result_json", sa.Text),
+    sa.Column("workers_json", sa.Text),  # JSON list of the workers' rows, last reported
     sa.UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
 )
 event_table = sa.Table(
@@ -87,7 +88,12 @@ metric_table = sa.Table(
 # Columns added after the first release, with the constraint each is added with:
 # ``add_missing_columns`` brings older database files up to date.
 _ADDED_COLUMNS = {
-    "jobs": {"workers": "", "target_workers": "", "restarts": " NOT NULL DEFAULT 0"},
+    "jobs": {
+        "workers": "",
+        "target_workers": "",
+        "restarts": " NOT NULL DEFAULT 0",
+        "workers_json": "",
+    },
     "job_events": {"epoch": "", "source_seq": "", "data": ""},
 }
 # Indexes added after the first release (created if missing, after the columns).

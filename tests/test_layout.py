@@ -9,9 +9,9 @@ compression stay Ray-free so the simulator runs without a cluster.
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.run_python import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN_IN_API = (
@@ -45,6 +45,14 @@ def _violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
     return found
 
 
+def _loaded_after(code: str) -> str:
+    """What ``code``, run in a fresh interpreter, prints (stripped); fails the test with the
+    child's stderr when it exits non-zero."""
+    done = run_python("-c", code)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_api_imports_nothing_heavy_statically() -> None:
     assert _violations("api", FORBIDDEN_IN_API) == []
 
@@ -57,8 +65,7 @@ def test_importing_the_sdk_loads_no_heavy_module() -> None:
         " or m.startswith(('sparsetrain.service', 'sparsetrain.workers'))]\n"
         "print(','.join(sorted(bad)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert _loaded_after(code) == ""
 
 
 RAY_FREE_WORKERS = ("workers/training", "workers/models", "workers/data", "workers/compression")
@@ -105,8 +112,7 @@ def test_importing_the_ray_free_workers_loads_no_ray() -> None:
         "    importlib.import_module(name)\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'ray')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert _loaded_after(code) == ""
 
 
 def test_service_reaches_the_workers_only_through_its_launcher() -> None:

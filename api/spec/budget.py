@@ -16,14 +16,18 @@ from dataclasses import dataclass, fields
 
 from sparsetrain.errors import SpecError
 from sparsetrain.spec.data import (
+    CSVSpec,
     DataSpec,
     ImageFolderSpec,
+    JSONLinesSpec,
     LibSVMSpec,
+    ParquetSpec,
     SklearnSpec,
     SyntheticSpec,
+    TextSpec,
 )
 from sparsetrain.spec.job import JobSpec
-from sparsetrain.spec.model import CNNSpec, MLPSpec, ModelSpec
+from sparsetrain.spec.model import CNNSpec, GPTSpec, MLPSpec, ModelSpec
 
 FLOAT32, INT64 = 4, 8
 # Rows per forward pass when the workers evaluate (sparsetrain.workers.training.evaluate).
@@ -151,6 +155,10 @@ def data_shape(data: DataSpec) -> DataShape:
         return DataShape(None, (data.n_features,) if data.n_features else None, None)
     if isinstance(data, ImageFolderSpec):
         return DataShape(None, (1 if data.grayscale else 3, data.size, data.size), None)
+    if isinstance(data, ParquetSpec | CSVSpec | JSONLinesSpec):
+        return DataShape(None, (len(data.features),) if data.features else None, None)
+    if isinstance(data, TextSpec):
+        return DataShape(None, (data.context,), 256 if data.tokenizer == "byte" else None)
     raise TypeError(f"unknown data spec {type(data).__name__}")
 
 
@@ -188,8 +196,24 @@ def _layers(model: ModelSpec, shape: tuple[int, ...], outputs: int) -> list[tupl
         flat = channels * height * width
         hidden = model.hidden
         return [*layers, ((flat + 1) * hidden, 2 * hidden), ((hidden + 1) * outputs, outputs)]
+    if isinstance(model, GPTSpec):
+        return _gpt_layers(model, shape, outputs)
     bias = outputs if getattr(model, "bias", False) else 0
     return [(features * outputs + bias, outputs)]
+
+
+def _gpt_layers(model: GPTSpec, shape: tuple[int, ...], vocab: int) -> list[tuple[int, int]]:
+    """GPT on windows of ``shape[0]`` tokens: embeddings, each block (attention and a 4x
+    feed-forward layer: about 12·w² weights and 16·w outputs per token plus the attention
+    scores), the head (only outputs when tied)."""
+    tokens, w = shape[0], model.width
+    vocab = model.vocab_size or vocab
+    context = model.context or tokens
+    blocks = [
+        (12 * w * w + 13 * w, tokens * (16 * w + model.heads * tokens)) for _ in range(model.layers)
+    ]
+    head = 0 if model.tie_embeddings else vocab * w
+    return [((vocab + context) * w, tokens * w), *blocks, (head + 2 * w, tokens * vocab)]
 
 
 def estimate_job_memory(spec: JobSpec, shape: DataShape | None = None) -> MemoryEstimate:
@@ -220,7 +244,7 @@ def estimate_job_memory(spec: JobSpec, shape: DataShape | None = None) -> Memory
         unknown.append(f"{what} (its size is known once it is built)")
     d, widths = sum(p for p, _ in layers), [0] + [w for _, w in layers]
     vector = d * FLOAT32
-    optimizer = (spec.optimizer.momentum > 0) + (spec.averaging is not None)
+    optimizer = spec.optimizer.state_vectors + (spec.averaging is not None)
     samples = 0
     if spec.sampler is not None:
         optimizer += 2 if spec.sampler.kind == "sgldfp" else 0
@@ -230,6 +254,8 @@ def estimate_job_memory(spec: JobSpec, shape: DataShape | None = None) -> Memory
             kept = min(kept, after_burn_in // spec.sampler.thinning + 1)
         samples = 2 * kept * vector
     eval_rows = EVAL_CHUNK_ROWS if shape.rows is None else min(EVAL_CHUNK_ROWS, shape.rows)
+    if isinstance(spec.model, GPTSpec) and shape.input_shape:
+        eval_rows = max(1, eval_rows // shape.input_shape[0])  # a chunk is 8192 tokens
     train = spec.batch_size * (features + 2 * sum(widths))  # the batch copied, then fwd+bwd
     evaluate = eval_rows * 2 * max(widths)  # a chunk is a view; two layers' outputs at once
     activations = max(train, evaluate) * FLOAT32

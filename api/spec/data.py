@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sparsetrain.spec._base import StrictModel
 from sparsetrain.spec._registry import Registry
@@ -17,12 +17,16 @@ from sparsetrain.spec.paths import DataPath
 
 __all__ = [
     "DATA_SPECS",
+    "CSVSpec",
     "DataPath",
     "DataSpec",
     "ImageFolderSpec",
+    "JSONLinesSpec",
     "LibSVMSpec",
+    "ParquetSpec",
     "SklearnSpec",
     "SyntheticSpec",
+    "TextSpec",
 ]
 
 TestFraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -86,8 +90,105 @@ class ImageFolderSpec(StrictModel):
     test_fraction: TestFraction = 0.2
 
 
+ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+Paths = DataPath | Annotated[list[DataPath], Field(min_length=1, max_length=10_000)]
+
+
+class _TableSpec(StrictModel):
+    """Fields every table format shares: which files, which columns, which task."""
+
+    path: Paths = Field(
+        description="A file, a folder (every file in it with the format's extension, in "
+        "name order) or a list of files; their rows are concatenated."
+    )
+    test_path: Paths | None = Field(
+        default=None, description="Held-out rows, as ``path``; default a random split."
+    )
+    label: ColumnName = Field(description="The column to predict.")
+    features: list[ColumnName] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100_000,
+        description="Numeric feature columns, in order; default every column but the label.",
+    )
+    task: Literal["classification", "regression"] = Field(
+        default="classification",
+        description="classification: the label's distinct values are the classes (reports "
+        "accuracy); regression: a numeric label (reports RMSE).",
+    )
+    standardize: bool = Field(
+        default=True,
+        description="Scale each feature to zero mean and unit variance with the training "
+        "rows' statistics (saved with the model and applied by ``predict``).",
+    )
+    test_fraction: TestFraction = Field(
+        default=0.2, description="Held-out fraction when no test_path is given."
+    )
+
+    @model_validator(mode="after")
+    def _label_not_a_feature(self) -> _TableSpec:
+        if self.features is not None:
+            if self.label in self.features:
+                raise ValueError(f"label column {self.label!r} is also listed in features")
+            if len(set(self.features)) != len(self.features):
+                raise ValueError("features lists a column twice")
+        return self
+
+
+class ParquetSpec(_TableSpec):
+    """Apache Parquet files: numeric feature columns and a label column, by name."""
+
+    kind: Literal["parquet"] = "parquet"
+
+
+class CSVSpec(_TableSpec):
+    """CSV files with a header row: numeric feature columns and a label column, by name."""
+
+    kind: Literal["csv"] = "csv"
+    delimiter: str = Field(default=",", min_length=1, max_length=1, pattern=r"^[^\n\r\"]$")
+
+
+class JSONLinesSpec(_TableSpec):
+    """JSON lines files (one object per line): numeric feature fields and a label field."""
+
+    kind: Literal["jsonl"] = "jsonl"
+
+
+class TextSpec(StrictModel):
+    """Local UTF-8 text files for next-token language modelling (needs no download).
+
+    The files' tokens are concatenated (in order; a folder's ``.txt`` files in name order);
+    the last ``test_fraction`` of the tokens is held out; each row is a window of
+    ``context`` tokens and its targets the same window shifted by one token.
+    """
+
+    kind: Literal["text"] = "text"
+    path: Paths = Field(description="A text file, a folder of .txt files or a list of files.")
+    context: Annotated[int, Field(ge=2, le=4096)] = Field(
+        default=64, description="Tokens per training window."
+    )
+    stride: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        default=None, description="Tokens between the starts of windows; default context."
+    )
+    tokenizer: Literal["byte", "char"] = Field(
+        default="byte",
+        description="byte: the UTF-8 bytes (256 tokens); char: one token per distinct "
+        "character of the training text (saved with the model).",
+    )
+    test_fraction: TestFraction = Field(
+        default=0.1, description="Fraction of the tokens, from the end, held out."
+    )
+
+
 DataSpec = Annotated[
-    SyntheticSpec | LibSVMSpec | SklearnSpec | ImageFolderSpec,
+    SyntheticSpec
+    | LibSVMSpec
+    | SklearnSpec
+    | ImageFolderSpec
+    | ParquetSpec
+    | CSVSpec
+    | JSONLinesSpec
+    | TextSpec,
     Field(discriminator="kind"),
 ]
 

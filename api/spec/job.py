@@ -24,6 +24,7 @@ __all__ = [
     "CheckpointSpec",
     "EvalSpec",
     "ExchangeSpec",
+    "ExportSpec",
     "JobSpec",
     "MemoryKind",
     "WorkersSpec",
@@ -184,6 +185,16 @@ class CheckpointSpec(StrictModel):
         return self.path or job_folder(storage, job_id)
 
 
+class ExportSpec(StrictModel):
+    """Where a job's step and evaluation metrics are exported, besides the REST API."""
+
+    tensorboard: bool = Field(
+        default=False,
+        description="Write TensorBoard event files to the 'tensorboard' folder of the "
+        "job's folder (a local or shared folder, not a URL).",
+    )
+
+
 class JobSpec(StrictModel):
     """A training job: model, data, optimisation, compression and workers."""
 
@@ -224,6 +235,10 @@ class JobSpec(StrictModel):
     )
     eval: EvalSpec = Field(default_factory=EvalSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    export: ExportSpec = Field(
+        default_factory=ExportSpec,
+        description="Where the metrics are exported besides the REST API (TensorBoard).",
+    )
     resume_from: str | None = Field(
         default=None,
         min_length=1,
@@ -258,8 +273,20 @@ class JobSpec(StrictModel):
             raise ValueError("objective 'sample' needs a 'sampler' (kind sgld or sgldfp)")
         if self.sampler is not None and self.objective != "sample":
             raise ValueError("a 'sampler' is only used with objective 'sample'")
-        if self.sampler is not None and self.optimizer.momentum:
-            raise ValueError("samplers take plain gradient steps: set optimizer.momentum to 0")
+        optimizer = self.optimizer
+        if self.sampler is not None:
+            if not isinstance(optimizer, SGDSpec) or optimizer.compress != "update":
+                raise ValueError("samplers take plain gradient steps: use optimizer kind 'sgd'")
+            if optimizer.momentum or optimizer.weight_decay or optimizer.nesterov:
+                raise ValueError(
+                    "samplers take plain gradient steps: set optimizer.momentum and "
+                    "optimizer.weight_decay to 0"
+                )
+        if optimizer.compress == "gradient" and self.exchange.mode == "async":
+            raise ValueError(
+                "optimizer.compress 'gradient' replicates the optimizer on every rank and "
+                "needs exchange mode 'sync'"
+            )
         if isinstance(self.sampler, SGLDFPSpec) and self.exchange.mode == "async":
             raise ValueError("sampler 'sgldfp' is supported in sync mode only; use 'sgld'")
         if (

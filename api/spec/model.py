@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sparsetrain.spec._base import StrictModel
 from sparsetrain.spec._registry import Registry
@@ -16,6 +16,7 @@ __all__ = [
     "MODEL_SPECS",
     "CNNSpec",
     "CustomModelSpec",
+    "GPTSpec",
     "LinearRegressionSpec",
     "LogisticRegressionSpec",
     "MLPSpec",
@@ -91,8 +92,43 @@ class CustomModelSpec(StrictModel):
     l2: Annotated[float, Field(ge=0.0)] = 0.0
 
 
+class GPTSpec(StrictModel):
+    """A small decoder-only transformer for next-token prediction on ``text`` data.
+
+    Pre-norm blocks of causal self-attention and a GELU feed-forward layer (4 x width),
+    learned position embeddings; the loss is next-token cross-entropy and an evaluation
+    reports perplexity (exp of the mean held-out token loss) and next-token accuracy.
+    """
+
+    kind: Literal["gpt"] = "gpt"
+    layers: Annotated[int, Field(ge=1, le=48)] = 2
+    heads: Annotated[int, Field(ge=1, le=64)] = 2
+    width: Annotated[int, Field(ge=4, le=8192)] = Field(
+        default=64, description="Embedding width; a multiple of heads."
+    )
+    context: Annotated[int, Field(ge=2, le=4096)] | None = Field(
+        default=None,
+        description="Longest input in tokens (position embeddings); default the data's "
+        "context, and never less than it.",
+    )
+    vocab_size: Annotated[int, Field(ge=2, le=1_000_000)] | None = Field(
+        default=None,
+        description="Token embeddings; default the tokenizer's vocabulary, and never less.",
+    )
+    tie_embeddings: bool = Field(
+        default=True, description="The output layer reuses the token embedding matrix."
+    )
+    l2: Annotated[float, Field(ge=0.0)] = Field(default=0.0, description="Weight decay λ.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> GPTSpec:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
+        return self
+
+
 ModelSpec = Annotated[
-    LogisticRegressionSpec | LinearRegressionSpec | MLPSpec | CNNSpec | CustomModelSpec,
+    LogisticRegressionSpec | LinearRegressionSpec | MLPSpec | CNNSpec | GPTSpec | CustomModelSpec,
     Field(discriminator="kind"),
 ]
 

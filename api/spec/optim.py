@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from sparsetrain.spec._base import StrictModel
+from sparsetrain.spec._registry import Registry
 
 __all__ = [
+    "OPTIMIZER_SPECS",
+    "AdamSpec",
+    "AdamWSpec",
     "AveragingSpec",
+    "CompressMode",
     "ConstantLR",
     "CosineLR",
     "InverseTimeLR",
@@ -20,19 +25,123 @@ __all__ = [
 ]
 
 PositiveFloat = Annotated[float, Field(gt=0.0)]
+CompressMode = Literal["update", "gradient"]
 
 
-class SGDSpec(StrictModel):
-    """SGD. The learning rate is folded into each worker's memory (acc = m + lr·g)."""
+class _Common(StrictModel):
+    """What every optimizer has: the compression mode, a dense warm-up and clipping."""
 
-    kind: Literal["sgd"] = "sgd"
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
-        default=0.0,
-        description="Worker-local heavy-ball momentum applied to the gradient before memory.",
+    dense_warmup_steps: Annotated[int, Field(ge=0, le=100_000_000)] = Field(
+        default=0,
+        description="Train dense (no compression, every coordinate sent) for the first N "
+        "steps, then compress. The bytes of both phases are counted.",
+    )
+    clip_norm: PositiveFloat | None = Field(
+        default=None,
+        description="Clip by global L2 norm. gradient mode: the aggregate (mean) gradient "
+        "every replica's optimizer sees. update mode: each worker's own minibatch gradient "
+        "(weight decay included), before momentum and memory.",
     )
 
+    @property
+    def state_vectors(self) -> int:
+        """How many model-sized vectors of optimizer state one replica holds."""
+        return 0
 
-OptimizerSpec = Annotated[SGDSpec, Field(discriminator="kind")]
+
+class SGDSpec(_Common):
+    """SGD with heavy-ball or Nesterov momentum and (coupled) weight decay."""
+
+    kind: Literal["sgd"] = "sgd"
+    compress: CompressMode = Field(
+        default="update",
+        description="update: each worker compresses its learning-rate-weighted update, "
+        "memory holds the lr-weighted residual, momentum is worker-local (MEM-SGD). "
+        "gradient: each worker compresses its gradient, the mean of the compressed "
+        "gradients goes through one optimizer replicated on every rank.",
+    )
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0,
+        description="Heavy-ball momentum (update mode: worker-local, applied to the gradient "
+        "before memory; gradient mode: on the aggregate, replicated).",
+    )
+    nesterov: bool = Field(default=False, description="Nesterov momentum (needs momentum > 0).")
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.0, description="Adds weight_decay·x to the gradient (L2, coupled)."
+    )
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGDSpec:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
+
+    @property
+    def state_vectors(self) -> int:
+        return int(self.momentum > 0)
+
+
+def _gradient_only(kind: str, mode: str) -> str:
+    if mode != "gradient":
+        raise ValueError(
+            f"{kind} keeps per-coordinate state that must be identical on every replica, so "
+            "it needs compress 'gradient' (update mode is for sgd)"
+        )
+    return mode
+
+
+class AdamSpec(_Common):
+    """Adam (Kingma and Ba) with optional coupled L2 weight decay; gradient mode only.
+
+    The mean compressed gradient feeds one Adam replicated on every rank."""
+
+    kind: Literal["adam"] = "adam"
+    compress: CompressMode = Field(
+        default="gradient", description="Must be 'gradient' (see the sgd optimizer)."
+    )
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.9, description="Decay of the first-moment average."
+    )
+    beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.999, description="Decay of the second-moment average."
+    )
+    eps: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=1e-8, description="Added to the root of the second moment."
+    )
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.0, description="Adds weight_decay·x to the gradient (L2, coupled)."
+    )
+
+    @field_validator("compress")
+    @classmethod
+    def _needs_gradient_mode(cls, mode: str) -> str:
+        return _gradient_only("adam", mode)
+
+    @property
+    def state_vectors(self) -> int:
+        return 2
+
+
+class AdamWSpec(AdamSpec):
+    """AdamW (Loshchilov and Hutter): Adam with decoupled weight decay; gradient mode only.
+
+    x ← x·(1 - lr·wd) before the Adam step."""
+
+    kind: Literal["adamw"] = "adamw"  # type: ignore[assignment]
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.01, description="Decoupled weight decay: x ← x·(1 - lr·weight_decay)."
+    )
+
+    @field_validator("compress")
+    @classmethod
+    def _needs_gradient_mode(cls, mode: str) -> str:
+        return _gradient_only("adamw", mode)
+
+
+OptimizerSpec = Annotated[SGDSpec | AdamSpec | AdamWSpec, Field(discriminator="kind")]
+OPTIMIZER_SPECS: Registry[type[StrictModel]] = Registry.of_union(
+    "optimizer", ("optimizer", "kind"), OptimizerSpec
+)
 
 
 class ConstantLR(StrictModel):

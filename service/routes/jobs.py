@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from sparsetrain.errors import SpecError
-from sparsetrain.jobs import CheckpointEntry, Job, JobList, JobPatch, MetricsPage
+from sparsetrain.jobs import CheckpointEntry, Job, JobList, JobPatch, LogSource, MetricsPage
 from sparsetrain.service.deps import Principal, State
 from sparsetrain.service.openapi import SSE_EVENT, problems
 from sparsetrain.service.store import JobEnded, JobFileNotFound, JobNotFound
@@ -222,9 +222,23 @@ async def _event_stream(
     summary="The job's log",
     responses=problems(404),
 )
-def logs(job_id: JobId, state: State, principal: Principal) -> str:
-    """Every event of the job as a line of text, oldest first."""
+def logs(
+    job_id: JobId,
+    state: State,
+    principal: Principal,
+    source: Annotated[
+        LogSource,
+        Query(description="events: the job's events; workers: its processes' own logs."),
+    ] = "events",
+) -> str:
+    """``events``: every event of the job as a line of text, oldest first (evaluations
+    among them, and a summary line once it ended). ``workers``: what the job's supervisor
+    and workers wrote (their output, and the tracebacks of their failures), each file after
+    a ``==> name <==`` line, the end of each when it is long; empty before they start."""
     state.store.get_job(job_id, principal)
+    if source == "workers":
+        logs = state.launcher.worker_logs(job_id)
+        return "".join(f"==> {name} <==\n{text.rstrip()}\n" for name, text in logs)
     lines = []
     for event in state.store.events(job_id, 0, limit=100_000):
         status = f" [{event.status.value}]" if event.status else ""

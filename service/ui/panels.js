@@ -39,27 +39,36 @@ function cell(value) {
   return value === null || value === undefined ? "–" : String(value);
 }
 
+// The columns of the workers table: heading and how a row (`WorkerInfo`) fills it.
+const WORKER_COLUMNS = [
+  ["Rank", (w) => cell(w.rank)],
+  ["State", (w) => w.state],
+  ["Node", (w) => (w.node_ip ? `${w.node_ip} (${(w.node_id || "").slice(0, 8)})` : "–")],
+  ["PID", (w) => (w.pid === null ? "–" : String(w.pid))],
+  ["GPUs", (w) => (w.gpu_ids.length ? w.gpu_ids.join(", ") : "–")],
+  ["Last step", (w) => cell(w.last_step)],
+];
+
 /**
- * The workers: a table of `job.workers` when the server sends one row per worker; otherwise
- * the live count and each rank's bytes in `last` (the latest step record).
+ * The workers: the live count, then a table of `job.worker_details` (where each worker
+ * runs) when the server has them, and each rank's bytes in `last` (the latest step record).
  */
 export function workersPanel(job, last) {
-  if (Array.isArray(job.workers)) {
-    const columns = [...new Set(job.workers.flatMap((w) => Object.keys(w)))];
-    return [
-      table(
-        columns,
-        job.workers.map((w) => columns.map((c) => cell(w[c]))),
-      ),
-    ];
-  }
   const target = job.target_workers ?? job.spec.workers.count;
   const summary = h("p", { class: "muted" }, `${job.workers ?? 0} live, target ${target}.`);
+  const details = Array.isArray(job.worker_details) ? job.worker_details : [];
+  const where = details.length
+    ? table(
+        WORKER_COLUMNS.map(([heading]) => heading),
+        details.map((w) => WORKER_COLUMNS.map(([, fill]) => fill(w))),
+      )
+    : null;
   const sizes = last?.bytes_per_worker || [];
-  if (!sizes.length) return [summary];
+  if (!sizes.length) return [summary, where];
   const sum = sizes.reduce((a, b) => a + b, 0) || 1;
   return [
     summary,
+    where,
     table(
       ["Rank", `Bytes sent at step ${fmt.count(last.step)}`, "Share"],
       sizes.map((b, rank) => [String(rank), fmt.bytes(b), fmt.percent(b / sum)]),
@@ -120,6 +129,12 @@ export function downloadButtons(job) {
       true,
     ),
     button("Log (text)", `/v1/jobs/${id}/logs`, `${id}.log`, true),
+    button(
+      "Workers' log (text)",
+      `/v1/jobs/${id}/logs?source=workers`,
+      `${id}-workers.log`,
+      true,
+    ),
   ];
 }
 

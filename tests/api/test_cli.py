@@ -20,6 +20,7 @@ from sparsetrain.metrics import StepMetrics
 from sparsetrain.service.settings import Settings
 from sparsetrain.service.store_schema import job_table
 from tests.api.conftest import LiveServer, serve_live, unused_port
+from tests.run_python import run_python
 
 SPEC_YAML = """\
 name: cli-job
@@ -39,6 +40,13 @@ def _run(live: LiveServer, *argv: str) -> int:
     return main(["--url", live.url, *argv])
 
 
+def _fail(live: LiveServer, job_id: str, message: str, ticks: int) -> None:
+    """Make the fake launcher fail ``job_id`` with ``message``, then run ``ticks`` monitor
+    passes so the server records it (and moves the other jobs on)."""
+    live.app.state.sparsetrain.launcher.fail(job_id, message)
+    live.tick(ticks)
+
+
 def test_submit_jobs_status_logs_metrics_cancel(
     live: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -53,6 +61,8 @@ def test_submit_jobs_status_logs_metrics_cancel(
     assert "status      SUCCEEDED" in capsys.readouterr().out
     assert _run(live, "logs", job_id) == 0
     assert "[RUNNING] training started" in capsys.readouterr().out
+    assert _run(live, "logs", job_id, "--workers") == 0
+    assert capsys.readouterr().out == "==> worker-0.log <==\nhello from rank 0\n"
     assert _run(live, "metrics", job_id) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["step", "loss", "lr", "bytes", "sent", "so", "far", "density"]
@@ -84,8 +94,7 @@ def test_follow_prints_progress_and_exit_code(
         ok = client.submit(_spec_file(tmp_path)).id
         bad = client.submit(_spec_file(tmp_path)).id
     live.tick(2)
-    live.app.state.sparsetrain.launcher.fail(bad, "non-finite loss or gradient (step 5, rank 0)")
-    live.tick(3)
+    _fail(live, bad, "non-finite loss or gradient (step 5, rank 0)", ticks=3)
     assert _run(live, "follow", ok) == 0
     err = capsys.readouterr().err
     assert "8/8" in err and "SUCCEEDED" in err and "loss" in err
@@ -193,6 +202,7 @@ def test_status_is_a_readable_summary_and_json_on_request(
     ]
     assert "final       train loss 0.5, train accuracy 0.9 (step 8)" in lines
     assert "sent        1.6 KB (1,600 bytes)" in lines
+    assert "  rank 1    training, node 10.0.0.7, pid 1001, last step 7" in lines
     assert not any("{" in line for line in lines)
     assert _run(live, "status", job_id, "--json") == 0
     dumped = json.loads(capsys.readouterr().out)
@@ -205,8 +215,7 @@ def test_status_of_a_failed_job_names_the_error(
     with Client(live.url) as client:
         job_id = client.submit(_spec_file(tmp_path)).id
     live.tick(1)
-    live.app.state.sparsetrain.launcher.fail(job_id, "worker 1 lost at step 4")
-    live.tick(1)
+    _fail(live, job_id, "worker 1 lost at step 4", ticks=1)
     assert _run(live, "status", job_id) == 0
     out = capsys.readouterr().out
     assert "status      FAILED" in out and "error       worker 1 lost at step 4" in out
@@ -292,14 +301,8 @@ def test_serve_without_the_server_extra_says_how_to_install_it(tmp_path: Path) -
         "PYTHONPATH": _python_path(tmp_path),
         "SPARSETRAIN_DATA_DIR": str(tmp_path),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "sparsetrain", "serve", "--port", str(unused_port())],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=60,
-        check=False,
+    done = run_python(
+        "-m", "sparsetrain", "serve", "--port", str(unused_port()), env=env, cwd=tmp_path
     )
     assert done.returncode == EXIT_USAGE
     assert "install the server: pip install 'sparsetrain[server]'" in done.stderr
@@ -310,15 +313,8 @@ def test_plot_without_matplotlib_says_how_to_install_it(live: LiveServer, tmp_pa
     job_id = _finished_job(live, tmp_path)
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['matplotlib'] = None\n")
     env = {**os.environ, "PYTHONPATH": _python_path(tmp_path)}
-    command = [sys.executable, "-m", "sparsetrain", "--url", live.url, "metrics", job_id]
-    done = subprocess.run(
-        [*command, "--plot", str(tmp_path / "curves.png")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    command = ["-m", "sparsetrain", "--url", live.url, "metrics", job_id]
+    done = run_python(*command, "--plot", str(tmp_path / "curves.png"), env=env)
     assert done.returncode == EXIT_USAGE, done.stderr
     assert "error: plotting needs matplotlib: pip install matplotlib" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "curves.png").exists()

@@ -91,8 +91,14 @@ async def test_metrics_logs_checkpoints(sdk: AsyncClient, tick: Tick) -> None:
     assert thinned.downsampled and len(thinned) <= 3
     logs = await sdk.logs(job.id)
     lines = logs.splitlines()
-    assert "status [PENDING] submitted" in lines[0] and "[SUCCEEDED]" in lines[-1]
+    assert "status [PENDING] submitted" in lines[0] and "[SUCCEEDED]" in lines[-2]
+    assert lines[-1].endswith(
+        "log summary: succeeded after 10 steps in 0.0 s, final loss 0.5, accuracy 0.9, "
+        "sent 2,000 bytes"
+    )
     assert any("checkpoint at step 8" in line for line in lines)
+    workers = await sdk.logs(job.id, "workers")
+    assert workers == "==> worker-0.log <==\nhello from rank 0\n"
     checkpoints = await sdk.checkpoints(job.id)
     assert [(c.step, c.nbytes) for c in checkpoints] == [(10, 123)]
 

@@ -22,7 +22,9 @@ NOT_SPECS = {
     "JobRef",
     "Metrics",
     "ServerSentEvent",
+    "load_model",
     "load_spec",
+    "predict",
     # what the server returns
     "EvalMetrics",
     "Job",
@@ -33,6 +35,7 @@ NOT_SPECS = {
     "MetricsPage",
     "Problem",
     "StepMetrics",
+    "WorkerInfo",
     # errors
     "ApiError",
     "CheckpointError",

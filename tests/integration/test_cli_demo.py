@@ -12,6 +12,8 @@ import httpx
 import pytest
 import ray
 
+from tests.run_python import run_python
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 
@@ -53,22 +55,16 @@ def test_demo_compares_memsgd_with_dense_sgd(tmp_path: Path) -> None:
     """The demo starts its own service and in-process Ray (separate from the test cluster)."""
     plot = tmp_path / "demo.png"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sparsetrain",
-            "demo",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--plot",
-            str(plot),
-        ],
+    result = run_python(
+        "-m",
+        "sparsetrain",
+        "demo",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--plot",
+        str(plot),
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line}

@@ -90,6 +90,28 @@ def test_scale_up_and_down_while_running_matches_the_replayed_simulation() -> No
     assert (gradient - sent - memory).abs().max() <= 1e-5 * gradient.abs().max()
 
 
+def test_a_gradient_mode_joiner_holds_the_groups_parameters_and_optimizer_state() -> None:
+    """AdamW in gradient mode, scaled 2 -> 3 while running: ``verify_replicas`` compares
+    every rank's digest of parameters and optimizer state after every step, the joiner's
+    from its first step on, and the run equals its replay."""
+    spec = _spec(
+        workers={"count": 2, "min": 1, "max": 3},
+        optimizer={"kind": "adamw"},
+        schedule={"kind": "constant", "lr": 0.05},
+        steps=2000,
+    )
+    supervisor = start_job(spec, storage=None, verify_replicas=True)
+    try:
+        _wait(supervisor, lambda p: p["step"] >= 10)
+        ray.get(supervisor.scale.remote(3))
+        _wait(supervisor, lambda p: p["workers"] == 3)
+        params, changes, _ = _finished(supervisor)
+    finally:
+        ray.kill(supervisor)
+    assert [c.kind for c in changes] == ["join"]
+    assert torch.equal(params, simulate(spec, changes=changes).params)
+
+
 def test_below_min_the_job_waits_for_a_replacement() -> None:
     spec = _spec(workers={"count": 2, "min": 2, "max": 2}, steps=60)
     result = run_job(spec, faults=[{"slot": 1, "where": "step", "step": 10}], timeout_s=120)

@@ -5,7 +5,7 @@ Three checks, none of which edits an example: each spec reserves at most 2 CPUs;
 complete and as written, trained by the simulator (the Ray workers' own step code, so the
 same trajectory; the GPU example on the CPU where there is no GPU) clears a stated bar; each
 one, shortened by a ``steps`` override, runs to success through the real control plane on the
-session's Ray cluster (the GPU example only where there is a GPU), image folder included (its
+session's Ray cluster (the GPU example only where there is a GPU), file-based data included (its
 relative path read from the server's default data root, ``<data dir>/datasets``), and so does
 ``sdk_example.py``.
 """
@@ -15,8 +15,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import subprocess
-import sys
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from sparsetrain.spec import JobSpec
 from sparsetrain.spec_files import load_spec
 from sparsetrain.workers.training.result import TrainResult
 from sparsetrain.workers.training.simulator import simulate, simulate_async
+from tests.run_python import run_python
 from tests.server_process import Server, wait_for_job
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -43,9 +43,12 @@ ACCURACY_BARS: dict[str, tuple[str, float]] = {
     "sgd_dense": ("avg_test_accuracy", 0.75),
     "randk_memory": ("avg_test_accuracy", 0.75),
     "mlp_digits": ("test_accuracy", 0.9),
+    "adamw_topk": ("test_accuracy", 0.9),
     "cnn_digits": ("test_accuracy", 0.9),
     "cnn_images": ("test_accuracy", 0.8),
     "gpu": ("test_accuracy", 0.9),
+    "gpt_text": ("test_accuracy", 0.3),
+    "parquet_table": ("test_accuracy", 0.9),
 }
 SERVER_STEPS = 20
 
@@ -58,6 +61,23 @@ def _make_shapes() -> Callable[..., None]:
     module_spec.loader.exec_module(module)
     make: Callable[..., None] = module.make_shapes
     return make
+
+
+def _make_table() -> Callable[..., None]:
+    """``examples/make_table.py``'s writer (the Parquet data of ``parquet_table.yaml``)."""
+    module_spec = importlib.util.spec_from_file_location("make_table", EXAMPLES / "make_table.py")
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    make: Callable[..., None] = module.make_table
+    return make
+
+
+def _fill_data_root(root: Path) -> None:
+    """Put what the file-based examples name under ``root``, as their comments say."""
+    _make_shapes()(root / "shapes", 200)
+    _make_table()(root / "orchard")
+    shutil.copytree(EXAMPLES / "corpus", root / "corpus")
 
 
 def _spec(name: str) -> JobSpec:
@@ -80,7 +100,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding the images ``cnn_images.yaml`` names (``shapes``), made as its
     comment says."""
     root = tmp_path_factory.mktemp("datasets")
-    _make_shapes()(root / "shapes", 200)
+    _fill_data_root(root)
     return root
 
 
@@ -95,7 +115,7 @@ def trained(data_root: Path) -> Callable[[str], TrainResult]:
         if name not in results:
             spec = _spec(name)
             path = getattr(spec.data, "path", None)
-            if spec.data.kind == "image_folder" and not Path(path).is_absolute():
+            if isinstance(path, str) and not Path(path).is_absolute():
                 data = spec.data.model_copy(update={"path": str(data_root / path)})
                 spec = spec.model_copy(update={"data": data})
             device = "cuda" if spec.workers.gpus > 0 and torch.cuda.is_available() else "cpu"
@@ -142,9 +162,9 @@ def test_random_k_without_memory_is_far_behind_random_k_with_it(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> Iterator[Server]:
     """The control plane with its default data roots, ``<data dir>/datasets``, holding the
-    sample images where ``cnn_images.yaml``'s comment says to put them."""
+    sample images, table and text where the examples' comments say to put them."""
     data_dir = tmp_path_factory.mktemp("server") / "data"
-    _make_shapes()(data_dir / "datasets" / "shapes", 200)
+    _fill_data_root(data_dir / "datasets")
     running = Server(data_dir)
     running.start()
     try:
@@ -186,15 +206,7 @@ def test_shortened_example_runs_through_the_server(name: str, server: Server) ->
 def test_sdk_example_runs_against_the_server(server: Server, tmp_path: Path) -> None:
     env = {**os.environ, "SPARSETRAIN_URL": server.url}
     env.pop("SPARSETRAIN_TOKEN", None)
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "sdk_example.py")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    done = run_python(str(EXAMPLES / "sdk_example.py"), env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCEEDED: train loss" in done.stdout
     assert (tmp_path / "sdk-example-model.pt").stat().st_size > 100

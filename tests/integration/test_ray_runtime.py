@@ -12,12 +12,13 @@ import ray
 import torch
 
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
+from sparsetrain.metrics import StepMetrics
 from sparsetrain.service.auth import ANONYMOUS
 from sparsetrain.service.launcher import RayLauncher
 from sparsetrain.service.storage import StorageLayout
 from sparsetrain.spec import ExchangeSpec
 from sparsetrain.workers import simulate
-from sparsetrain.workers.runtime.launch import run_job, start_job
+from sparsetrain.workers.runtime.launch import SupervisorLostError, run_job, start_job
 from sparsetrain.workers.runtime.names import NAMESPACE, supervisor_name, worker_name
 from tests.specs import job_spec_model
 
@@ -69,6 +70,66 @@ def test_dense_workers_equal_single_process_large_batch(world: int) -> None:
     torch.testing.assert_close(distributed.params, local.params, atol=1e-5, rtol=0)
 
 
+GRADIENT_MODE = {
+    "adamw-topk-reduce": ({"kind": "adamw"}, {"kind": "topk", "ratio": 0.1}, "reduce"),
+    "adam-randk": ({"kind": "adam", "clip_norm": 0.5}, {"kind": "randk", "ratio": 0.1}, None),
+    "adamw-qsgd": ({"kind": "adamw"}, {"kind": "qsgd", "levels": 4}, None),
+    "adam-powersgd": (
+        {"kind": "adam", "dense_warmup_steps": 3},
+        {"kind": "powersgd", "rank": 1},
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "compression", "transport"), GRADIENT_MODE.values(), ids=GRADIENT_MODE.keys()
+)
+def test_gradient_mode_replicas_stay_identical_and_match_the_simulator(
+    optimizer: dict[str, Any], compression: dict[str, Any], transport: str | None
+) -> None:
+    """Compressed gradients into a replicated Adam: ``verify_replicas`` compares every rank's
+    digest of parameters and optimizer state after every step; the run equals the
+    simulator's bit for bit."""
+    spec = _spec(
+        model={"kind": "mlp", "hidden": [8]},
+        optimizer=optimizer,
+        compression=compression,
+        schedule={"kind": "constant", "lr": 0.05},
+        exchange={"transport": transport or "allgather"},
+        steps=15,
+    )
+    distributed = run_job(spec, verify_replicas=True, timeout_s=120)
+    local = simulate(spec)
+    assert distributed.params is not None and local.params is not None
+    assert torch.equal(distributed.params, local.params)
+    assert [m.loss for m in distributed.steps] == [m.loss for m in local.steps]
+    assert [m.bytes_sent for m in distributed.steps] == [m.bytes_sent for m in local.steps]
+    assert distributed.evals == local.evals
+
+
+def test_gradient_mode_resume_restores_the_optimizer_state(tmp_path: Path) -> None:
+    """AdamW's moments and step count travel in the checkpoint: resuming at step 10 ends on
+    the uninterrupted run's weights. A resume that lost them (a fresh Adam) would not."""
+    spec = _spec(
+        optimizer={"kind": "adamw"},
+        schedule={"kind": "constant", "lr": 0.05},
+        steps=20,
+        checkpoint={"every": 10},
+    )
+    full = run_job(spec, "adamfull", storage=str(tmp_path), timeout_s=120)
+    checkpoint = tmp_path / "adamfull" / f"step-{10:010d}.ckpt"
+    resumed = run_job(
+        spec.model_copy(update={"resume_from": str(checkpoint)}),
+        "adamresumed",
+        storage=str(tmp_path),
+        timeout_s=120,
+    )
+    assert full.params is not None and resumed.params is not None
+    assert torch.equal(resumed.params, full.params)
+    assert [m.loss for m in resumed.steps] == [m.loss for m in full.steps[10:]]
+
+
 def test_impossible_resources_fail_fast_with_what_was_asked() -> None:
     spec = _spec(workers={"count": 2, "gpus": 1})
     with pytest.raises(SpecError) as info:
@@ -108,6 +169,21 @@ def test_worker_failure_names_rank_and_step() -> None:
         run_job(spec, timeout_s=60)
     assert "non-finite" in str(info.value)
     assert "rank 0" in str(info.value) and "step 1" in str(info.value)
+
+
+def test_a_lost_supervisor_is_a_training_error_not_a_ray_error() -> None:
+    job_id = "lostsupervisor"
+    killed: list[int] = []
+
+    def kill_the_supervisor(record: StepMetrics) -> None:
+        if not killed:  # at the first step the driver sees
+            ray.kill(ray.get_actor(supervisor_name(job_id), namespace=NAMESPACE), no_restart=True)
+            killed.append(record.step)
+
+    spec = _spec(steps=100_000, eval={"every": 0})
+    with pytest.raises(SupervisorLostError, match="supervisor was lost") as info:
+        run_job(spec, job_id, on_step=kill_the_supervisor, timeout_s=120)
+    assert isinstance(info.value, TrainingError) and killed
 
 
 def test_actors_are_named_by_job_and_rank() -> None:
@@ -188,7 +264,7 @@ def test_checkpoint_resume_follows_the_same_trajectory(tmp_path: Path) -> None:
     """Resume from the step-20 checkpoint of a 30-step run: same steps, same weights."""
     spec = _spec(steps=30, averaging={}, checkpoint={"every": 10}, eval={"every": 5})
     full = run_job(spec, "ckfull", storage=str(tmp_path), timeout_s=120)
-    saved = sorted(path.name for path in (tmp_path / "ckfull").iterdir())
+    saved = sorted(path.name for path in (tmp_path / "ckfull").iterdir() if path.is_file())
     assert saved == ["model.pt", *(f"step-{n:010d}.ckpt" for n in (10, 20, 30))]
     resumed_spec = spec.model_copy(
         update={"resume_from": str(tmp_path / "ckfull" / f"step-{20:010d}.ckpt")}

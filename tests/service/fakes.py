@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sparsetrain.jobs import WorkerInfo
 from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.service.launcher import JobProgress
 from sparsetrain.spec import JobSpec
@@ -14,6 +15,8 @@ from sparsetrain.supervision import (
     SupervisorEventKind,
     SupervisorState,
 )
+
+FAKE_NODE_ID = "0f" * 28  # a Ray node id is 56 hex digits
 
 
 @dataclass
@@ -55,6 +58,7 @@ class FakeLauncher:
     scaled: list[tuple[str, int]] = field(default_factory=list)
     checkpoint_step: int | None = 4
     skipped_step: int | None = None  # a newer checkpoint the relaunch finds truncated
+    logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # log files by job
 
     def start(self) -> str | None:
         return None
@@ -132,6 +136,20 @@ class FakeLauncher:
             first_step=job.first_step,
             error_kind=job.error_kind,
             events=list(job.events),
+            worker_details=[
+                WorkerInfo(
+                    rank=rank,
+                    slot=rank,
+                    name=f"job-{job_id}-worker-{rank}",
+                    state="training",
+                    node_id=FAKE_NODE_ID,
+                    node_ip="10.0.0.7",
+                    actor_id=f"{rank:032x}",
+                    pid=1000 + rank,
+                    last_step=job.step - 1 if job.step else None,
+                )
+                for rank in range(job.workers)
+            ],
         )
 
     def cancel(self, job_id: str) -> None:
@@ -155,6 +173,10 @@ class FakeLauncher:
 
     def delete_artifacts(self, job_id: str, spec: JobSpec) -> None:
         self.deleted.append(job_id)
+
+    def worker_logs(self, job_id: str) -> list[tuple[str, str]]:
+        """``logs[job_id]``, else one worker's line."""
+        return self.logs.get(job_id, [("worker-0.log", "hello from rank 0\n")])
 
     def shutdown(self) -> None:
         pass

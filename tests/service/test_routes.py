@@ -275,6 +275,34 @@ async def test_logs_and_checkpoints(client: httpx.AsyncClient, tick: Tick) -> No
     assert missing.json()["detail"] == f"job {job.id} has no model file (yet)"
 
 
+async def test_workers_log_eval_and_summary_lines(
+    client: httpx.AsyncClient, launcher: FakeLauncher, tick: Tick
+) -> None:
+    job = await _submit(client)
+    launcher.logs[job.id] = [
+        ("supervisor.log", "nothing to say\n"),
+        ("worker-0.log", "Traceback (most recent call last):\nRuntimeError: boom"),
+    ]
+    tick(4)
+    workers = await client.get(f"/v1/jobs/{job.id}/logs", params={"source": "workers"})
+    assert workers.status_code == 200
+    assert workers.text == (
+        "==> supervisor.log <==\nnothing to say\n"
+        "==> worker-0.log <==\nTraceback (most recent call last):\nRuntimeError: boom\n"
+    )
+    bad = await client.get(f"/v1/jobs/{job.id}/logs", params={"source": "disk"})
+    assert bad.status_code == 422
+    events = (await client.get(f"/v1/jobs/{job.id}/logs", params={"source": "events"})).text
+    last = events.splitlines()[-1]
+    assert " log summary: succeeded after 10 steps in " in last
+    assert last.endswith("final loss 0.5, accuracy 0.9, sent 2,000 bytes")
+    rows = (await client.get(f"/v1/jobs/{job.id}")).json()["worker_details"]
+    assert [(w["rank"], w["pid"], w["state"], w["last_step"]) for w in rows] == [
+        (0, 1000, "training", 9),
+        (1, 1001, "training", 9),
+    ]
+
+
 async def test_internal_errors_do_not_leak(
     client: httpx.AsyncClient, launcher: FakeLauncher
 ) -> None:
@@ -333,10 +361,21 @@ async def test_registries(client: httpx.AsyncClient) -> None:
         "linear_regression",
         "mlp",
         "cnn",
+        "gpt",
         "custom",
     }
     assert all("properties" in m["parameters"] for m in models)
-    assert len((await client.get("/v1/datasets")).json()) == 4
+    datasets = {d["kind"] for d in (await client.get("/v1/datasets")).json()}
+    assert datasets == {
+        "synthetic",
+        "libsvm",
+        "sklearn",
+        "image_folder",
+        "parquet",
+        "csv",
+        "jsonl",
+        "text",
+    }
     samplers = (await client.get("/v1/samplers")).json()
     assert {s["kind"] for s in samplers} == {"sgld", "sgldfp"}
 
@@ -375,6 +414,10 @@ async def test_tokens_guard_every_route_but_health(tmp_path: Path) -> None:
             job = (await client.post("/v1/jobs", json=job_spec(), headers=alice)).json()
             assert (await client.get(f"/v1/jobs/{job['id']}", headers=alice)).status_code == 200
             assert (await client.get(f"/v1/jobs/{job['id']}", headers=bob)).status_code == 404
+            for source in ("events", "workers"):
+                logs = f"/v1/jobs/{job['id']}/logs?source={source}"
+                assert (await client.get(logs, headers=alice)).status_code == 200
+                assert (await client.get(logs, headers=bob)).status_code == 404
             assert (await client.get("/v1/jobs", headers=bob)).json()["total"] == 0
             assert (
                 await client.post(f"/v1/jobs/{job['id']}/cancel", headers=bob)

@@ -13,6 +13,7 @@ from sparsetrain.errors import SpecError
 from sparsetrain.service.auth import TokenTable
 from sparsetrain.service.paths import PathRefusedError, relative_inside
 from sparsetrain.service.storage import StorageLayout
+from sparsetrain.service.validation import check_spec
 from sparsetrain.spec import DataPath, DataSpec, JobSpec
 from sparsetrain.spec._base import StrictModel
 from tests.specs import job_spec, job_spec_model
@@ -189,3 +190,13 @@ def test_clients_see_paths_relative_to_the_namespace(layout: StorageLayout) -> N
 def test_principal_names_must_be_folder_names(name: str) -> None:
     with pytest.raises(ValueError, match="principal"):
         TokenTable.from_settings(f"{name}:token", None)
+
+
+def test_a_tensorboard_export_needs_storage_in_a_folder(layout: StorageLayout) -> None:
+    spec = _spec(export={"tensorboard": True})
+    assert check_spec(spec, principal="alice", layout=layout) is spec
+    remote = StorageLayout(storage="memory://bucket", data_roots=layout.data_roots)
+    with pytest.raises(SpecError) as refused:
+        check_spec(spec, principal="alice", layout=remote)
+    assert refused.value.loc == ("export", "tensorboard")
+    assert check_spec(_spec(), principal="alice", layout=remote) is not None

@@ -430,22 +430,7 @@ def test_a_database_from_before_elastic_jobs_gains_the_new_columns(tmp_path: Pat
 
 def test_truncate_metrics_drops_the_rolled_back_steps(store: JobStore) -> None:
     job, _ = store.create_job(_spec(), "alice")
-    steps = [
-        StepMetrics(
-            step=step,
-            loss=1.0,
-            lr=0.1,
-            bytes_sent=1,
-            bytes_per_worker=[1],
-            density=0.1,
-            compute_s=0.0,
-            compress_s=0.0,
-            exchange_s=0.0,
-        )
-        for step in range(10)
-    ]
-    evals = [EvalMetrics(step=s, train_loss=1.0, train_accuracy=0.5) for s in (0, 5, 10)]
-    store.add_metrics(job.id, steps, evals)
+    store.add_metrics(job.id, [_step(step) for step in range(10)], [_eval(s) for s in (0, 5, 10)])
     assert store.truncate_metrics(job.id, 5) == 5 + 1
     page = store.metrics(job.id)
     assert [m.step for m in page.steps] == list(range(5))

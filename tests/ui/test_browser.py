@@ -211,6 +211,12 @@ def _scale_to_two(page: Any, server: Server, job_id: str) -> None:
     _until(server, job_id, lambda job: job["workers"] == 2)
     page.locator('#stat-workers[data-live="2"]').wait_for(timeout=WAIT_MS)
     page.locator('#timeline li[data-kind="resize"]').first.wait_for(timeout=WAIT_MS)
+    job = _until(
+        server, job_id, lambda job: sum(bool(w["pid"]) for w in job["worker_details"] or []) == 2
+    )
+    for worker in job["worker_details"]:  # the workers table says where each one runs
+        row = page.locator("#workers tr", has_text=str(worker["pid"]))
+        row.locator("td", has_text=worker["node_ip"]).wait_for(timeout=WAIT_MS)
 
 
 def _cancel_from_its_page(page: Any, server: Server, job_id: str) -> None:

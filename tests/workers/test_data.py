@@ -255,9 +255,19 @@ def test_unknown_kind() -> None:
         build_dataset(types.SimpleNamespace(kind="nope"), seed=0)  # type: ignore[arg-type]
     assert err.value.loc == ("data", "kind")
     assert err.value.message == (
-        "unknown dataset kind 'nope'; known: image_folder, libsvm, sklearn, synthetic"
+        "unknown dataset kind 'nope'; known: csv, image_folder, jsonl, libsvm, parquet, "
+        "sklearn, synthetic, text"
     )
-    assert set(DATASETS) == {"synthetic", "libsvm", "sklearn", "image_folder"}
+    assert set(DATASETS) == {
+        "synthetic",
+        "libsvm",
+        "sklearn",
+        "image_folder",
+        "parquet",
+        "csv",
+        "jsonl",
+        "text",
+    }
 
 
 # --- sharding and sampling ---------------------------------------------------------------

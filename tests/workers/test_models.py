@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
+import tempfile
 import types
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +17,13 @@ from sparsetrain.errors import SpecError
 from sparsetrain.spec import (
     CNNSpec,
     CustomModelSpec,
+    GPTSpec,
     LinearRegressionSpec,
     LogisticRegressionSpec,
     MLPSpec,
     SklearnSpec,
     SyntheticSpec,
+    TextSpec,
 )
 from sparsetrain.workers.data.datasets import Dataset, build_dataset
 from sparsetrain.workers.models.objective import Objective
@@ -43,12 +48,24 @@ def digits_binary() -> Dataset:
     return build_dataset(SklearnSpec(name="digits", positive_classes=[0, 2, 4, 6, 8]), seed=0)
 
 
+@functools.cache
+def text() -> Dataset:
+    """A byte-level text dataset of 8-token windows (written once per test session)."""
+    folder = Path(tempfile.mkdtemp(prefix="sparsetrain-text-"))
+    (folder / "a.txt").write_text("a small text to model, one byte at a time. " * 8)
+    try:
+        return build_dataset(TextSpec(path=str(folder / "a.txt"), context=8), seed=0)
+    finally:
+        shutil.rmtree(folder)
+
+
 SPECS = {
     "logistic_regression": LogisticRegressionSpec(bias=True),
     "linear_regression": LinearRegressionSpec(noise_std=0.5, bias=True),
     "mlp": MLPSpec(hidden=[16, 8]),
     "cnn": CNNSpec(channels=[4, 8], hidden=16),
     "custom": CustomModelSpec(factory="tests.workers.custom_model:build", kwargs={"width": 6}),
+    "gpt": GPTSpec(layers=1, heads=2, width=8),
 }
 
 # (kind, dataset, expected logits per row)
@@ -63,6 +80,7 @@ BUILDS = [
     ("cnn", digits_binary, 1),
     ("custom", synthetic, 1),
     ("custom", digits, 10),
+    ("gpt", text, 256),
 ]
 
 
@@ -76,9 +94,10 @@ def test_every_registered_kind_is_covered() -> None:
 def test_build_and_forward_width(kind: str, data: Callable[[], Dataset], width: int) -> None:
     dataset: Dataset = data()
     model, objective = build_model(SPECS[kind], dataset, seed=0)
-    assert objective.binary == (dataset.num_classes == 2)
+    assert objective.binary == (dataset.num_classes == 2 and kind != "gpt")
     logits = model.forward(dataset.x_train[:7])
-    assert logits.shape == (7, width)
+    rows = (7, *dataset.input_shape) if kind == "gpt" else (7,)  # gpt: logits per token
+    assert logits.shape == (*rows, width)
     assert torch.isfinite(logits).all()
     loss, grad = model.loss_and_grad(dataset.x_train[:7], dataset.y_train[:7], objective.data_loss)
     assert loss.ndim == 0 and math.isfinite(float(loss))

@@ -27,9 +27,10 @@ from sparsetrain.workers.compression import (
 )
 from sparsetrain.workers.compression.powersgd import PowerSGD
 from sparsetrain.workers.training.prepare import prepare
-from sparsetrain.workers.training.step import WorkerState, compute_update
+from sparsetrain.workers.training.step import WorkerState
 from tests.specs import job_spec_model
 from tests.workers.feedback import run_error_feedback
+from tests.workers.stepping import rank0_kwargs, step_once
 
 # A convolution kernel, its bias, a dense weight matrix and its bias: 1000 parameters.
 SHAPES: list[tuple[int, ...]] = [(4, 3, 5, 5), (4,), (24, 28), (24,)]
@@ -158,18 +159,10 @@ def test_warm_start_state_round_trips_through_worker_state() -> None:
     the Q it would not."""
     spec = _job(model=MLPSpec(hidden=[16, 8]))
     setup = prepare(spec)
-    kwargs: dict[str, Any] = {
-        "rank": 0,
-        "world": 2,
-        "spec": spec,
-        "dataset": setup.dataset,
-        "numel": setup.model.numel,
-    }
+    kwargs = rank0_kwargs(setup)
     first = WorkerState(compressor=setup.compressor, **kwargs)
     for step in range(3):
-        compute_update(
-            setup.model, setup.objective, first, setup.dataset, setup.compressor, 0.5, step
-        )
+        step_once(setup, first, step)
     state = first.state_dict()
     assert set(state["compressor"]) == {"q.0", "q.1"}
 
@@ -180,10 +173,7 @@ def test_warm_start_state_round_trips_through_worker_state() -> None:
     without_q.load_state_dict({k: v for k, v in state.items() if k != "compressor"})
 
     def next_update(worker: WorkerState, compressor: Any) -> torch.Tensor:
-        out = compute_update(
-            setup.model, setup.objective, worker, setup.dataset, compressor, 0.5, 3
-        )
-        return out.payload.to_dense()
+        return step_once(setup, worker, 3, compressor).payload.to_dense()
 
     expected = next_update(first, setup.compressor)
     assert torch.equal(next_update(restored, restored_setup.compressor), expected)

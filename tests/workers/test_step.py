@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Any
 
 import pytest
 import torch
@@ -37,6 +36,7 @@ from sparsetrain.workers.training.step import (
     worker_seed,
 )
 from tests.specs import SMALL_JOB, job_spec_model
+from tests.workers.stepping import rank0_kwargs, step_once
 
 job = partial(job_spec_model, SMALL_JOB)
 
@@ -197,24 +197,12 @@ def test_worker_state_round_trip() -> None:
     """A restored WorkerState continues exactly as the original would."""
     spec = job(compression=TopKSpec(k=5))
     setup = prepare(spec)
-    kwargs: dict[str, Any] = {
-        "rank": 0,
-        "world": 2,
-        "spec": spec,
-        "dataset": setup.dataset,
-        "numel": setup.model.numel,
-    }
-    first = WorkerState(**kwargs)
+    first = WorkerState(**rank0_kwargs(setup))
     for step in range(3):
-        compute_update(
-            setup.model, setup.objective, first, setup.dataset, setup.compressor, 0.5, step
-        )
-    second = WorkerState(**kwargs)
+        step_once(setup, first, step)
+    second = WorkerState(**rank0_kwargs(setup))
     second.load_state_dict(first.state_dict())
-    a = compute_update(setup.model, setup.objective, first, setup.dataset, setup.compressor, 0.5, 3)
-    b = compute_update(
-        setup.model, setup.objective, second, setup.dataset, setup.compressor, 0.5, 3
-    )
+    a, b = step_once(setup, first, 3), step_once(setup, second, 3)
     assert torch.equal(a.payload.to_dense(), b.payload.to_dense())
     assert a.loss == b.loss
 

@@ -14,7 +14,12 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from sparsetrain.workers.compression.payload import Update
+from sparsetrain.workers.compression.payload import (
+    VALUE_DTYPES,
+    SparseUpdate,
+    Update,
+    index_dtype,
+)
 
 
 class Compressor(Protocol):
@@ -58,4 +63,36 @@ def check_input(x: torch.Tensor, numel: int) -> None:
         raise ValueError(
             f"expected a flat floating-point vector of {numel} entries, got {tuple(x.shape)} "
             f"{x.dtype}"
+        )
+
+
+class SparseCompressor:
+    """The state every compressor that sends values at chosen coordinates keeps.
+
+    Holds ``numel``, ``k``, ``unbiased``, the wire ``value_dtype`` and the narrowest
+    ``index_dtype`` for ``numel``; subclasses choose the coordinates.
+    """
+
+    def __init__(self, numel: int, k: int | None, value_dtype: str, *, unbiased: bool) -> None:
+        self.numel = numel
+        self.k = k
+        self.unbiased = unbiased
+        self.value_dtype = VALUE_DTYPES[value_dtype]
+        self.index_dtype = index_dtype(numel)
+
+    def gather(
+        self,
+        x: torch.Tensor,
+        indices: torch.Tensor,
+        *,
+        scale: float = 1.0,
+        seed: int | None = None,
+    ) -> SparseUpdate:
+        """``x[indices]`` as a payload: scaled in ``x``'s dtype, then cast to ``value_dtype``;
+        the indices cast to ``index_dtype`` after the gather. Does not mutate ``x``."""
+        values = x.detach()[indices]
+        if scale != 1.0:
+            values = values * scale
+        return SparseUpdate(
+            indices.to(self.index_dtype), values.to(self.value_dtype), self.numel, seed
         )

@@ -7,13 +7,8 @@ from typing import ClassVar
 import torch
 
 from sparsetrain.spec.compression import RandKSpec
-from sparsetrain.workers.compression.base import check_input
-from sparsetrain.workers.compression.payload import (
-    VALUE_DTYPES,
-    SparseUpdate,
-    index_dtype,
-    shared_indices,
-)
+from sparsetrain.workers.compression.base import SparseCompressor, check_input
+from sparsetrain.workers.compression.payload import SparseUpdate, shared_indices
 from sparsetrain.workers.compression.registry import register
 
 _STEP_STRIDE = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads (seed, step) over seeds
@@ -25,7 +20,7 @@ def step_seed(seed: int, step: int) -> int:
 
 
 @register(RandKSpec)
-class RandK:
+class RandK(SparseCompressor):
     """Random-k. Independent per worker (each draws with its own generator) or shared-seed.
 
     With ``rescale`` the kept values are multiplied by d/k, which makes the payload an
@@ -36,14 +31,11 @@ class RandK:
     kind: ClassVar[str] = "randk"
 
     def __init__(self, spec: RandKSpec, numel: int, seed: int) -> None:
-        self.numel = numel
-        self.k: int | None = spec.resolve_k(numel)
+        k = spec.resolve_k(numel)
+        super().__init__(numel, k, spec.value_dtype, unbiased=spec.rescale or k == numel)
         self.shared_seed = spec.shared_seed
-        self.scale = numel / self.k if spec.rescale else 1.0
+        self.scale = numel / k if spec.rescale else 1.0
         self.seed = seed
-        self.unbiased = spec.rescale or self.k == numel
-        self.value_dtype = VALUE_DTYPES[spec.value_dtype]
-        self.index_dtype = index_dtype(numel)
 
     def compress(
         self, x: torch.Tensor, *, step: int, generator: torch.Generator | None = None
@@ -59,7 +51,4 @@ class RandK:
                 raise ValueError("randk without shared_seed needs the worker's generator")
             perm = torch.randperm(self.numel, generator=generator, device=generator.device)
             indices = perm[:k].to(device=x.device, dtype=self.index_dtype)
-        values = x.detach()[indices]
-        if self.scale != 1.0:
-            values = values * self.scale
-        return SparseUpdate(indices, values.to(self.value_dtype), self.numel, seed)
+        return self.gather(x, indices, scale=self.scale, seed=seed)

@@ -7,25 +7,21 @@ from typing import ClassVar
 import torch
 
 from sparsetrain.spec.compression import ThresholdSpec
-from sparsetrain.workers.compression.base import check_input
-from sparsetrain.workers.compression.payload import VALUE_DTYPES, SparseUpdate, index_dtype
+from sparsetrain.workers.compression.base import SparseCompressor, check_input
+from sparsetrain.workers.compression.payload import SparseUpdate
 from sparsetrain.workers.compression.registry import register
 
 
 @register(ThresholdSpec)
-class Threshold:
+class Threshold(SparseCompressor):
     """Sends {i : |x_i| ≥ τ}; τ absolute, or τ·max|x| when relative. The count varies."""
 
     kind: ClassVar[str] = "threshold"
 
     def __init__(self, spec: ThresholdSpec, numel: int, seed: int) -> None:
-        self.numel = numel
-        self.unbiased = False
-        self.k: int | None = None
+        super().__init__(numel, None, spec.value_dtype, unbiased=False)
         self.threshold = spec.threshold
         self.relative = spec.relative
-        self.value_dtype = VALUE_DTYPES[spec.value_dtype]
-        self.index_dtype = index_dtype(numel)
 
     def compress(
         self, x: torch.Tensor, *, step: int, generator: torch.Generator | None = None
@@ -36,5 +32,4 @@ class Threshold:
         indices = torch.nonzero(magnitude >= tau, as_tuple=True)[0] if tau > 0 else None
         if indices is None:  # relative threshold of an all-zero vector: nothing to send
             indices = torch.empty(0, dtype=torch.int64, device=x.device)
-        values = x.detach()[indices].to(self.value_dtype)
-        return SparseUpdate(indices.to(self.index_dtype), values, self.numel)
+        return self.gather(x, indices)

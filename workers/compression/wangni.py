@@ -19,8 +19,8 @@ from typing import ClassVar
 import torch
 
 from sparsetrain.spec.compression import WangniSpec
-from sparsetrain.workers.compression.base import check_input
-from sparsetrain.workers.compression.payload import VALUE_DTYPES, SparseUpdate, index_dtype
+from sparsetrain.workers.compression.base import SparseCompressor, check_input
+from sparsetrain.workers.compression.payload import SparseUpdate
 from sparsetrain.workers.compression.registry import register
 
 
@@ -66,19 +66,15 @@ def wangni_probabilities(
 
 
 @register(WangniSpec)
-class Wangni:
+class Wangni(SparseCompressor):
     """Unbiased random dropping with magnitude-proportional keep probabilities."""
 
     kind: ClassVar[str] = "wangni"
 
     def __init__(self, spec: WangniSpec, numel: int, seed: int) -> None:
-        self.numel = numel
+        super().__init__(numel, None, spec.value_dtype, unbiased=True)
         self.eps = spec.eps
         self.density = spec.density
-        self.unbiased = True
-        self.k: int | None = None
-        self.value_dtype = VALUE_DTYPES[spec.value_dtype]
-        self.index_dtype = index_dtype(numel)
 
     def compress(
         self, x: torch.Tensor, *, step: int, generator: torch.Generator | None = None

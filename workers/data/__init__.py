@@ -1,4 +1,5 @@
-"""Datasets: synthetic, scikit-learn, LIBSVM and image folders, and their per-worker shards.
+"""Datasets: synthetic, scikit-learn, LIBSVM, image folders, tables (Parquet, CSV, JSON lines)
+and text, and their per-worker shards.
 
 Importing the package imports every module in it, so each loader's registration in
 ``datasets.DATASETS`` runs: a new data kind is its spec and one module here.

@@ -11,8 +11,8 @@ import gzip
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,6 +29,12 @@ _MASK64 = (1 << 64) - 1
 _SALT_SPLIT, _SALT_SYNTHETIC, _SALT_SHARD, _SALT_SAMPLER = 1, 2, 3, 4
 _F32_MAX = float(np.finfo(np.float32).max)
 _MAX_CLASSES = 1000
+
+_DTYPES: dict[str, tuple[torch.dtype, torch.dtype]] = {
+    "classification": (torch.float32, torch.int64),
+    "regression": (torch.float32, torch.float32),
+    "language_model": (torch.int64, torch.int64),
+}
 
 # Each loader registers itself under its data kind (the package imports every module).
 DATASETS: Registry[Callable[[Any, int], Dataset]] = Registry("dataset kind", ("data", "kind"))
@@ -50,9 +56,21 @@ def _generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(_mix(*parts))
 
 
+Task = Literal["classification", "regression", "language_model"]
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """A classification dataset held in memory; rows of ``x_*`` match entries of ``y_*``."""
+    """A dataset held in memory; rows of ``x_*`` match rows of ``y_*``.
+
+    ``task`` fixes the dtypes: classification has float32 rows and int64 labels in
+    ``[0, num_classes)``; regression float32 rows and float32 targets (``num_classes`` 1);
+    language modelling int64 token windows ``(n, context)`` and their next tokens, same
+    shape, with ``num_classes`` the vocabulary size. ``preprocessing`` is what was learned
+    from the training data to turn raw inputs into rows (feature statistics, a tokenizer's
+    alphabet, the label values): tensors, numbers, strings and lists of them only, so it is
+    saved with the model file as it is.
+    """
 
     name: str
     x_train: Tensor
@@ -61,16 +79,20 @@ class Dataset:
     y_test: Tensor
     input_shape: tuple[int, ...]
     num_classes: int
+    task: Task = "classification"
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Check the dtype/shape contract; raises ``ValueError`` on a broken invariant."""
+        x_dtype, y_dtype = _DTYPES[self.task]
         for x, y in ((self.x_train, self.y_train), (self.x_test, self.y_test)):
-            if x.dtype != torch.float32 or y.dtype != torch.int64:
-                raise ValueError("x must be float32 and y int64")
-            if tuple(x.shape[1:]) != self.input_shape or y.shape != (x.shape[0],):
+            if x.dtype != x_dtype or y.dtype != y_dtype:
+                raise ValueError(f"{self.task}: x must be {x_dtype} and y {y_dtype}")
+            y_shape = tuple(x.shape) if self.task == "language_model" else (x.shape[0],)
+            if tuple(x.shape[1:]) != self.input_shape or tuple(y.shape) != y_shape:
                 raise ValueError(f"shapes {tuple(x.shape)}/{tuple(y.shape)} do not match")
-        if self.num_classes < 2:
-            raise ValueError("num_classes must be >= 2")
+        if self.num_classes < (1 if self.task == "regression" else 2):
+            raise ValueError(f"num_classes {self.num_classes} is too small for {self.task}")
 
     @property
     def n_train(self) -> int:

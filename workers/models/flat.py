@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +44,8 @@ class FlatModel:
                 [p.detach().reshape(-1).to(torch.float32) for p in module.parameters()]
             ).to(device)
         self.buffers = dict(module.named_buffers())
+        # What rebuilds the module without the data; ``build_model`` fills it in.
+        self.description: dict[str, Any] = {}
 
     @property
     def device(self) -> torch.device:
@@ -58,8 +61,13 @@ class FlatModel:
         source = self.flat if flat is None else flat
         return {s.name: source[s.offset : s.offset + s.numel].view(s.shape) for s in self.slots}
 
-    def forward(self, inputs: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
-        """Run the module on ``inputs`` with parameters taken from ``flat``."""
+    def forward(
+        self, inputs: torch.Tensor, flat: torch.Tensor | None = None, *, train: bool = False
+    ) -> torch.Tensor:
+        """Run the module on ``inputs`` with parameters taken from ``flat``, in train mode
+        when ``train`` (dropout on, batch-norm statistics updated) and in eval mode
+        otherwise. Sets the module's mode."""
+        self.module.train(train)
         params = self.views(flat)
         return functional_call(self.module, {**params, **self.buffers}, (inputs,))
 
@@ -69,12 +77,13 @@ class FlatModel:
         targets: torch.Tensor,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean minibatch loss and its gradient w.r.t. the flat vector (a new tensor).
+        """Mean minibatch loss and its gradient w.r.t. the flat vector (a new tensor), with
+        the module in train mode.
 
-        Mutates nothing: ``flat`` is read, not written.
+        ``flat`` is read, not written; the module's buffers (batch-norm statistics) update.
         """
         flat = self.flat.detach().requires_grad_(True)
-        loss = loss_fn(self.forward(inputs, flat), targets)
+        loss = loss_fn(self.forward(inputs, flat, train=True), targets)
         (grad,) = torch.autograd.grad(loss, flat)
         return loss.detach(), grad
 

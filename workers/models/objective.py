@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,13 @@ class Objective:
     binary: bool
     l2: float
     noise_std: float | None = None
+    task: Literal["classification", "regression", "language_model"] = "classification"
+
+    @property
+    def tokens(self) -> bool:
+        """True for next-token prediction: logits (batch, length, vocab), targets (batch,
+        length); losses and accuracy are means over tokens."""
+        return self.task == "language_model"
 
     def data_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean loss of a batch: logistic (binary), softmax cross-entropy, or with
@@ -26,6 +34,8 @@ class Objective:
             return 0.5 * residual.square().mean() / self.noise_std**2
         if self.binary:
             return F.binary_cross_entropy_with_logits(logits.squeeze(-1), targets.float())
+        if self.tokens:
+            return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         return F.cross_entropy(logits, targets)
 
     def log_likelihood(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -38,6 +48,9 @@ class Objective:
             return -F.binary_cross_entropy_with_logits(
                 logits.squeeze(-1), targets.float(), reduction="none"
             )
+        if self.tokens:
+            per_token = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+            return -per_token.sum(dim=1)
         return -F.cross_entropy(logits, targets, reduction="none")
 
     def score(self, logits: torch.Tensor) -> torch.Tensor:
@@ -52,6 +65,8 @@ class Objective:
     def correct_scores(self, scores: torch.Tensor, targets: torch.Tensor) -> int:
         """Number of rows that an (averaged) ``score`` classifies correctly."""
         predicted = (scores > 0.5).long() if scores.dim() == 1 else scores.argmax(dim=-1)
+        if self.tokens:
+            return int((predicted == targets).sum())
         return int((predicted == targets).sum())
 
     def regularizer(self, flat: torch.Tensor) -> torch.Tensor:
@@ -59,7 +74,7 @@ class Objective:
         return 0.5 * self.l2 * torch.dot(flat, flat)
 
     def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> int:
-        """Number of correctly classified rows."""
+        """Number of correctly classified rows (tokens, for a language model)."""
         if self.noise_std is not None:
             return self.correct_scores(logits.squeeze(-1), targets)
         predicted = (logits.squeeze(-1) > 0).long() if self.binary else logits.argmax(dim=-1)

@@ -1,5 +1,5 @@
-"""Model registry: the paper's logistic regression, Bayesian linear regression, an MLP and a
-small CNN.
+"""Model registry: the paper's logistic regression, Bayesian linear regression, an MLP, a
+small CNN and a small GPT.
 
 ``build_model`` returns the model as a ``FlatModel`` plus its ``Objective`` (data loss and
 L2 term). All replicas built from the same spec and seed start from identical parameters.
@@ -19,6 +19,7 @@ from sparsetrain.errors import SpecError
 from sparsetrain.spec._registry import Registry
 from sparsetrain.workers.data.datasets import Dataset
 from sparsetrain.workers.models.flat import FlatModel
+from sparsetrain.workers.models.gpt import GPT
 from sparsetrain.workers.models.objective import Objective
 
 # Each builder registers itself under its model kind.
@@ -28,7 +29,13 @@ MODELS: Registry[Callable[[Any, Dataset], tuple[nn.Module, float]]] = Registry(
 
 
 def _outputs(dataset: Dataset) -> int:
-    return 1 if dataset.num_classes == 2 else dataset.num_classes
+    return 1 if dataset.num_classes <= 2 else dataset.num_classes
+
+
+def _not_text(kind: str, dataset: Dataset) -> None:
+    if dataset.task == "language_model":
+        message = f"{kind} does not model token sequences; use gpt for {dataset.name!r} data"
+        raise SpecError(("model", "kind"), message)
 
 
 def _features(dataset: Dataset) -> int:
@@ -41,20 +48,22 @@ def _activation(name: str) -> nn.Module:
 
 @MODELS.register("logistic_regression")
 def _logistic_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
+    _not_text(spec.kind, dataset)
     linear = nn.Linear(_features(dataset), _outputs(dataset), bias=spec.bias)
     nn.init.zeros_(linear.weight)
     if linear.bias is not None:
         nn.init.zeros_(linear.bias)
-    l2 = spec.l2 if spec.l2 is not None else 1.0 / dataset.n_train
+    l2 = spec.l2 if spec.l2 is not None else 1.0 / max(1, dataset.n_train)
     return nn.Sequential(nn.Flatten(), linear), l2
 
 
 @MODELS.register("linear_regression")
 def _linear_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
-    if dataset.num_classes != 2:
+    binary = dataset.num_classes == 2 and dataset.task == "classification"
+    if not (binary or dataset.task == "regression"):
         raise SpecError(
             ("model", "kind"),
-            f"linear_regression regresses 0/1 labels and needs a binary task; dataset "
+            f"linear_regression needs a regression task or 0/1 labels; dataset "
             f"{dataset.name!r} has {dataset.num_classes} classes",
         )
     return _logistic_regression(spec, dataset)
@@ -62,6 +71,7 @@ def _linear_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
 
 @MODELS.register("mlp")
 def _mlp(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
+    _not_text(spec.kind, dataset)
     layers: list[nn.Module] = [nn.Flatten()]
     width = _features(dataset)
     for hidden in spec.hidden:
@@ -99,6 +109,29 @@ def _cnn(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     return nn.Sequential(*layers), spec.l2
 
 
+@MODELS.register("gpt")
+def _gpt(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
+    if dataset.task != "language_model":
+        message = f"gpt needs token windows (text data); dataset {dataset.name!r} is tabular"
+        raise SpecError(("model", "kind"), message)
+    context, vocab = dataset.input_shape[0], dataset.num_classes
+    if spec.context is not None and spec.context < context:
+        message = f"context {spec.context} is shorter than the data's windows ({context} tokens)"
+        raise SpecError(("model", "context"), message)
+    if spec.vocab_size is not None and spec.vocab_size < vocab:
+        message = f"vocab_size {spec.vocab_size} is smaller than the tokenizer's {vocab} tokens"
+        raise SpecError(("model", "vocab_size"), message)
+    module = GPT(
+        vocab=spec.vocab_size or vocab,
+        context=spec.context or context,
+        width=spec.width,
+        layers=spec.layers,
+        heads=spec.heads,
+        tied=spec.tie_embeddings,
+    )
+    return module, spec.l2
+
+
 @MODELS.register("custom")
 def _custom(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     """Import ``spec.factory`` and call it; the control plane only lets this through when its
@@ -128,5 +161,23 @@ def build_model(
         torch.manual_seed(seed)
         module, l2 = builder(spec, dataset)
     noise_std = spec.noise_std if kind == "linear_regression" else None
-    objective = Objective(binary=dataset.num_classes == 2, l2=l2, noise_std=noise_std)
-    return FlatModel(module, device=device), objective
+    if dataset.task == "regression" and noise_std is None:
+        noise_std = 1.0
+    binary = dataset.num_classes == 2 and dataset.task == "classification"
+    objective = Objective(binary=binary, l2=l2, noise_std=noise_std, task=dataset.task)
+    flat = FlatModel(module, device=device)
+    flat.description = describe(spec, dataset)
+    return flat, objective
+
+
+def describe(spec: Any, dataset: Dataset) -> dict[str, Any]:
+    """What rebuilds the module without the data (saved beside the weights): the model
+    spec as JSON, the data's task, row shape, classes and preprocessing."""
+    return {
+        "spec": spec.model_dump_json(),
+        "task": dataset.task,
+        "input_shape": list(dataset.input_shape),
+        "num_classes": dataset.num_classes,
+        "data_name": dataset.name,
+        "preprocessing": dict(dataset.preprocessing),
+    }

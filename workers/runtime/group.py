@@ -24,7 +24,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from sparsetrain.errors import SpecError, TrainingError
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.runtime.names import NAMESPACE, worker_name
-from sparsetrain.workers.runtime.worker import TrainingWorker
+from sparsetrain.workers.runtime.observed import ObservedWorker
 
 NAME_ATTEMPTS = 1024
 
@@ -64,15 +64,18 @@ class WorkerGroup:
         initial: Any,
         faults: list[dict[str, Any]] | None = None,
         dataset: Any = None,
+        log_dir: str | None = None,
     ) -> None:
         """``initial``: a reference to the parameters new actors start from; ``dataset``: a
         reference to the job's loaded dataset, shared by every actor through the object
-        store (None: each actor loads it from the spec)."""
+        store (None: each actor loads it from the spec); ``log_dir``: the folder each worker
+        appends its log to, as ``worker-<slot>.log`` (None: no log files)."""
         self.job_id = job_id
         self.spec = spec
         self.initial = initial  # parameters new actors are built from (replaced when they join)
         self.dataset = dataset
         self.faults = faults or []
+        self.log_dir = log_dir
         self.bundle = {"CPU": spec.workers.cpus}
         if spec.workers.gpus:
             self.bundle["GPU"] = spec.workers.gpus
@@ -136,9 +139,10 @@ class WorkerGroup:
         for _ in range(NAME_ATTEMPTS):
             slot, self._next_slot = self._next_slot, self._next_slot + 1
             faults = [f for f in self.faults if f.get("slot") == slot]
+            log = None if self.log_dir is None else f"{self.log_dir}/worker-{slot}.log"
             try:
                 actor = (
-                    ray.remote(TrainingWorker)
+                    ray.remote(ObservedWorker)
                     .options(name=worker_name(self.job_id, slot), **options)
                     .remote(
                         self._spec_json,
@@ -149,6 +153,7 @@ class WorkerGroup:
                         averager,
                         faults,
                         dataset=self.dataset,
+                        log_path=log,
                     )
                 )
             except ActorAlreadyExistsError:  # an earlier supervisor's worker, still being reaped

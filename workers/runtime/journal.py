@@ -116,6 +116,11 @@ class Journal:
                 "error_kind": self.error_kind,
             }
 
+    def last_step(self) -> int | None:
+        """The step of the newest step record; None before the first."""
+        with self._lock:
+            return self.steps[-1].step if self.steps else None
+
     def metrics(self, since: int = 0) -> dict[str, list[dict[str, Any]]]:
         """Step records with step >= ``since`` and every evaluation at step >= ``since``."""
         with self._lock:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
+from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sparsetrain.errors import CheckpointError, SpecError, TrainingError
@@ -39,12 +40,18 @@ def default_storage() -> str:
     return os.environ.get("SPARSETRAIN_STORAGE") or os.path.abspath(".sparsetrain/checkpoints")
 
 
+class SupervisorLostError(TrainingError):
+    """The job's supervisor is gone (its node or process died) before the job ended; the
+    job can only continue from its last checkpoint (the service relaunches it)."""
+
+
 def _on_head_node() -> NodeAffinitySchedulingStrategy | None:
-    """Prefer the head node for supervisors: it lives as long as the cluster, whereas the
-    caller's node (a control plane's own Ray node, say) may go away with the caller."""
+    """Pin supervisors to the head node (hard: a preference let Ray place one elsewhere):
+    the head lives as long as the cluster, whereas any other node (a worker's, or a
+    control plane's own Ray node) may go away mid-job. None when no head is listed."""
     for node in ray.nodes():
         if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
-            return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
+            return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
     return None
 
 
@@ -107,41 +114,58 @@ def run_job(
     """Run ``spec`` to completion on Ray and return its metrics and final parameters.
 
     Raises ``SpecError`` for a job the cluster cannot place, ``TrainingError`` (naming the
-    rank and step) when a worker fails, ``TimeoutError`` after ``timeout_s``. Progress is
-    polled every ``poll_s`` seconds (``on_step`` sees new records at that pace).
+    rank and step) when a worker fails, ``SupervisorLostError`` when the job's supervisor
+    is lost, ``TimeoutError`` after ``timeout_s``. Progress is polled every ``poll_s``
+    seconds (``on_step`` sees new records at that pace).
     """
     supervisor = start_job(
         spec, job_id, storage=storage, verify_replicas=verify_replicas, faults=faults
     )
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    seen = 0
     try:
-        while True:
-            progress = ray.get(supervisor.progress.remote())
-            if on_step is not None:
-                batch = ray.get(supervisor.metrics.remote(seen))["steps"]
-                for record in batch:
-                    on_step(StepMetrics(**record))
-                seen += len(batch)
-            kind = ErrorKind.read(progress["error_kind"])
-            action = next_action(SupervisorState(progress["state"]), kind)
-            if action is not NextAction.WAIT:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                supervisor.stop.remote()
-                raise TimeoutError(f"job did not finish within {timeout_s}s")
-            time.sleep(poll_s)
-        if action in (NextAction.FAIL, NextAction.RESTART):  # no one here restarts a job
-            error = _ERRORS.get(kind or ErrorKind.INTERNAL, TrainingError)
-            if error is SpecError:
-                raise SpecError((), progress["error"])
-            raise error(progress["error"])  # type: ignore[call-arg]
-        records = ray.get(supervisor.metrics.remote(0))
-        final = ray.get(supervisor.result.remote())
-        changes = ray.get(supervisor.membership.remote())
-        events = ray.get(supervisor.event_log.remote())
+        return _follow(supervisor, on_step, timeout_s, poll_s)
+    except RayActorError as error:
+        raise SupervisorLostError(
+            f"the job's supervisor was lost ({type(error).__name__}); "
+            "it can continue only from its last checkpoint"
+        ) from None
     finally:
         ray.kill(supervisor)
+
+
+def _follow(
+    supervisor: Any,
+    on_step: Callable[[StepMetrics], None] | None,
+    timeout_s: float | None,
+    poll_s: float,
+) -> TrainResult:
+    """Poll ``supervisor`` until its job ends; the job's result, or its error raised as the
+    typed error ``run_job`` promises. Ray's errors (a lost supervisor) pass through."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    seen = 0
+    while True:
+        progress = ray.get(supervisor.progress.remote())
+        if on_step is not None:
+            batch = ray.get(supervisor.metrics.remote(seen))["steps"]
+            for record in batch:
+                on_step(StepMetrics(**record))
+            seen += len(batch)
+        kind = ErrorKind.read(progress["error_kind"])
+        action = next_action(SupervisorState(progress["state"]), kind)
+        if action is not NextAction.WAIT:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            supervisor.stop.remote()
+            raise TimeoutError(f"job did not finish within {timeout_s}s")
+        time.sleep(poll_s)
+    if action in (NextAction.FAIL, NextAction.RESTART):  # no one here restarts a job
+        error = _ERRORS.get(kind or ErrorKind.INTERNAL, TrainingError)
+        if error is SpecError:
+            raise SpecError((), progress["error"])
+        raise error(progress["error"])  # type: ignore[call-arg]
+    records = ray.get(supervisor.metrics.remote(0))
+    final = ray.get(supervisor.result.remote())
+    changes = ray.get(supervisor.membership.remote())
+    events = ray.get(supervisor.event_log.remote())
     return TrainResult(
         steps=[StepMetrics(**r) for r in records["steps"]],
         evals=[EvalMetrics(**e) for e in records["evals"]],

@@ -110,11 +110,13 @@ class StepOutcome:
 @dataclass
 class CheckpointState:
     """What a checkpoint of boundary ``done`` holds: each live rank's snapshot (numbered by
-    place) and the replicas' parameters."""
+    place) and the replicas' parameters; with what happened while it was taken (workers
+    dropped because their last updates could not be read)."""
 
     done: int
     snapshots: list[dict[str, Any]]
     params: Any
+    happened: list[Happening] = field(default_factory=list)
 
 
 @dataclass

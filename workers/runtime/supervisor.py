@@ -31,6 +31,7 @@ from sparsetrain.workers.runtime.exchange import Exchange, build_exchange
 from sparsetrain.workers.runtime.gather import WorkersLostError
 from sparsetrain.workers.runtime.group import Member, WorkerGroup
 from sparsetrain.workers.runtime.journal import Journal
+from sparsetrain.workers.runtime.observation import Observation
 from sparsetrain.workers.runtime.outcomes import (
     CheckpointState,
     Evaluated,
@@ -95,6 +96,7 @@ class Supervisor:
         self.cluster_autoscales = cluster_autoscales
         self.steering = Steering(self.spec.workers.count if target is None else target)
         self.journal = Journal(epoch)
+        self.observation = Observation(job_id, self.spec, storage, self.journal)
         self.total_steps: int | None = None
         self.group: WorkerGroup | None = None
         self._thread: threading.Thread | None = None
@@ -130,14 +132,17 @@ class Supervisor:
 
     def progress(self) -> dict[str, Any]:
         """State (a ``SupervisorState``), steps done, the first step, total steps, live,
-        target and standby workers, the error and its ``ErrorKind`` if the job failed."""
+        target and standby workers, each worker's row (``worker_details``: see
+        ``WorkerTable``), the error and its ``ErrorKind`` if the job failed."""
         group = self.group
+        progress = self.journal.progress()
         return {
-            **self.journal.progress(),
+            **progress,
             "total_steps": self.total_steps,
             "workers": len(group.members) if group is not None else 0,
             "target": self.steering.target,
             "standby": len(group.ready) if group is not None else 0,
+            "worker_details": self.observation.workers(group, progress["state"].is_final),
         }
 
     def metrics(self, since: int = 0) -> dict[str, list[dict[str, Any]]]:
@@ -180,10 +185,12 @@ class Supervisor:
         for item in happened:
             if isinstance(item, StepDone):
                 journal.record_step(item.metrics)
+                self.observation.stepped(item.metrics)
                 if telemetry is not None:
                     telemetry.record_step(item.metrics, item.ranks, self._setup.model.numel)
             elif isinstance(item, Evaluated):
                 journal.record_eval(item.metrics)
+                self.observation.evaluated(item.metrics)
                 if telemetry is not None:
                     telemetry.record_eval(item.metrics)
             elif isinstance(item, MembersChanged):
@@ -223,7 +230,10 @@ class Supervisor:
     # ---- the training run --------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            self._train()
+            try:
+                self._train()
+            finally:  # before the final state: the control plane may kill this actor then
+                self.observation.close()
             stopped = self.steering.stopping()
             self.journal.set_state(
                 SupervisorState.STOPPED if stopped else SupervisorState.SUCCEEDED
@@ -235,6 +245,7 @@ class Supervisor:
             else:
                 if not isinstance(error, DataError):  # unexpected: the traceback goes to the log
                     traceback.print_exc(file=sys.stderr)
+                    self.observation.failed()  # and to the job's, for its owner (user code)
                 kind = ErrorKind.DATA if isinstance(error, DataError) else ErrorKind.INTERNAL
                 self.journal.fail(kind, f"{type(error).__name__}: {error}")
         finally:
@@ -259,8 +270,14 @@ class Supervisor:
             states, averager = resumed.workers, resumed.averager
             epoch = max((s.get("group") or {}).get("epoch", 0) for s in states)
         self.journal.started_at(start)
+        self.observation.start(start)
         self.group = group = WorkerGroup(
-            self.job_id, spec, ray.put(initial_params), self.faults, ray.put(setup.dataset)
+            self.job_id,
+            spec,
+            ray.put(initial_params),
+            self.faults,
+            ray.put(setup.dataset),
+            log_dir=self.observation.log_dir,
         )
         free = ray.available_resources()
         size = len(states) if states is not None else initial_size(spec, free)
@@ -301,7 +318,9 @@ class Supervisor:
                 raise WorkersLostError(f"all {outcome.world} workers were lost", step=step)
             done = step + 1
             if checkpoint_every and done % checkpoint_every == 0 and done < total:
-                self._save(loop.checkpoint_state(done))
+                state = loop.checkpoint_state(done)
+                self._take(state.happened)
+                self._save(state)
         finished = loop.finish(total)
         self._take([Evaluated(finished.evaluation)])
         self._save(finished.state)

@@ -11,6 +11,8 @@ exchanged updates to apply first (see ``exchange``). Between steps the group may
   step and leave after it;
 - a member whose actor died is dropped within the step that needed it; the step's mean is
   over the survivors' updates, and a replacement is asked for;
+- an update that no member can read any more (the node that held it died) is handled by
+  the rule in ``step``: replicas stay bit-identical and the history stays replayable;
 - below ``workers.min`` the boundary reports it (``BelowMin``) and the group waits up to
   ``workers.wait_s`` for replacements;
 - ``workers.standby`` hot spares are kept built (``group.ready``, holding their resources),
@@ -31,7 +33,12 @@ from sparsetrain.metrics import EvalMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.supervision import SupervisorEventKind
 from sparsetrain.workers.runtime.exchange import Exchange
-from sparsetrain.workers.runtime.gather import WorkerDiedError, WorkersLostError, gather
+from sparsetrain.workers.runtime.gather import (
+    InputsLostError,
+    WorkerDiedError,
+    WorkersLostError,
+    gather,
+)
 from sparsetrain.workers.runtime.group import Member, WorkerGroup, wait_until
 from sparsetrain.workers.runtime.outcomes import (
     BelowMin,
@@ -78,6 +85,8 @@ class SyncLoop:
         self.regroup = True  # the first step tells every member its place
         self.removed = False  # members left or were lost in the last step
         self.inputs: list[Any] = []  # the exchanged updates every member applies next
+        # The updates behind ``inputs``: object id -> (reference, producer, its rank then).
+        self._sources: dict[str, tuple[Any, Member, int]] = {}
         self._autoscale_at = 0.0
         self._norms: dict[int, float] = {}  # slot -> memory norm after its last step
         self._dead: set[int] = set()  # slots found dead at a boundary; dropped in the next step
@@ -194,36 +203,50 @@ class SyncLoop:
     # ---- steps ------------------------------------------------------------------------------
     def step(self, step: int, leavers: list[Member], evaluate: bool) -> StepOutcome:
         """Run ``step`` on every member (``leavers`` flush and leave after it; rank 0
-        evaluates first when ``evaluate``); drop the members that died in it."""
+        evaluates first when ``evaluate``); drop the members that died in it.
+
+        An input (an update of step - 1) that a member cannot read is gone for good. A call
+        that cannot read its inputs runs none of the worker's code, so the rule is:
+        - when some member read them all, it applied them; the members that could not are
+          dropped as lost in ``step`` (their replicas would differ), like dead ones;
+        - when no member could, nobody applied anything: the unreadable updates are dropped
+          with their producers, recorded as lost in step - 1 (their update of that step
+          never counted), and ``step`` is run again by the rest on the updates that remain,
+          under a new membership epoch, exactly as the simulator replays such a loss."""
         members = list(self.members)
-        world = len(members)
-        scale = lr_scale(self.spec, world)
         regroup, self.regroup = self.regroup, False
-        started = time.perf_counter()
-        calls = [
-            member.actor.step.options(num_returns=2).remote(
-                step,
-                *self.inputs,
-                reduced=self.exchange.reduced,
-                evaluate=evaluate and rank == 0,
-                digest=self.verify_replicas,
-                group=(world, rank, self.epoch, scale) if regroup else None,
-                flush=member in leavers,
-            )
-            for rank, member in enumerate(members)
-        ]
-        results = gather([call[1] for call in calls], step)
-        step_s = time.perf_counter() - started
         happened: list[Happening] = []
+        while True:
+            world = len(members)
+            started = time.perf_counter()
+            calls, results = self._call_step(step, members, leavers, evaluate, regroup)
+            step_s = time.perf_counter() - started
+            unread = [r for r in results if isinstance(r, InputsLostError)]
+            if not unread or any(not isinstance(r, WorkerDiedError) for r in results):
+                break
+            dropped, lost_before = self._drop_unreadable(step, unread)
+            happened += lost_before
+            members = [m for m in members if m not in dropped]
+            leavers = [m for m in leavers if m not in dropped]
+            if not regroup:  # the loss starts a membership epoch, as a join at step would
+                self.epoch += 1
+            regroup = True
+            if not members:
+                return StepOutcome(happened, survivors=0, world=world)
         lost = []
         for rank, (member, result) in enumerate(zip(members, results, strict=True)):
             if isinstance(result, WorkerDiedError):
                 lost.append(member)
                 happened.append(self._lose(member, rank, step, result.cause))
-        kept = [call[0] for member, call in zip(members, calls, strict=True) if member not in lost]
+        kept = [
+            (call[0], member, rank)
+            for rank, (member, call) in enumerate(zip(members, calls, strict=True))
+            if member not in lost and call is not None
+        ]
         if not kept:
             return StepOutcome(happened, survivors=0, world=world)
-        self.inputs = self.exchange.inputs_for_next_step(kept)
+        self._sources = {ref.hex(): (ref, member, rank) for ref, member, rank in kept}
+        self.inputs = self.exchange.inputs_for_next_step([ref for ref, _, _ in kept])
         infos = [r for r in results if not isinstance(r, WorkerDiedError)]
         evaluated = evaluate and members[0] not in lost
         survivors = [m for m in members if m not in lost]
@@ -246,6 +269,74 @@ class SyncLoop:
             )
         self.removed = bool(lost or gone)
         return StepOutcome(happened, survivors=len(survivors), world=world)
+
+    def _call_step(
+        self,
+        step: int,
+        members: list[Member],
+        leavers: list[Member],
+        evaluate: bool,
+        regroup: bool,
+    ) -> tuple[list[Any], list[Any]]:
+        """Ask every member for its update of ``step`` (handing it ``inputs``); returns the
+        calls' (update, info) references (None for a member already known to be dead, which
+        is not asked) and their gathered results in rank order."""
+        world = len(members)
+        scale = lr_scale(self.spec, world)
+        calls: list[Any] = [
+            None
+            if member.slot in self._dead
+            else member.actor.step.options(num_returns=2).remote(
+                step,
+                *self.inputs,
+                reduced=self.exchange.reduced,
+                evaluate=evaluate and rank == 0,
+                digest=self.verify_replicas,
+                group=(world, rank, self.epoch, scale) if regroup else None,
+                flush=member in leavers,
+            )
+            for rank, member in enumerate(members)
+        ]
+        asked = [rank for rank, call in enumerate(calls) if call is not None]
+        answers = iter(gather([calls[rank][1] for rank in asked], step, ranks=asked))
+        gone = "it was found gone at the last boundary"
+        results = [
+            next(answers)
+            if call is not None
+            else WorkerDiedError(f"worker {rank} died", step=step, rank=rank, cause=gone)
+            for rank, call in enumerate(calls)
+        ]
+        return calls, results
+
+    def _drop_unreadable(
+        self, step: int, unread: list[InputsLostError]
+    ) -> tuple[list[Member], list[Happening]]:
+        """Drop the updates of step - 1 named in ``unread`` (no member could read them) and
+        their producers, as lost in step - 1; ``inputs`` become the updates that remain.
+        Returns the dropped members and the changes. Raises ``TrainingError`` when a lost
+        object is not one of those updates (nothing can be dropped for it) or its producer
+        already left the group (the replay could not express it)."""
+        gone = {object_id for error in unread for object_id in error.objects}
+        cause = unread[0].cause
+        unknown = gone - self._sources.keys()
+        if unknown:
+            raise TrainingError(
+                f"an input of step {step} is lost ({cause}) and is no worker's update",
+                step=step,
+            )
+        producers = [self._sources.pop(object_id)[1:] for object_id in sorted(gone)]
+        if any(member not in self.members for member, _ in producers):
+            raise TrainingError(
+                f"the last update of a worker that left after step {step - 1} is lost ({cause})",
+                step=step,
+            )
+        happened: list[Happening] = [
+            self._lose(member, rank, step - 1, f"its update could not be read: {cause}")
+            for member, rank in sorted(producers, key=lambda producer: producer[1])
+        ]
+        self.inputs = self.exchange.inputs_for_next_step([s[0] for s in self._sources.values()])
+        self.removed = True
+        return [member for member, _ in producers], happened
 
     def _record(
         self,
@@ -290,48 +381,63 @@ class SyncLoop:
     def checkpoint_state(self, done: int) -> CheckpointState:
         """Have every live member apply the last step's updates, then take the state of a
         checkpoint of boundary ``done``. Members found dead are dropped in the next step."""
-        self._apply_pending(done, evaluate=False)
+        _, happened = self._apply_pending(done, evaluate=False)
         snapshots = self._snapshots(done)
-        return CheckpointState(done, snapshots, self._params(done))
+        return CheckpointState(done, snapshots, self._params(done), happened)
 
     def finish(self, total: int) -> Finished:
         """Apply the last step's updates, evaluate the final parameters, take the last
         checkpoint's state and drop the members found dead on the way (so what follows asks
         only the live ones)."""
-        finals = self._apply_pending(total, evaluate=True)
+        finals, happened = self._apply_pending(total, evaluate=True)
         while "eval" not in finals[0]:  # the first member died first: no updates are left,
-            finals = self._apply_pending(total, evaluate=True)  # so this only evaluates
+            finals, _ = self._apply_pending(total, evaluate=True)  # so this only evaluates
         evaluation = EvalMetrics(**finals[0]["eval"])
         params = self._params(total)
         state = CheckpointState(total, self._snapshots(total), params)
         dead = [(rank, m) for rank, m in enumerate(self.members) if m.slot in self._dead]
-        happened: list[Happening] = [
+        happened += [
             self._lose(member, rank, total, "its process is gone", after_last=True)
             for rank, member in dead
         ]
         return Finished(evaluation, state, happened)
 
-    def _apply_pending(self, done: int, *, evaluate: bool) -> list[dict[str, Any]]:
+    def _apply_pending(
+        self, done: int, *, evaluate: bool
+    ) -> tuple[list[dict[str, Any]], list[Happening]]:
         """Have every live member apply the last step's updates; check the replicas agree.
-        Members that died are remembered and dropped in the next step."""
-        members = self.live
-        refs = [
-            m.actor.finish.remote(
-                done, *self.inputs, reduced=self.exchange.reduced, evaluate=evaluate and rank == 0
-            )
-            for rank, m in enumerate(members)
-        ]
-        self.inputs = []
-        finals = self._tolerant(members, refs, done)
+        Members that died, or could not read updates another member read, are remembered
+        and dropped in the next step; updates no member could read are dropped with their
+        producers, as in ``step``. Returns the members' answers and the changes."""
+        happened: list[Happening] = []
+        while True:
+            members = self.live
+            refs = [
+                m.actor.finish.remote(
+                    done,
+                    *self.inputs,
+                    reduced=self.exchange.reduced,
+                    evaluate=evaluate and rank == 0,
+                )
+                for rank, m in enumerate(members)
+            ]
+            results = gather(refs, done)
+            unread = [r for r in results if isinstance(r, InputsLostError)]
+            if not unread or any(not isinstance(r, WorkerDiedError) for r in results):
+                break
+            happened += self._drop_unreadable(done, unread)[1]
+        self.inputs, self._sources = [], {}
+        finals = self._keep_live(members, results, done)
         check_digests(finals, done)
-        return finals
+        return finals, happened
 
     def _snapshots(self, done: int) -> list[dict[str, Any]]:
         """The live members' states for the checkpoint of boundary ``done``, each numbered by
         its place among them (the rank a resume gives it), so a member found dead leaves no
         gap in the checkpoint's ranks."""
         members = self.live
-        snapshots = self._tolerant(members, [m.actor.snapshot.remote(done) for m in members], done)
+        refs = [m.actor.snapshot.remote(done) for m in members]
+        snapshots = self._keep_live(members, gather(refs, done), done)
         for place, snapshot in enumerate(snapshots):
             snapshot["state"]["rank"] = place
         return snapshots
@@ -345,11 +451,12 @@ class SyncLoop:
             self._dead.add(member.slot)
         raise WorkersLostError("every worker was lost")
 
-    def _tolerant(self, members: list[Member], refs: list[Any], step: int) -> list[Any]:
-        """Results of a boundary call (finish, snapshot): a member found dead is remembered
-        and dropped, as lost, in the next step."""
+    def _keep_live(self, members: list[Member], gathered: list[Any], step: int) -> list[Any]:
+        """Results of a boundary call (finish, snapshot): a member found dead (or unable to
+        read its inputs) is remembered, no longer asked, and dropped as lost in the next
+        step."""
         results = []
-        for member, result in zip(members, gather(refs, step), strict=True):
+        for member, result in zip(members, gathered, strict=True):
             if isinstance(result, WorkerDiedError):
                 self._dead.add(member.slot)
             else:

@@ -25,13 +25,13 @@ import torch
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.data.datasets import Dataset
 from sparsetrain.workers.runtime.staging import HostStaging
+from sparsetrain.workers.training.apply import ReplicaUpdate
 from sparsetrain.workers.training.elastic import flush_compressor
 from sparsetrain.workers.training.evaluate import evaluate_setup
 from sparsetrain.workers.training.prepare import prepare
 from sparsetrain.workers.training.samplers import build_chain
 from sparsetrain.workers.training.schedules import build_averager
 from sparsetrain.workers.training.step import (
-    MeanApplier,
     RankStats,
     WorkerState,
     compute_update,
@@ -73,8 +73,8 @@ class TrainingWorker:
         model = self.setup.model
         model.flat.copy_(torch.from_numpy(np.array(initial, dtype=np.float32)).to(device))
         self.chain = build_chain(spec, model, self.setup.objective, self.setup.dataset)
-        # A sampling job's (step, lr) whose updates this replica has not applied yet: the
-        # noise of that step is added when they are.
+        # The (step, lr) whose updates this replica has not applied yet: gradient mode's
+        # optimizer steps at that lr; a sampling job adds that step's noise.
         self._pending: tuple[int, float] | None = None
         self.state = WorkerState(
             rank=rank,
@@ -86,12 +86,13 @@ class TrainingWorker:
             compressor=self.setup.compressor,
             chain=self.chain,
         )
-        self.applier = MeanApplier(model.numel, device)
+        self.update = ReplicaUpdate(spec, model.numel, device)
         self.lr_scale = 1.0
         self._flush = flush_compressor(model.numel)
         self.averager = build_averager(spec, model.flat)
         if state is not None:
             self.state.load_state_dict(state)
+            self.update.load_state_dict(state.get("optimizer"))
         if averager is not None and self.averager is not None:
             self.averager.load_state_dict(averager)
 
@@ -104,8 +105,8 @@ class TrainingWorker:
         self, shared: dict[str, Any], world: int, rank: int, epoch: int, lr_scale: float
     ) -> None:
         """Become a fresh rank ``rank`` of ``world`` in membership epoch ``epoch``: load the
-        group's parameters, momentum and iterate average from ``shared`` (see
-        ``shared_state``), with zero memory; a sampling job's chain and pending step too.
+        group's parameters, momentum, optimizer state, iterate average and pending step from
+        ``shared`` (see ``shared_state``), with zero memory; a sampling job's chain too.
         Mutates the replica and replaces the rank state."""
         model = self.setup.model
         model.flat.copy_(torch.from_numpy(np.array(shared["params"])).to(model.device))
@@ -123,16 +124,18 @@ class TrainingWorker:
         )
         if self.chain is not None and shared.get("chain") is not None:
             self.chain.load_state_dict(shared["chain"])
-            pending = shared.get("pending")
-            self._pending = None if pending is None else (int(pending[0]), float(pending[1]))
+        pending = shared.get("pending")
+        self._pending = None if pending is None else (int(pending[0]), float(pending[1]))
+        self.update.load_state_dict(shared.get("optimizer"))
         if self.state.velocity is not None and shared["velocity"] is not None:
             self.state.velocity.copy_(shared["velocity"])
         if self.averager is not None and shared["averager"] is not None:
             self.averager.load_state_dict(shared["averager"])
 
     def shared_state(self) -> dict[str, Any]:
-        """What a joiner copies from this rank: parameters, momentum buffer, iterate average
-        and, for a sampling job, the chain and the step whose updates are still pending."""
+        """What a joiner copies from this rank: parameters, momentum buffer, optimizer state,
+        iterate average, the step whose updates are still pending and, for a sampling job,
+        the chain."""
         velocity = self.state.velocity
         return {
             "params": self.parameters(),
@@ -140,6 +143,7 @@ class TrainingWorker:
             "averager": self.averager.state_dict() if self.averager is not None else None,
             "chain": self.chain.state_dict() if self.chain is not None else None,
             "pending": self._pending,
+            "optimizer": self.update.state_dict(),
         }
 
     def _apply(self, updates: tuple[np.ndarray, ...], reduced: bool) -> float:
@@ -151,12 +155,14 @@ class TrainingWorker:
         started = time.perf_counter()
         model = self.setup.model
         payloads = self.staging.receive(updates)
+        if self._pending is None and self.update.optimizer is not None:
+            raise RuntimeError("updates arrived for a step whose learning rate is unknown")
+        step, lr = self._pending if self._pending is not None else (-1, 0.0)
         if reduced:
-            payloads[0].add_to(model.flat, alpha=-1.0)
+            self.update.apply_mean(model.flat, payloads[0], lr)
         else:
-            self.applier.apply(model.flat, payloads)
+            self.update.apply(model.flat, payloads, lr)
         if self.chain is not None and self._pending is not None:
-            step, lr = self._pending
             self.chain.after_apply(step, lr)
         self._pending = None
         if model.device.type == "cuda":
@@ -267,8 +273,12 @@ class TrainingWorker:
         """This rank's state for the checkpoint of boundary ``step`` (CPU copies; the replica
         is not changed)."""
         self._fault("snapshot", step)
+        state = self.state.state_dict()
+        optimizer = self.update.state_dict()
+        if optimizer is not None:
+            state["optimizer"] = optimizer
         return {
-            "state": self.state.state_dict(),
+            "state": state,
             "averager": self.averager.state_dict() if self.averager is not None else None,
         }
 
@@ -281,9 +291,10 @@ class TrainingWorker:
         return None if self.chain is None else self.chain.sample_tensor().numpy()
 
     def digest(self) -> int:
-        """CRC32 of the parameter bytes: equal digests mean bit-identical replicas."""
+        """CRC32 of the parameter bytes and (gradient mode) the optimizer's state: equal
+        digests mean bit-identical replicas."""
         flat = self.setup.model.flat.detach().cpu().contiguous()
-        return zlib.crc32(flat.numpy().tobytes())
+        return self.update.digest(zlib.crc32(flat.numpy().tobytes()))
 
     def parameters(self) -> np.ndarray:
         return self.setup.model.flat.detach().cpu().numpy().copy()

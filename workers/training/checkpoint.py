@@ -8,9 +8,10 @@ payload length (8 bytes, little-endian), the payload's SHA-256 (32 bytes), then 
 Writes go to ``.step-{step:010d}.ckpt.tmp-<uuid4 hex>`` in the same folder and are then moved
 onto the final name, so a final name never holds a half-written file written by this module.
 
-A sampling job's replicas hold the same chain (its samples grow with the run): the file
-stores it once, in rank 0's state, and later ranks whose chain equals it carry the marker
-``"chain": "shared"``, which loading replaces with rank 0's chain again.
+A sampling job's replicas hold the same chain (its samples grow with the run), and a
+gradient-mode job's replicas the same optimizer state: the file stores each once, in rank
+0's state, and later ranks whose ``chain`` / ``optimizer`` equals rank 0's carry the marker
+``"shared"`` there, which loading replaces with rank 0's again.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ import torch
 from sparsetrain.errors import CheckpointError
 
 MAGIC = b"SPTCKPT1"
-FORMAT_VERSION = 2  # 2: a chain shared by every rank is stored once (see the docstring)
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 2: a shared chain is stored once; 3: a shared optimizer state too
+READABLE_VERSIONS = (1, 2, 3)
 _HEADER = len(MAGIC) + 8 + 32
 _FINAL = re.compile(r"^step-(\d{10,})\.ckpt$")
 _TMP = re.compile(r"^\.step-\d{10,}\.ckpt\.tmp-[0-9a-f]{32}$")
-SHARED_CHAIN = "shared"
+SHARED = "shared"
+SHARED_KEYS = ("chain", "optimizer")
 
 
 @dataclass
@@ -133,25 +135,31 @@ def _equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _chain_once(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``workers`` with every later rank's chain that equals rank 0's replaced by the marker."""
-    first = workers[0].get("chain") if workers else None
-    if not isinstance(first, dict):
+def _shared_once(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``workers`` with every later rank's ``SHARED_KEYS`` entry that equals rank 0's
+    replaced by the marker."""
+    if not workers:
         return workers
-    return [workers[0]] + [
-        {**w, "chain": SHARED_CHAIN} if _equal(w.get("chain"), first) else w for w in workers[1:]
-    ]
+    stored = [workers[0]]
+    for state in workers[1:]:
+        for key in SHARED_KEYS:
+            first = workers[0].get(key)
+            if isinstance(first, dict) and _equal(state.get(key), first):
+                state = {**state, key: SHARED}
+        stored.append(state)
+    return stored
 
 
-def _chain_restored(workers: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
-    """Undo ``_chain_once``; raises ``CheckpointError`` for a marker rank 0 cannot fill."""
-    first = workers[0].get("chain") if workers else None
+def _shared_restored(workers: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Undo ``_shared_once``; raises ``CheckpointError`` for a marker rank 0 cannot fill."""
     restored = []
     for rank, state in enumerate(workers):
-        if state.get("chain") == SHARED_CHAIN:
-            if rank == 0 or not isinstance(first, dict):
-                raise CheckpointError(f"{where}: workers[{rank}] shares a chain rank 0 lacks")
-            state = {**state, "chain": first}
+        for key in SHARED_KEYS:
+            if state.get(key) == SHARED:
+                first = workers[0].get(key)
+                if rank == 0 or not isinstance(first, dict):
+                    raise CheckpointError(f"{where}: workers[{rank}] shares a {key} rank 0 lacks")
+                state = {**state, key: first}
         restored.append(state)
     return restored
 
@@ -168,7 +176,7 @@ def save_checkpoint(root: str, checkpoint: Checkpoint) -> CheckpointInfo:
     state = {f.name: getattr(checkpoint, f.name) for f in fields(checkpoint)}
     state = _plain({**state, "format_version": FORMAT_VERSION}, "checkpoint")
     _check(state, "checkpoint")
-    state["workers"] = _chain_once(state["workers"])
+    state["workers"] = _shared_once(state["workers"])
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
@@ -262,7 +270,7 @@ def load_checkpoint(path: str) -> Checkpoint:
     return Checkpoint(
         step=state["step"],
         params=state["params"],
-        workers=_chain_restored(state["workers"], path),
+        workers=_shared_restored(state["workers"], path),
         averager=state["averager"],
         spec_json=state["spec_json"],
         extra=state["extra"],

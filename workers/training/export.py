@@ -1,5 +1,13 @@
-"""The final model as a file: a regular ``torch.nn.Module`` state dict, written atomically;
-for a sampling job also its posterior samples."""
+"""The final model as a self-describing file, written atomically; for a sampling job also
+its posterior samples.
+
+``model.pt`` holds a dict of tensors, numbers and strings only (``torch.load(path,
+weights_only=True)`` reads it): ``format``, ``version``, ``state_dict`` (a regular
+``nn.Module`` state dict: weights and buffers), ``spec`` (the model spec as JSON), ``task``,
+``input_shape``, ``num_classes``, ``data_name`` and ``preprocessing`` (what was learned from
+the training data: feature statistics, class values, the tokenizer).
+``sparsetrain.workers.models.loading.load_model`` rebuilds the module from it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,8 @@ from sparsetrain.workers.models.flat import FlatModel
 
 MODEL_FILE = "model.pt"
 SAMPLES_FILE = "samples.pt"
+MODEL_FORMAT = "sparsetrain-model"
+MODEL_VERSION = 1
 
 
 def _write_atomically(root: str, name: str, data: bytes) -> str:
@@ -28,18 +38,25 @@ def _write_atomically(root: str, name: str, data: bytes) -> str:
 
 
 def export_model(root: str, model: FlatModel, params: torch.Tensor) -> str:
-    """Write ``params`` as ``model``'s state dict to ``<root>/model.pt``; returns the path.
+    """Write ``params`` as ``model``'s state dict, with ``model.description`` (see the
+    module docstring), to ``<root>/model.pt``; returns the path.
 
     The file appears complete or not at all (temporary name, then rename). ``model`` is not
-    changed. Load it with ``torch.load(path, weights_only=True)``.
+    changed. Load it with ``load_model`` or ``torch.load(path, weights_only=True)``.
     """
     state = {
         name: params[s.offset : s.offset + s.numel].view(s.shape).clone()
         for name, s in zip(model.views(), model.slots, strict=True)
     }
     state.update({name: b.detach().cpu().clone() for name, b in model.buffers.items()})
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        **model.description,
+        "state_dict": state,
+    }
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(payload, buffer)
     return _write_atomically(root, MODEL_FILE, buffer.getvalue())
 
 

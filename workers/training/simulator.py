@@ -17,6 +17,7 @@ from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression import build_compressor
 from sparsetrain.workers.data.datasets import Dataset
+from sparsetrain.workers.training.apply import ReplicaUpdate
 from sparsetrain.workers.training.elastic import (
     Change,
     changes_at,
@@ -31,7 +32,6 @@ from sparsetrain.workers.training.samplers import Chain, build_chain
 from sparsetrain.workers.training.schedules import build_averager
 from sparsetrain.workers.training.step import (
     Ledger,
-    MeanApplier,
     RankStats,
     WorkerState,
     compute_update,
@@ -78,7 +78,7 @@ def simulate(
     workers = [new_worker(rank, world, 0) for rank in range(world)]
     flush = flush_compressor(model.numel)
     averager = build_averager(setup.spec, setup.model.flat)
-    applier = MeanApplier(model.numel, model.device)
+    update = ReplicaUpdate(spec, model.numel, model.device)
     result = TrainResult()
 
     def record_eval(step: int) -> None:
@@ -127,7 +127,7 @@ def simulate(
             if rank not in lost
         ]
         started = time.perf_counter()
-        applier.apply(model.flat, [out.payload for _, out in outputs])
+        update.apply(model.flat, [out.payload for _, out in outputs], lr)
         if chain is not None:
             chain.after_apply(step, lr)
         finished = time.perf_counter()

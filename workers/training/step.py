@@ -17,6 +17,7 @@ import torch
 
 from sparsetrain.errors import TrainingError
 from sparsetrain.metrics import StepMetrics
+from sparsetrain.spec import SGDSpec
 from sparsetrain.workers.compression import (
     Compressor,
     Payload,
@@ -26,8 +27,9 @@ from sparsetrain.workers.compression import (
 from sparsetrain.workers.data.datasets import Dataset, ShardSampler, shard_indices
 from sparsetrain.workers.models.flat import FlatModel
 from sparsetrain.workers.models.objective import Objective
-from sparsetrain.workers.training.elastic import salted_seed
+from sparsetrain.workers.training.elastic import flush_compressor, salted_seed
 from sparsetrain.workers.training.memory import Memory, build_memory
+from sparsetrain.workers.training.optimizers import clip_by_norm_
 from sparsetrain.workers.training.samplers import Chain
 
 
@@ -53,15 +55,17 @@ class StepOutput:
 
 
 class Ledger:
-    """Running sums of what one rank was asked to send (Σ lr·g, after momentum) and what it
-    sent (Σ c). With error feedback, ``sent + memory == gradient`` up to rounding."""
+    """Running sums of what one rank was asked to send (Σ lr·g after momentum in update
+    mode, Σ g in gradient mode) and what it sent (Σ c). With error feedback,
+    ``sent + memory == gradient`` up to rounding."""
 
     def __init__(self, numel: int, device: torch.device | str = "cpu") -> None:
         self.gradient = torch.zeros(numel, dtype=torch.float64, device=device)
         self.sent = torch.zeros(numel, dtype=torch.float64, device=device)
 
     def record(self, lr: float, grad: torch.Tensor, payload: Payload) -> None:
-        """Add ``lr·grad`` and the decoded ``payload`` to the sums (mutates only them)."""
+        """Add ``lr·grad`` (``lr`` 1 in gradient mode) and the decoded ``payload`` to the sums
+        (mutates only them)."""
         self.gradient.add_(grad.double(), alpha=lr)
         sent = torch.zeros_like(self.sent, dtype=torch.float32)
         payload.add_to(sent)
@@ -99,21 +103,32 @@ class WorkerState:
         self.epoch = epoch
         self._n_train = dataset.n_train
         self._batch_size = spec.batch_size
-        self._seed = spec.seed
+        self.seed = spec.seed
         device = torch.device(device)
         self.generator = torch.Generator(device=device).manual_seed(
             worker_seed(salted_seed(spec.seed, epoch), rank)
         )
         self.sampler = self._sampler(world, rank, epoch)
         self.memory: Memory = build_memory(spec.memory, numel, device)
-        self.momentum = float(spec.optimizer.momentum)
+        optimizer = spec.optimizer
+        # Update mode: SGD's momentum, weight decay and clipping act on this rank's own
+        # gradient. Gradient mode: on the aggregate, in the replica's optimizer.
+        sgd = optimizer if isinstance(optimizer, SGDSpec) else None
+        local = sgd is not None and sgd.compress == "update"
+        self.gradient_mode = not local
+        self.momentum = float(sgd.momentum) if sgd is not None and local else 0.0
+        self.nesterov = sgd is not None and local and sgd.nesterov
+        self.weight_decay = float(optimizer.weight_decay) if local else 0.0
+        self.clip_norm = optimizer.clip_norm if local else None
+        self.dense_steps = optimizer.dense_warmup_steps
+        self.dense = flush_compressor(numel)
         self.velocity = torch.zeros(numel, device=device) if self.momentum > 0 else None
         self.compressor = compressor
         self.chain = chain
         self.ledger: Ledger | None = None
 
     def _sampler(self, world: int, rank: int, epoch: int) -> ShardSampler:
-        seed = salted_seed(self._seed, epoch)
+        seed = salted_seed(self.seed, epoch)
         shard = shard_indices(self._n_train, world, rank, seed)
         return ShardSampler(shard, self._batch_size, seed, rank)
 
@@ -178,7 +193,11 @@ def compute_update(
     rows = state.sampler.next_batch()
     inputs = dataset.x_train[rows].to(device, non_blocking=True)
     targets = dataset.y_train[rows].to(device, non_blocking=True)
-    loss, grad = model.loss_and_grad(inputs, targets, objective.data_loss)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # Dropout and other random layers draw from the global generator: seed it per
+        # (rank, membership epoch, step) so every run of the same spec draws the same masks.
+        torch.manual_seed(worker_seed(salted_seed(state.seed, state.epoch), state.rank) + step)
+        loss, grad = model.loss_and_grad(inputs, targets, objective.data_loss)
     if objective.l2:
         grad.add_(model.flat, alpha=objective.l2)
         loss = loss + objective.regularizer(model.flat)
@@ -186,16 +205,24 @@ def compute_update(
         grad = state.chain.gradient(step, grad, inputs, targets)
     if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
         raise TrainingError("non-finite loss or gradient", step=step, rank=state.rank)
+    if state.weight_decay:
+        grad.add_(model.flat, alpha=state.weight_decay)
+    if state.clip_norm is not None:
+        clip_by_norm_(grad, state.clip_norm)
     if state.velocity is not None:
         state.velocity.mul_(state.momentum).add_(grad)
-        grad = state.velocity
+        grad = grad.add(state.velocity, alpha=state.momentum) if state.nesterov else state.velocity
     _sync(device)
     computed = time.perf_counter()
-    payload = state.memory.compress(grad, lr, compressor, step=step, generator=state.generator)
+    # Gradient mode compresses (memory + g) itself: the learning rate is the optimizer's.
+    weight = 1.0 if state.gradient_mode else lr
+    if step < state.dense_steps:
+        compressor = state.dense
+    payload = state.memory.compress(grad, weight, compressor, step=step, generator=state.generator)
     _sync(device)
     compressed = time.perf_counter()
     if state.ledger is not None:
-        state.ledger.record(lr, grad, payload)
+        state.ledger.record(weight, grad, payload)
     residual = state.memory.residual()
     return StepOutput(
         payload=payload,

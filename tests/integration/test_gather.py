@@ -1,0 +1,83 @@
+"""The gather's classification of a rank's failure, on a real local Ray cluster: a call
+that could not read an input (every copy of the object gone) is told apart from a dead
+worker and from a worker's own error."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import ray
+from ray.exceptions import ObjectLostError
+
+from sparsetrain.errors import TrainingError
+from sparsetrain.workers.runtime.gather import InputsLostError, WorkerDiedError, gather
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
+BIG = 200_000  # float64 entries: 1.6 MB, kept in the object store rather than inline
+
+
+class Rank:
+    """A stand-in rank: sums its inputs, or fails on request."""
+
+    def total(self, *updates: np.ndarray) -> float:
+        return float(sum(update.sum() for update in updates))
+
+    def fail(self) -> None:
+        raise ValueError("bad shard")
+
+
+class Owner:
+    """Puts an object of its own; when it dies the object is lost (``OwnerDiedError``)."""
+
+    def put(self) -> list[Any]:
+        return [ray.put(np.ones(BIG))]  # in a list: the caller gets the reference itself
+
+
+def _remote(cls: type) -> Any:
+    return ray.remote(num_cpus=0)(cls).remote()
+
+
+def _wait_until_lost(ref: Any, timeout_s: float = 60.0) -> None:
+    """Poll (bounded) until reading ``ref`` fails: Ray learns of its owner's death a
+    moment after the kill."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(ref, timeout=timeout_s)
+        except ObjectLostError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{ref.hex()} still readable after {timeout_s:g}s")
+
+
+def test_a_call_whose_input_is_lost_is_reported_naming_the_object() -> None:
+    owner, rank = _remote(Owner), _remote(Rank)
+    (lost,) = ray.get(owner.put.remote())
+    kept = ray.put(np.ones(BIG))
+    assert ray.get(rank.total.remote(kept, lost)) == 2 * BIG  # readable while its owner lives
+    ray.kill(owner, no_restart=True)
+    _wait_until_lost(lost)
+    refs = [rank.total.remote(kept), rank.total.remote(kept, lost)]
+    results = gather(refs, step=7, ranks=[0, 3])
+    assert results[0] == BIG
+    error = results[1]
+    assert isinstance(error, InputsLostError) and isinstance(error, WorkerDiedError)
+    assert error.objects == (lost.hex(),)
+    assert (error.step, error.rank) == (7, 3)
+    assert "worker 3 could not read its inputs" in str(error)
+    assert error.cause == "OwnerDiedError"
+    ray.kill(rank, no_restart=True)
+
+
+def test_a_dead_worker_and_a_worker_error_stay_what_they_were() -> None:
+    dead, failing = _remote(Rank), _remote(Rank)
+    ray.get(dead.total.remote())
+    ray.kill(dead, no_restart=True)
+    (died,) = gather([dead.total.remote()], step=2)
+    assert type(died) is WorkerDiedError and died.cause.endswith("ActorDiedError")
+    with pytest.raises(TrainingError, match=r"worker 1 failed: ValueError: bad shard"):
+        gather([failing.fail.remote()], step=2, ranks=[1])
+    ray.kill(failing, no_restart=True)
