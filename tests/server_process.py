@@ -4,6 +4,7 @@ local Ray cluster."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,17 @@ class Server(ServerProcess):
     def __init__(self, data_dir: Path, **env: str) -> None:
         address = ray.get_runtime_context().gcs_address
         super().__init__(data_dir, address, monitor_interval_s=0.2, env=env)
+
+
+def serving(data_dir: Path, **env: str) -> Iterator[Server]:
+    """A fixture body: start a ``Server`` on ``data_dir`` with ``env``, yield it, and stop it
+    when the fixture is torn down (``yield from serving(...)``)."""
+    running = Server(data_dir, **env)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 def wait_for_job(

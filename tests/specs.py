@@ -29,6 +29,11 @@ SMALL_JOB: Mapping[str, Any] = {
     "seed": 3,
 }
 
+# Every ``data.kind`` a spec may name: what the dataset registry and ``GET /v1/datasets`` hold.
+DATA_KINDS = frozenset(
+    {"synthetic", "libsvm", "sklearn", "image_folder", "parquet", "csv", "jsonl", "text"}
+)
+
 
 def job_spec(*layers: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
     """A new spec mapping, as a client sends it: ``MINIMAL``, then each of ``layers`` in order,

@@ -23,7 +23,7 @@ from sparsetrain.workers import simulate
 from sparsetrain.workers.runtime.launch import run_job
 from sparsetrain.workers.runtime.names import NAMESPACE, supervisor_name
 from sparsetrain.workers.training.checkpoint import load_checkpoint
-from tests.server_process import Server, wait_for_job
+from tests.server_process import Server, serving, wait_for_job
 from tests.specs import job_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -87,12 +87,7 @@ def _running_past(url: str, job_id: str, step: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(tmp_path_factory.mktemp("chaos") / "data")
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from serving(tmp_path_factory.mktemp("chaos") / "data")
 
 
 def test_sigkill_a_worker(server: Server) -> None:

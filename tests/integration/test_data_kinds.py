@@ -20,7 +20,7 @@ from sparsetrain.workers.data.datasets import build_dataset
 from sparsetrain.workers.models.flat import FlatModel
 from sparsetrain.workers.models.registry import build_model
 from sparsetrain.workers.training.evaluate import measure
-from tests.server_process import Server, wait_for_job
+from tests.server_process import Server, serving, wait_for_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -60,12 +60,7 @@ def _write_data(root: Path) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("server") / "data"
     _write_data(data_dir / "datasets")
-    running = Server(data_dir)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from serving(data_dir)
 
 
 FEATURES = ["f0", "f1", "f2"]

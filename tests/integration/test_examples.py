@@ -29,7 +29,7 @@ from sparsetrain.spec_files import load_spec
 from sparsetrain.workers.training.result import TrainResult
 from sparsetrain.workers.training.simulator import simulate, simulate_async
 from tests.run_python import run_python
-from tests.server_process import Server, wait_for_job
+from tests.server_process import Server, serving, wait_for_job
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAMES = sorted(path.stem for path in EXAMPLES.glob("*.yaml"))
@@ -53,30 +53,22 @@ ACCURACY_BARS: dict[str, tuple[str, float]] = {
 SERVER_STEPS = 20
 
 
-def _make_shapes() -> Callable[..., None]:
-    """``examples/make_shapes.py``'s generator (the examples folder is not a package)."""
-    module_spec = importlib.util.spec_from_file_location("make_shapes", EXAMPLES / "make_shapes.py")
+def _example_script(name: str) -> Callable[..., None]:
+    """The function ``name`` of ``examples/<name>.py``, loaded from its file (the examples
+    folder is not a package): ``make_shapes`` writes the sample images, ``make_table`` the
+    Parquet data of ``parquet_table.yaml``."""
+    module_spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    make: Callable[..., None] = module.make_shapes
-    return make
-
-
-def _make_table() -> Callable[..., None]:
-    """``examples/make_table.py``'s writer (the Parquet data of ``parquet_table.yaml``)."""
-    module_spec = importlib.util.spec_from_file_location("make_table", EXAMPLES / "make_table.py")
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    make: Callable[..., None] = module.make_table
+    make: Callable[..., None] = getattr(module, name)
     return make
 
 
 def _fill_data_root(root: Path) -> None:
     """Put what the file-based examples name under ``root``, as their comments say."""
-    _make_shapes()(root / "shapes", 200)
-    _make_table()(root / "orchard")
+    _example_script("make_shapes")(root / "shapes", 200)
+    _example_script("make_table")(root / "orchard")
     shutil.copytree(EXAMPLES / "corpus", root / "corpus")
 
 
@@ -165,12 +157,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> Itera
     sample images, table and text where the examples' comments say to put them."""
     data_dir = tmp_path_factory.mktemp("server") / "data"
     _fill_data_root(data_dir / "datasets")
-    running = Server(data_dir)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from serving(data_dir)
 
 
 def _shortened(name: str) -> dict[str, Any]:

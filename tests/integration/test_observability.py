@@ -15,7 +15,7 @@ import ray
 from ray.util.state import list_actors, list_nodes
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.server_process import DEADLINE_S, Server
+from tests.server_process import DEADLINE_S, Server, serving
 from tests.specs import job_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -31,16 +31,11 @@ JOB: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(
+    yield from serving(
         tmp_path_factory.mktemp("observability") / "data",
         SPARSETRAIN_API_TOKENS="alice:t1,bob:t2",
         SPARSETRAIN_ALLOW_CUSTOM_CODE="true",
     )
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def _get(server: Server, path: str, headers: dict[str, str] = ALICE, **params: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server_process import DEADLINE_S, Server
+from tests.server_process import DEADLINE_S, Server, serving
 from tests.specs import job_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -29,16 +29,11 @@ RAY_JOB: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> Iterator[Server]:
-    running = Server(
+    yield from serving(
         tmp_path_factory.mktemp("security") / "data",
         SPARSETRAIN_API_TOKENS="alice:a-secret,bob:b-secret,prometheus:p-secret",
         SPARSETRAIN_METRICS_PRINCIPALS="prometheus",
     )
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import ray
 import torch
 
 from sparsetrain.workers.runtime.names import supervisor_name
-from tests.server_process import Server, wait_for_job
+from tests.server_process import Server, serving, wait_for_job
 from tests.specs import job_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -23,12 +23,7 @@ DEADLINE_S = 120.0
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "data")
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from serving(tmp_path / "data")
 
 
 SERVER_JOB: dict[str, Any] = {

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server_process import Server, wait_for_job
+from tests.server_process import Server, serving, wait_for_job
 from tests.specs import job_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -20,14 +20,9 @@ LIMIT = "64MiB"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, ray_cluster: None) -> Iterator[Server]:
-    running = Server(
+    yield from serving(
         tmp_path_factory.mktemp("limits") / "data", SPARSETRAIN_MAX_WORKER_MEMORY=LIMIT
     )
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from sparsetrain.service.settings import Settings
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
 from tests.service.fakes import FakeLauncher
-from tests.specs import job_spec
+from tests.specs import DATA_KINDS, job_spec
 
 pytestmark = pytest.mark.anyio
 Tick = Callable[[int], None]
@@ -366,16 +366,7 @@ async def test_registries(client: httpx.AsyncClient) -> None:
     }
     assert all("properties" in m["parameters"] for m in models)
     datasets = {d["kind"] for d in (await client.get("/v1/datasets")).json()}
-    assert datasets == {
-        "synthetic",
-        "libsvm",
-        "sklearn",
-        "image_folder",
-        "parquet",
-        "csv",
-        "jsonl",
-        "text",
-    }
+    assert datasets == DATA_KINDS
     samplers = (await client.get("/v1/samplers")).json()
     assert {s["kind"] for s in samplers} == {"sgld", "sgldfp"}
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sparsetrain._progress import _size
-from tests.server_process import Server
+from tests.server_process import Server, serving
 from tests.specs import job_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -95,12 +95,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "data", SPARSETRAIN_API_TOKENS=f"alice:{TOKEN}")
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from serving(tmp_path / "data", SPARSETRAIN_API_TOKENS=f"alice:{TOKEN}")
 
 
 def _api(server: Server, method: str, path: str, **kwargs: Any) -> Any:

@@ -19,6 +19,7 @@ from sparsetrain.workers.data.datasets import (
     build_dataset,
     shard_indices,
 )
+from tests.specs import DATA_KINDS
 
 
 def assert_same(a: Dataset, b: Dataset) -> None:
@@ -258,16 +259,7 @@ def test_unknown_kind() -> None:
         "unknown dataset kind 'nope'; known: csv, image_folder, jsonl, libsvm, parquet, "
         "sklearn, synthetic, text"
     )
-    assert set(DATASETS) == {
-        "synthetic",
-        "libsvm",
-        "sklearn",
-        "image_folder",
-        "parquet",
-        "csv",
-        "jsonl",
-        "text",
-    }
+    assert set(DATASETS) == DATA_KINDS
 
 
 # --- sharding and sampling ---------------------------------------------------------------
