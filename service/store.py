@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Row
@@ -23,8 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.jobs import EventKind, Job, JobEvent, JobList, MetricsPage, WorkerInfo
-from sparsetrain.metrics import EvalMetrics, StepMetrics
+from sparsetrain.jobs import Job, JobList, WorkerInfo
+from sparsetrain.service.store_events import EventLog, add_event_row
+from sparsetrain.service.store_metrics import MetricRecords
 from sparsetrain.service.store_schema import (
     add_missing_columns,
     event_table,
@@ -35,9 +36,6 @@ from sparsetrain.service.store_schema import (
 )
 from sparsetrain.spec import JobSpec
 from sparsetrain.status import JobStatus
-from sparsetrain.supervision import EventValue, SupervisorEvent
-
-_EVENT_KINDS = frozenset(get_args(EventKind))
 
 
 class StoreError(SparsetrainError):
@@ -84,48 +82,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _add_event(
-    conn: Connection,
-    job_id: str,
-    now: datetime,
-    kind: str,
-    status: JobStatus | None,
-    message: str,
-    data: dict[str, EventValue] | None = None,
-) -> int:
-    """Insert one event row and return its ``seq``."""
-    value = status.value if status is not None else None
-    values = {"job_id": job_id, "time": now, "kind": kind, "status": value, "message": message}
-    if data:
-        values["data"] = json.dumps(data)
-    key = conn.execute(sa.insert(event_table).values(values)).inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
-def _event(row: Row[Any]) -> JobEvent:
-    """A stored event row as the API's ``JobEvent``."""
-    return JobEvent(
-        seq=row.seq,
-        job_id=row.job_id,
-        time=row.time,
-        kind=row.kind,
-        status=row.status,
-        message=row.message,
-        data=json.loads(row.data) if row.data else {},
-    )
-
-
-def _downsample(n: int, max_points: int) -> list[int]:
-    """Indices of an evenly spaced subset of ``range(n)`` keeping the first and the last."""
-    if n <= max_points:
-        return list(range(n))
-    if max_points == 1:
-        return [n - 1]
-    return sorted({round(i * (n - 1) / (max_points - 1)) for i in range(max_points)})
-
-
-class JobStore:
+class JobStore(MetricRecords, EventLog):
     """Jobs, events and metrics in one SQL database; safe to share between threads."""
 
     def __init__(self, url: str) -> None:
@@ -233,7 +190,7 @@ class JobStore:
                 conn.execute(
                     sa.insert(job_table).values(status=JobStatus.PENDING.value, step=0, **row)
                 )
-                _add_event(conn, job_id, now, "status", JobStatus.PENDING, "submitted")
+                add_event_row(conn, job_id, now, "status", JobStatus.PENDING, "submitted")
                 return self._job(self._row(conn, job_id)), True
         except IntegrityError:
             if idempotency_key is None:
@@ -313,7 +270,7 @@ class JobStore:
                 ).rowcount
                 if changed != 1:
                     continue  # someone else moved it first: roll back and re-read
-                _add_event(conn, job_id, now, "status", to, reason)
+                add_event_row(conn, job_id, now, "status", to, reason)
                 return self._job(self._row(conn, job_id))
 
     def set_progress(
@@ -352,7 +309,7 @@ class JobStore:
                 .where(job_table.c.id == job_id)
                 .values(target_workers=count, updated_at=now)
             )
-            _add_event(conn, job_id, now, "resize", None, reason)
+            add_event_row(conn, job_id, now, "resize", None, reason)
             return self._job(self._row(conn, job_id))
 
     def count_restart(self, job_id: str) -> int:
@@ -364,26 +321,6 @@ class JobStore:
                 .values(restarts=job_table.c.restarts + 1, updated_at=_now())
             )
             return int(self._row(conn, job_id).restarts)
-
-    def truncate_metrics(self, job_id: str, from_step: int) -> int:
-        """Delete the step records at ``from_step`` and later and the evaluations after
-        ``from_step`` (a rolled-back run records them again); returns how many went."""
-        with self._tx() as conn:
-            steps = conn.execute(
-                metric_table.delete().where(
-                    metric_table.c.job_id == job_id,
-                    metric_table.c.kind == "step",
-                    metric_table.c.step >= from_step,
-                )
-            ).rowcount
-            evals = conn.execute(
-                metric_table.delete().where(
-                    metric_table.c.job_id == job_id,
-                    metric_table.c.kind == "eval",
-                    metric_table.c.step > from_step,
-                )
-            ).rowcount
-        return int(steps) + int(evals)
 
     def delete_job(self, job_id: str, owner: str | None = None) -> None:
         """Delete a terminal job with its events and metrics; ``JobNotTerminal`` otherwise."""
@@ -415,165 +352,3 @@ class JobStore:
             ):
                 counts[JobStatus(status)] = n
         return counts
-
-    # -- events -------------------------------------------------------------------------
-
-    def add_event(
-        self,
-        job_id: str,
-        kind: str,
-        message: str,
-        status: JobStatus | None = None,
-        data: dict[str, EventValue] | None = None,
-    ) -> JobEvent:
-        """Append an event (kind "status", "checkpoint" or "log"; ``data``: its facts) to
-        the job and return it."""
-        if kind not in _EVENT_KINDS:
-            raise ValueError(f"unknown event kind {kind!r}; known: {sorted(_EVENT_KINDS)}")
-        now = _now()
-        with self._tx() as conn:
-            self._row(conn, job_id)
-            seq = _add_event(conn, job_id, now, kind, status, message, data)
-        values = {"seq": seq, "job_id": job_id, "time": now, "kind": kind, "status": status}
-        return JobEvent.model_validate({**values, "message": message, "data": data or {}})
-
-    def add_supervisor_events(self, job_id: str, events: Sequence[SupervisorEvent]) -> int:
-        """Store the supervisor's events not stored yet, in order; return how many were new.
-
-        Idempotent on (job, ``epoch``, ``seq``): an event already stored (a replay after a
-        control-plane restart) is skipped, while a genuine repeat (the same message under a
-        new ``seq``) is stored again. The unique key ``uq_job_events_source`` guards it.
-        """
-        if not events:
-            return 0
-        now = _now()
-        added = 0
-        with self._tx() as conn:
-            self._row(conn, job_id)
-            for epoch in sorted({event.epoch for event in events}):
-                stored = set(
-                    conn.execute(
-                        sa.select(event_table.c.source_seq).where(
-                            event_table.c.job_id == job_id, event_table.c.epoch == epoch
-                        )
-                    ).scalars()
-                )
-                for event in events:
-                    if event.epoch != epoch or event.seq in stored:
-                        continue
-                    stored.add(event.seq)
-                    row = {
-                        "job_id": job_id,
-                        "time": now,
-                        "kind": event.kind.value,
-                        "message": event.message,
-                        "epoch": event.epoch,
-                        "source_seq": event.seq,
-                        "data": json.dumps(event.data) if event.data else None,
-                    }
-                    result = conn.execute(self._insert_ignore(event_table).values(row))
-                    added += max(result.rowcount, 0)
-        return added
-
-    def events(self, job_id: str, after_seq: int = 0, limit: int = 1000) -> list[JobEvent]:
-        """The job's events with ``seq > after_seq``, ascending, at most ``limit``."""
-        with self._tx() as conn:
-            self._row(conn, job_id)
-            rows = conn.execute(
-                sa.select(event_table)
-                .where(event_table.c.job_id == job_id, event_table.c.seq > after_seq)
-                .order_by(event_table.c.seq)
-                .limit(limit)
-            ).all()
-        return [_event(row) for row in rows]
-
-    # -- metrics ------------------------------------------------------------------------
-
-    def add_metrics(
-        self, job_id: str, steps: Sequence[StepMetrics], evals: Sequence[EvalMetrics]
-    ) -> int:
-        """Store new metric records in one transaction; return how many were new.
-
-        Idempotent on (job, kind, step): a record whose step is already stored (or repeated
-        in the batch) is ignored, so replaying a batch or a backfill never duplicates.
-        """
-        added = 0
-        with self._tx() as conn:
-            self._row(conn, job_id)
-            for kind, records in (("step", steps), ("eval", evals)):
-                batch: dict[int, str] = {}
-                for record in records:
-                    batch.setdefault(record.step, record.model_dump_json())
-                if not batch:
-                    continue
-                stored = set(
-                    conn.execute(
-                        sa.select(metric_table.c.step).where(
-                            metric_table.c.job_id == job_id,
-                            metric_table.c.kind == kind,
-                            metric_table.c.step.between(min(batch), max(batch)),
-                        )
-                    ).scalars()
-                )
-                rows = [
-                    {"job_id": job_id, "kind": kind, "step": step, "payload": payload}
-                    for step, payload in batch.items()
-                    if step not in stored
-                ]
-                if rows:
-                    result = conn.execute(self._insert_ignore(metric_table), rows)
-                    sane = self._engine.dialect.supports_sane_multi_rowcount
-                    added += result.rowcount if sane and result.rowcount >= 0 else len(rows)
-        return added
-
-    def _insert_ignore(self, table: sa.Table) -> Any:
-        """INSERT into ``table`` that skips rows whose unique key exists (a race with a
-        concurrent writer of the same records)."""
-        name = self._engine.dialect.name
-        if name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return sqlite_insert(table).on_conflict_do_nothing()
-        if name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            return pg_insert(table).on_conflict_do_nothing()
-        return sa.insert(table)  # other backends: rows were filtered by the existence check
-
-    def metrics(self, job_id: str, since: int = 0, max_points: int | None = None) -> MetricsPage:
-        """Step and eval records with ``step >= since``, ascending.
-
-        With more step records than ``max_points`` an evenly spaced subset that keeps the first
-        and the last is returned (``downsampled=True``, ``step_records`` says how many
-        matched); evals are never downsampled. The records' cumulative ``bytes_total`` keeps
-        totals exact in a subset.
-        """
-        if max_points is not None and max_points < 1:
-            raise ValueError("max_points must be at least 1")
-        with self._tx() as conn:
-            self._row(conn, job_id)
-            query = (
-                sa.select(metric_table.c.kind, metric_table.c.payload)
-                .where(metric_table.c.job_id == job_id, metric_table.c.step >= since)
-                .order_by(metric_table.c.step)
-            )
-            step_rows = conn.execute(query.where(metric_table.c.kind == "step")).all()
-            eval_rows = conn.execute(query.where(metric_table.c.kind == "eval")).all()
-        keep = _downsample(len(step_rows), max_points or len(step_rows) or 1)
-        return MetricsPage(
-            job_id=job_id,
-            steps=[StepMetrics.model_validate_json(step_rows[i].payload) for i in keep],
-            evals=[EvalMetrics.model_validate_json(r.payload) for r in eval_rows],
-            downsampled=len(keep) < len(step_rows),
-            step_records=len(step_rows),
-        )
-
-    def last_metric_step(self, job_id: str) -> int | None:
-        """The largest step of the job's stored step records, None when there are none."""
-        with self._tx() as conn:
-            self._row(conn, job_id)
-            return conn.execute(
-                sa.select(sa.func.max(metric_table.c.step)).where(
-                    metric_table.c.job_id == job_id, metric_table.c.kind == "step"
-                )
-            ).scalar()
