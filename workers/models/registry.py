@@ -63,7 +63,7 @@ def _linear_regression(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     if not (binary or dataset.task == "regression"):
         raise SpecError(
             ("model", "kind"),
-            f"linear_regression needs a regression task or 0/1 labels; dataset "
+            f"linear_regression needs a regression task or a binary task (0/1 labels); dataset "
             f"{dataset.name!r} has {dataset.num_classes} classes",
         )
     return _logistic_regression(spec, dataset)
