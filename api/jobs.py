@@ -99,13 +99,14 @@ LogSource = Literal["events", "workers"]
 supervisor and workers wrote (their output and tracebacks)."""
 LOG_SOURCES: tuple[LogSource, ...] = ("events", "workers")
 
-EventKind = Literal["status", "checkpoint", "log", "resize", "worker", "eval"]
+EventKind = Literal["status", "checkpoint", "log", "resize", "worker", "eval", "skip"]
 
 
 class JobEvent(BaseModel):
     """Something that happened to a job: a status change, a checkpoint, a log line (the
     summary at the end among them), a resize (``resize``), a worker lost or replaced
-    (``worker``), an evaluation (``eval``: its step and metrics in ``data``)."""
+    (``worker``), an evaluation (``eval``: its step and metrics in ``data``), a step skipped
+    under fp16 loss scaling (``skip``)."""
 
     seq: int = Field(description="Increases with every event of the server.")
     job_id: str

@@ -76,6 +76,17 @@ class StepMetrics(BaseModel):
         description="async: for each update applied in this round, how many updates were "
         "applied between its parameters being read and it being applied.",
     )
+    skipped: bool | None = Field(
+        default=None,
+        description="precision fp16: true when some rank's gradient overflowed, so no "
+        "replica applied this step (parameters and optimizer state unchanged, the loss "
+        "scale backed off); None otherwise.",
+    )
+    loss_scale: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="precision fp16: the loss scale this step's gradients were computed with.",
+    )
 
 
 class EvalMetrics(BaseModel):

@@ -100,6 +100,10 @@ class SupervisorEventKind(str, Enum):
     written, with ``data["checkpoint_step"]``."""
     EVAL = "eval"
     """An evaluation: ``data`` holds its step and metrics (``EvalMetrics``' fields)."""
+    SKIP = "skip"
+    """A step no replica applied (precision fp16: some rank's gradient was not finite):
+    ``data`` holds its step, the first overflowing rank, how many ranks overflowed and
+    the loss scale the step was computed with."""
 
 
 EventValue = int | float | str | None

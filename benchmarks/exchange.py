@@ -13,6 +13,11 @@ A short ``run_job`` (logistic regression, d = 10,000, W = 2, top-k 1%) measures 
 runtime's per-step overhead: per-step wall time of the training loop minus the median of
 (compute_s + compress_s).
 
+The ``wire`` section (``benchmarks.sparse_wire``) measures, on one CPU thread at d = 301k
+and 1M (the MLP's size and a round million) and k = 1% and 0.1%, the bytes of a top-k update
+with plain and delta-coded indices and fp32 and fp16 values, its encode and decode times,
+and ``torch.topk`` against the sampled exact selection the ``topk`` compressor uses.
+
 ``--device cuda`` runs the same grid with the vectors on the GPU, the W actors sharing it
 (``num_gpus = 1/W`` each, as ``workers.gpus`` does), each method twice: updates staged
 through the workers' pinned host buffers (``HostStaging``) and through pageable memory
@@ -49,6 +54,8 @@ from benchmarks._common import (
     save_figure,
     write_json,
 )
+from benchmarks.sparse_wire import DEFINITIONS as WIRE_DEFINITIONS
+from benchmarks.sparse_wire import measure_wire, wire_targets
 from sparsetrain.spec import DenseSpec, JobSpec, TopKSpec
 from sparsetrain.workers.compression import build_compressor
 from sparsetrain.workers.runtime import launch
@@ -333,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     worlds = [2] if args.smoke or args.quick else [2, 4]
     rounds = args.rounds or {"smoke": 2, "quick": 5, "full": 10}[args.mode]
     runtime_steps = 20 if args.smoke else 200
+    wire_sizes = [50_000] if args.smoke else [301_000, 1_000_000]
+    wire_repeats = {"smoke": 3, "quick": 11, "full": 31}[args.mode]
     started = time.perf_counter()
     owns_ray = not ray.is_initialized()
     if owns_ray:
@@ -367,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"  {_series(row):<24} exchange {row['exchange_s'] * 1e3:8.2f} ms  "
                             f"gloo {gloo[d] * 1e3:8.2f} ms  ratio {row['ratio_vs_gloo']:.3f}"
                         )
+        log(f"wire: index coding and top-k selection, d in {[_size(d) for d in wire_sizes]}")
+        wire = measure_wire(wire_sizes, wire_repeats)
         log(f"runtime overhead: run_job, {runtime_steps} steps")
         runtime = measure_runtime(runtime_steps, gpus=0.5 if cuda else 0.0)
         log(f"  per-step overhead {runtime['overhead_ms']:.2f} ms")
@@ -395,11 +406,13 @@ def main(argv: list[str] | None = None) -> int:
             "staging": "(cuda only) pinned: updates leave and enter the GPU through the "
             "workers' reusable page-locked host buffers; pageable: through plain encode/decode "
             "(new pageable host memory per update); targets use the pinned rows",
+            **WIRE_DEFINITIONS,
         },
         "grid": grid,
         "baseline": baseline,
         "runtime": runtime,
-        "targets": targets(grid, runtime),
+        "wire": wire,
+        "targets": targets(grid, runtime) | wire_targets(wire),
     }
     write_json(args.out, report)
     plot(report, args.plot)

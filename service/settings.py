@@ -53,7 +53,9 @@ class Settings(BaseSettings):
         description="File of 'principal sha256-hex-of-token' lines, one per principal.",
     )
     allow_custom_code: bool = Field(
-        default=False, description="Allow job specs that import user code."
+        default=False,
+        description="Allow job specs that import user code: custom models and data, and "
+        "code shipped with the job (a wheel or package folder under the data roots).",
     )
     cluster_autoscales: bool = Field(
         default=False,

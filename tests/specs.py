@@ -31,7 +31,7 @@ SMALL_JOB: Mapping[str, Any] = {
 
 # Every ``data.kind`` a spec may name: what the dataset registry and ``GET /v1/datasets`` hold.
 DATA_KINDS = frozenset(
-    {"synthetic", "libsvm", "sklearn", "image_folder", "parquet", "csv", "jsonl", "text"}
+    {"synthetic", "libsvm", "sklearn", "image_folder", "parquet", "csv", "jsonl", "text", "custom"}
 )
 
 

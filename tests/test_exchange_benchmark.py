@@ -14,6 +14,7 @@ import pytest
 import ray
 import torch
 
+from benchmarks import sparse_wire
 from benchmarks.exchange import METHODS, main
 
 
@@ -33,9 +34,9 @@ def test_exchange_benchmark_smoke(tmp_path: Path) -> None:
         for key in ("exchange_s", "decode_apply_s", "compress_s", "gloo_allreduce_s"):
             assert row[key] > 0, (row["method"], key)
         assert row["ratio_vs_gloo"] == row["exchange_s"] / row["gloo_allreduce_s"]
-    # 24-byte header + k = 100 entries of (int32 index, fp32 value)
-    assert grid[(10_000, 2, "topk_1pct")]["bytes_per_worker"] == 24 + 100 * (4 + 4)
-    assert grid[(10_000, 2, "topk_0.1pct")]["bytes_per_worker"] == 24 + 10 * (4 + 4)
+    # 24-byte header + k entries of (fp32 value, delta-coded index of 1 or 2 bytes: d < 2**14)
+    for method, k in (("topk_1pct", 100), ("topk_0.1pct", 10)):
+        assert 24 + k * 5 <= grid[(10_000, 2, method)]["bytes_per_worker"] <= 24 + k * 6
     assert grid[(10_000, 2, "dense_fp32")]["bytes_per_worker"] == 24 + 10_000 * 4
 
     (baseline,) = report["baseline"]
@@ -47,8 +48,22 @@ def test_exchange_benchmark_smoke(tmp_path: Path) -> None:
     assert runtime["per_step_wall_ms"] > 0
     assert math.isfinite(runtime["overhead_ms"])
 
+    wire = report["wire"]
+    assert {(r["d"], r["ratio"]) for r in wire["topk"]} == {(50_000, 0.01), (50_000, 0.001)}
+    assert all(r["torch_topk_s"] > 0 and r["sampled_topk_s"] > 0 for r in wire["topk"])
+    coding = {(r["ratio"], r["value_dtype"], r["index_coding"]): r for r in wire["coding"]}
+    assert len(coding) == len(wire["coding"]) == 8
+    plain, delta = coding[(0.01, "float16", "plain")], coding[(0.01, "float16", "delta")]
+    assert plain["nbytes"] == 24 + 500 * (4 + 2)
+    assert delta["nbytes"] < plain["nbytes"] and delta["encode_s"] > 0 and delta["decode_s"] > 0
+
     targets = report["targets"]
-    assert set(targets) == {"topk_1pct_d10M_W2_ratio", "runtime_overhead_ms"}
+    assert set(targets) == {
+        "topk_1pct_d10M_W2_ratio",
+        "runtime_overhead_ms",
+        "topk_1pct_fp16_delta_share_of_dense_d50000",
+        "sampled_topk_time_ratio_1pct_d50000",
+    }
     assert targets["topk_1pct_d10M_W2_ratio"]["target"] == 0.3
     assert targets["topk_1pct_d10M_W2_ratio"]["value"] is None  # d = 10M is not in smoke mode
     assert targets["runtime_overhead_ms"]["target"] == 5.0
@@ -69,3 +84,13 @@ def test_cuda_mode_refuses_to_run_without_a_gpu(
     assert info.value.code == 2
     assert "torch sees no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_the_wire_section_runs_alone_without_ray(tmp_path: Path) -> None:
+    out = tmp_path / "wire.json"
+    assert sparse_wire.main(["--smoke", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "smoke" and report["repeats"] == 3
+    assert {r["d"] for r in report["wire"]["coding"]} == {50_000}
+    share = report["targets"]["topk_1pct_fp16_delta_share_of_dense_d50000"]
+    assert share["met"] is True and share["value"] <= 0.01

@@ -7,7 +7,9 @@ kind is written in its own module only. ``MODEL_NAMES`` are the names of the spe
 
 from pydantic import BaseModel
 
-from sparsetrain.spec import compression, data, job, model, optim, sampler
+from sparsetrain.spec import aggregation, code, compression, data, job, model, optim, sampler
+from sparsetrain.spec.aggregation import *  # noqa: F403
+from sparsetrain.spec.code import *  # noqa: F403
 from sparsetrain.spec.compression import *  # noqa: F403
 from sparsetrain.spec.data import *  # noqa: F403
 from sparsetrain.spec.job import *  # noqa: F403
@@ -17,7 +19,7 @@ from sparsetrain.spec.paths import FileField
 from sparsetrain.spec.sampler import *  # noqa: F403
 
 __all__ = ["MODEL_NAMES", "FileField"]
-for _module in (compression, data, job, model, optim, sampler):
+for _module in (aggregation, code, compression, data, job, model, optim, sampler):
     __all__ += _module.__all__
 __all__.sort()
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from sparsetrain.errors import SpecError
 from sparsetrain.spec.data import (
     CSVSpec,
+    CustomDataSpec,
     DataSpec,
     ImageFolderSpec,
     JSONLinesSpec,
@@ -27,11 +28,13 @@ from sparsetrain.spec.data import (
     TextSpec,
 )
 from sparsetrain.spec.job import JobSpec
-from sparsetrain.spec.model import CNNSpec, GPTSpec, MLPSpec, ModelSpec
+from sparsetrain.spec.model import CNNSpec, GPTSpec, MLPSpec, ModelSpec, ResNetSpec
 
-FLOAT32, INT64 = 4, 8
+FLOAT32, INT32, INT64 = 4, 4, 8
 # Rows per forward pass when the workers evaluate (sparsetrain.workers.training.evaluate).
 EVAL_CHUNK_ROWS = 8192
+# Bytes of one densified chunk of sparse rows (evaluation; a dense dataset's chunk is a view).
+SPARSE_CHUNK_BYTES = 64 * 2**20
 # Rows, input shape and classes of the scikit-learn datasets (known without loading them).
 SKLEARN_SHAPES: dict[str, tuple[int, tuple[int, ...], int]] = {
     "digits": (1797, (1, 8, 8), 10),
@@ -45,7 +48,7 @@ _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
 # (params, gradients, memory, optimizer, exchange) grow with the model.
 _PART_FIELDS: dict[str, tuple[str, ...]] = {
     "data": ("data",),
-    "activations": ("batch_size",),
+    "activations": ("batch_size",),  # with accumulation_steps: the micro-batch
     "samples": ("sampler", "max_samples"),
 }
 
@@ -53,11 +56,13 @@ _PART_FIELDS: dict[str, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class DataShape:
     """What the estimate needs to know of a dataset; ``None`` where it is unknown until
-    the data is read. ``rows`` counts training and held-out rows together."""
+    the data is read. ``rows`` counts training and held-out rows together; ``nnz``, the
+    stored values of sparse (LIBSVM) rows, is None for dense rows."""
 
     rows: int | None
     input_shape: tuple[int, ...] | None
     classes: int | None
+    nnz: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,14 +164,20 @@ def data_shape(data: DataSpec) -> DataShape:
         return DataShape(None, (len(data.features),) if data.features else None, None)
     if isinstance(data, TextSpec):
         return DataShape(None, (data.context,), 256 if data.tokenizer == "byte" else None)
+    if isinstance(data, CustomDataSpec):
+        return DataShape(None, None, data.classes if data.task == "classification" else 1)
     raise TypeError(f"unknown data spec {type(data).__name__}")
 
 
 def data_bytes(shape: DataShape) -> int | None:
-    """Bytes to build the dataset: float32 rows and int64 labels, twice (the train/test split
-    copies the rows while the whole set is still held); ``None`` when a size is unknown."""
+    """Bytes to build the dataset: float32 rows (sparse rows: a float32 value and an int32
+    column per non-zero, an int64 offset per row) and int64 labels, twice (the train/test
+    split copies the rows while the whole set is still held); ``None`` when a size is
+    unknown."""
     if shape.rows is None or shape.input_shape is None:
         return None
+    if shape.nnz is not None:
+        return 2 * (shape.nnz * (FLOAT32 + INT32) + shape.rows * (INT64 + INT64))
     return 2 * shape.rows * (math.prod(shape.input_shape) * FLOAT32 + INT64)
 
 
@@ -196,10 +207,34 @@ def _layers(model: ModelSpec, shape: tuple[int, ...], outputs: int) -> list[tupl
         flat = channels * height * width
         hidden = model.hidden
         return [*layers, ((flat + 1) * hidden, 2 * hidden), ((hidden + 1) * outputs, outputs)]
+    if isinstance(model, ResNetSpec):
+        return _resnet_layers(model, shape, outputs) if len(shape) == 3 else []
     if isinstance(model, GPTSpec):
         return _gpt_layers(model, shape, outputs)
     bias = outputs if getattr(model, "bias", False) else 0
     return [(features * outputs + bias, outputs)]
+
+
+def _resnet_layers(
+    model: ResNetSpec, shape: tuple[int, ...], outputs: int
+) -> list[tuple[int, int]]:
+    """The ResNet on images ``shape``: the stem (convolution, batch norm, activation), then
+    each basic block as two parts (convolution, batch norm, activation; convolution, batch
+    norm, shortcut, sum, activation), then the pooled features and the linear head."""
+    channels, height, width = shape
+    w = model.width
+    layers = [(9 * channels * w + 2 * w, 3 * w * height * width)]
+    channels = w
+    for stage in range(3):
+        out = w * 2**stage
+        for index in range(model.blocks_per_stage):
+            if stage > 0 and index == 0:
+                height, width = (height + 1) // 2, (width + 1) // 2
+            pixels = height * width
+            layers.append((9 * channels * out + 2 * out, 3 * out * pixels))
+            layers.append((9 * out * out + 2 * out, 5 * out * pixels))
+            channels = out
+    return [*layers, ((channels + 1) * outputs, channels + outputs)]
 
 
 def _gpt_layers(model: GPTSpec, shape: tuple[int, ...], vocab: int) -> list[tuple[int, int]]:
@@ -224,7 +259,7 @@ def estimate_job_memory(spec: JobSpec, shape: DataShape | None = None) -> Memory
     vector: 2·d floats), the gradient and the compressor's input (2·d), error-feedback
     memory (d), optimizer and sampler state (momentum, the averaged iterate, SGLD-FP's fixed
     point and full gradient: d each), the exchange's aggregate (d), activations (a training
-    batch's rows copied, its layers' outputs forward and backward; or the outputs of two
+    micro-batch's rows copied, its layers' outputs forward and backward; or the outputs of two
     layers for an evaluation chunk) and a sampling job's kept samples (twice: they are
     stacked to be saved). A custom model's size is not counted.
     """
@@ -256,9 +291,12 @@ def estimate_job_memory(spec: JobSpec, shape: DataShape | None = None) -> Memory
     eval_rows = EVAL_CHUNK_ROWS if shape.rows is None else min(EVAL_CHUNK_ROWS, shape.rows)
     if isinstance(spec.model, GPTSpec) and shape.input_shape:
         eval_rows = max(1, eval_rows // shape.input_shape[0])  # a chunk is 8192 tokens
-    train = spec.batch_size * (features + 2 * sum(widths))  # the batch copied, then fwd+bwd
+    # One micro-batch is copied and run forward and backward at a time.
+    train = spec.micro_batch_size * (features + 2 * sum(widths))
     evaluate = eval_rows * 2 * max(widths)  # a chunk is a view; two layers' outputs at once
     activations = max(train, evaluate) * FLOAT32
+    if shape.nnz is not None:  # sparse rows: an evaluation chunk is densified
+        activations += min(eval_rows * features * FLOAT32, SPARSE_CHUNK_BYTES)
     return MemoryEstimate(
         data=data or 0,
         params=2 * vector,

@@ -18,6 +18,7 @@ from sparsetrain.spec.paths import DataPath
 __all__ = [
     "DATA_SPECS",
     "CSVSpec",
+    "CustomDataSpec",
     "DataPath",
     "DataSpec",
     "ImageFolderSpec",
@@ -136,9 +137,26 @@ class _TableSpec(StrictModel):
 
 
 class ParquetSpec(_TableSpec):
-    """Apache Parquet files: numeric feature columns and a label column, by name."""
+    """Apache Parquet files: numeric feature columns and a label column, by name.
+
+    Parquet (unlike CSV and JSON lines, always read whole) can be streamed: each worker
+    then reads only the row groups of its shard, a few at a time, so a table larger than
+    a worker's memory trains.
+    """
 
     kind: Literal["parquet"] = "parquet"
+    stream: bool | Literal["auto"] = Field(
+        default="auto",
+        description="true: each worker reads only its shard's row groups, holding at most "
+        "``stream_memory`` bytes of rows; false: every worker holds the whole table; auto: "
+        "stream when the whole table would need more than ``stream_memory``.",
+    )
+    stream_memory: Annotated[int, Field(ge=4096, le=2**40)] | None = Field(
+        default=None,
+        description="Bytes of decoded rows one worker holds at most when streaming (at least "
+        "two row groups must fit); default a quarter of the operator's per-worker memory "
+        "limit, or 256 MiB when none is set.",
+    )
 
 
 class CSVSpec(_TableSpec):
@@ -180,6 +198,47 @@ class TextSpec(StrictModel):
     )
 
 
+class CustomDataSpec(StrictModel):
+    """Rows read from the torch Dataset (map-style or iterable) ``factory(**kwargs)`` returns.
+
+    A map-style dataset has ``len`` and ``[i]``, an ``IterableDataset`` is iterated; either
+    gives ``(input, target)`` pairs.
+    The items are read once, when the job starts, and held in memory as tensors: every
+    input the same shape (a tensor, array or nested list of numbers), every target one
+    number (a class index in [0, classes) for classification, a value for regression). The
+    first ``max_rows`` items are read (an endless iterable stops there); a random
+    ``test_fraction`` of them is held out. Importing user code is refused by the control
+    plane unless its operator enabled it.
+    """
+
+    kind: Literal["custom"] = "custom"
+    factory: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=300,
+        description="'package.module:function', called as function(**kwargs).",
+    )
+    kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict, max_length=64)
+    task: Literal["classification", "regression"] = Field(
+        default="classification",
+        description="classification: integer targets are class indices (reports accuracy); "
+        "regression: numeric targets (reports RMSE).",
+    )
+    classes: Annotated[int, Field(ge=2, le=1000)] | None = Field(
+        default=None,
+        description="Number of classes (classification); default the largest target + 1.",
+    )
+    max_rows: Annotated[int, Field(ge=2, le=10_000_000)] = Field(
+        default=1_000_000, description="Read at most this many items."
+    )
+    test_fraction: TestFraction = 0.2
+
+    @model_validator(mode="after")
+    def _classes_for_classification(self) -> CustomDataSpec:
+        if self.classes is not None and self.task != "classification":
+            raise ValueError("classes is only for task 'classification'")
+        return self
+
+
 DataSpec = Annotated[
     SyntheticSpec
     | LibSVMSpec
@@ -188,7 +247,8 @@ DataSpec = Annotated[
     | ParquetSpec
     | CSVSpec
     | JSONLinesSpec
-    | TextSpec,
+    | TextSpec
+    | CustomDataSpec,
     Field(discriminator="kind"),
 ]
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from sparsetrain.errors import SpecError
 from sparsetrain.spec._base import StrictModel
+from sparsetrain.spec.aggregation import AggregationKind, aggregation_problem
+from sparsetrain.spec.code import CodeSpec
 from sparsetrain.spec.compression import CompressionSpec, RandKSpec, TopKSpec
 from sparsetrain.spec.data import DataSpec
 from sparsetrain.spec.model import ModelSpec
@@ -27,11 +29,13 @@ __all__ = [
     "ExportSpec",
     "JobSpec",
     "MemoryKind",
+    "Precision",
     "WorkersSpec",
     "job_folder",
 ]
 
 MemoryKind = Literal["none", "error_feedback"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 def job_folder(storage: str, job_id: str) -> str:
@@ -143,11 +147,31 @@ class ExchangeSpec(StrictModel):
         "the parameters and its update being applied (max_staleness + 1 workers compute at "
         "once).",
     )
-    transport: Literal["allgather", "reduce"] = Field(
+    transport: Literal["allgather", "reduce", "collective"] = Field(
         default="allgather",
         description="allgather: each worker reads every other worker's update from the "
         "Ray object store and applies their mean. reduce: a reducer actor averages them and "
-        "every worker reads the one aggregate (sparse or dense, whichever is smaller).",
+        "every worker reads the one aggregate (sparse or dense, whichever is smaller). "
+        "collective: the workers all-gather their updates among themselves (torch.distributed "
+        "gloo) and run many steps per call; membership changes, evaluations and lost workers "
+        "take the allgather path for their step.",
+    )
+    aggregation: AggregationKind = Field(
+        default="auto",
+        description="sync: how the updates are combined. allgather: every worker applies the "
+        "exact mean of all updates. allreduce: a ring all-reduce (compression 'none', "
+        "'randk' with shared_seed, 'powersgd'). gtopk: recursive doubling that keeps the "
+        "top-k of every merged pair (compression 'topk'). allreduce and gtopk need transport "
+        "'collective'; the Ray runtime does not run them yet (the simulator does). auto: from "
+        "16 workers on, allreduce or gtopk where the compressor allows it and the transport "
+        "runs it; else allgather.",
+    )
+    step_timeout_s: Annotated[float, Field(gt=0.0, le=86_400.0)] | None = Field(
+        default=30.0,
+        description="sync: once the first worker has answered a step, the others have this "
+        "many seconds to answer; those that have not are treated as lost (the job goes on "
+        "with the rest, as after a crash). Rank 0 evaluating in that step is exempt. null: "
+        "wait without bound.",
     )
 
 
@@ -203,6 +227,12 @@ class JobSpec(StrictModel):
     )
     model: ModelSpec = Field(description="What is trained (by `kind`).")
     data: DataSpec = Field(description="What it is trained on (by `kind`).")
+    code: CodeSpec | None = Field(
+        default=None,
+        description="User code shipped with the job (a wheel or a package folder), installed "
+        "for its supervisor and workers through Ray's runtime environments; needs the "
+        "operator's permission.",
+    )
     objective: Literal["minimize", "sample"] = Field(
         default="minimize",
         description="minimize: train to a minimum of f. sample: draw posterior samples "
@@ -225,6 +255,21 @@ class JobSpec(StrictModel):
     exchange: ExchangeSpec = Field(default_factory=ExchangeSpec)
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=32, description="Minibatch size per worker."
+    )
+    accumulation_steps: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1,
+        description="Split each worker's minibatch into this many equal micro-batches, run "
+        "forward and backward on one at a time and accumulate their mean gradient: the same "
+        "step as one batch_size pass, with the activations of one micro-batch in memory. "
+        "Compression and the exchange happen once per step. Must divide batch_size.",
+    )
+    precision: Precision = Field(
+        default="fp32",
+        description="Arithmetic of the forward and backward pass (autocast). fp32: none. "
+        "bf16: bfloat16 autocast (CUDA; CPU where torch supports it). fp16: float16 autocast "
+        "with dynamic loss scaling; a step whose gradient overflows is skipped on every "
+        "replica and the scale backs off. The parameters, the error-feedback memory and the "
+        "optimizer state stay fp32 in every mode.",
     )
     steps: Annotated[int, Field(ge=1, le=100_000_000)] | None = Field(
         default=None,
@@ -259,6 +304,22 @@ class JobSpec(StrictModel):
         "and seed give the same trajectory.",
     )
 
+    @field_validator("accumulation_steps")
+    @classmethod
+    def _accumulation_divides_the_batch(cls, steps: int, info: ValidationInfo) -> int:
+        batch_size = info.data.get("batch_size")
+        if batch_size is not None and batch_size % steps:
+            raise ValueError(
+                f"accumulation_steps={steps} does not divide batch_size={batch_size}: "
+                "micro-batches must be equal"
+            )
+        return steps
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Rows in one forward and backward pass: ``batch_size / accumulation_steps``."""
+        return self.batch_size // self.accumulation_steps
+
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> JobSpec:
         if self.steps is not None and self.epochs is not None:
@@ -287,6 +348,13 @@ class JobSpec(StrictModel):
                 "optimizer.compress 'gradient' replicates the optimizer on every rank and "
                 "needs exchange mode 'sync'"
             )
+        if self.sampler is not None and self.accumulation_steps > 1:
+            raise ValueError("samplers need the whole minibatch at once: set accumulation_steps 1")
+        if self.precision == "fp16" and (self.exchange.mode == "async" or self.sampler):
+            raise ValueError(
+                "precision 'fp16' skips overflowing steps on every replica together, which "
+                "needs exchange mode 'sync' and no sampler: use 'bf16'"
+            )
         if isinstance(self.sampler, SGLDFPSpec) and self.exchange.mode == "async":
             raise ValueError("sampler 'sgldfp' is supported in sync mode only; use 'sgld'")
         if (
@@ -298,6 +366,20 @@ class JobSpec(StrictModel):
                 "compression.rescale multiplies values by d/k, which makes error-feedback memory "
                 "grow without bound: use memory 'none' with rescale, or rescale false"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _aggregation_fits(self) -> JobSpec:
+        exchange = self.exchange
+        problem = aggregation_problem(
+            exchange.aggregation,
+            self.compression,
+            memory=self.memory,
+            mode=exchange.mode,
+            transport=exchange.transport,
+        )
+        if problem is not None:
+            raise ValueError(f"exchange.aggregation: {problem}")
         return self
 
     def total_steps(self, n_train: int) -> int:

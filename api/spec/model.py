@@ -21,6 +21,7 @@ __all__ = [
     "LogisticRegressionSpec",
     "MLPSpec",
     "ModelSpec",
+    "ResNetSpec",
 ]
 
 Activation = Literal["relu", "tanh", "gelu"]
@@ -61,6 +62,15 @@ class MLPSpec(StrictModel):
         default_factory=lambda: [64], max_length=16, description="Width of each hidden layer."
     )
     activation: Activation = "relu"
+    batch_norm: bool = Field(
+        default=False,
+        description="Batch-normalise each hidden layer before its activation (running "
+        "statistics are buffers, kept consistent across workers at evaluations, checkpoints, "
+        "joins and export).",
+    )
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0, description="Dropout probability after each hidden activation (training only)."
+    )
     l2: Annotated[float, Field(ge=0.0)] = Field(default=0.0, description="Weight decay λ.")
 
 
@@ -74,6 +84,42 @@ class CNNSpec(StrictModel):
     kernel_size: Annotated[int, Field(ge=1, le=11)] = 3
     hidden: Annotated[int, Field(ge=1, le=65536)] = 64
     l2: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class ResNetSpec(StrictModel):
+    """A CIFAR-style residual network (He et al. 2016, section 4.2) for image data.
+
+    A 3x3 convolution to ``width`` channels, then three stages of n basic blocks (two 3x3
+    convolutions, each followed by batch normalisation) with ``width``, 2·``width`` and
+    4·``width`` channels, the last two halving the resolution; global average pooling and a
+    linear layer to the classes. ``depth`` = 6n + 2 layers with weights (8, 14, 20, 32, 56,
+    110, ...). Shortcuts are the paper's option A: the identity, subsampled with stride 2
+    and zero-padded with the new channels where a stage begins, so they have no weights.
+    Batch-norm running statistics are the module's buffers: training updates them,
+    evaluation uses them.
+    """
+
+    kind: Literal["resnet"] = "resnet"
+    depth: Annotated[int, Field(ge=8, le=1202)] = Field(
+        default=20, description="Weighted layers, 6n + 2 (8, 14, 20, 32, 44, 56, 110, ...)."
+    )
+    width: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=16, description="Channels of the first stage (then 2x and 4x)."
+    )
+    l2: Annotated[float, Field(ge=0.0)] = Field(default=0.0, description="Weight decay λ.")
+
+    @property
+    def blocks_per_stage(self) -> int:
+        """n, the basic blocks in each of the three stages."""
+        return (self.depth - 2) // 6
+
+    @model_validator(mode="after")
+    def _depth_is_6n_plus_2(self) -> ResNetSpec:
+        if (self.depth - 2) % 6:
+            raise ValueError(
+                f"depth {self.depth} is not 6n + 2 (CIFAR style: 8, 14, 20, 32, 44, 56, 110)"
+            )
+        return self
 
 
 class CustomModelSpec(StrictModel):
@@ -128,7 +174,13 @@ class GPTSpec(StrictModel):
 
 
 ModelSpec = Annotated[
-    LogisticRegressionSpec | LinearRegressionSpec | MLPSpec | CNNSpec | GPTSpec | CustomModelSpec,
+    LogisticRegressionSpec
+    | LinearRegressionSpec
+    | MLPSpec
+    | CNNSpec
+    | ResNetSpec
+    | GPTSpec
+    | CustomModelSpec,
     Field(discriminator="kind"),
 ]
 

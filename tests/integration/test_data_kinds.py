@@ -121,8 +121,8 @@ def test_job_trains_and_its_model_loads_back_exactly(
     dataset = build_dataset(spec.data, spec.seed)
     _, objective = build_model(spec.model, dataset, spec.seed)
     loaded = FlatModel(module)
-    train = measure(loaded, objective, dataset.x_train, dataset.y_train)
-    test = measure(loaded, objective, dataset.x_test, dataset.y_test, regularize=False)
+    train = measure(loaded, objective, dataset, "train")
+    test = measure(loaded, objective, dataset, "test", regularize=False)
     assert final["step"] == 12
     assert (final["train_loss"], final["test_loss"]) == (train.loss, test.loss)
     expected = {

@@ -63,6 +63,19 @@ def test_a_killed_worker_is_dropped_within_its_step_and_the_rest_continue() -> N
     assert result.params is not None and torch.equal(result.params, replay.params)
 
 
+def test_a_stalled_worker_is_dropped_at_the_step_deadline_and_the_rest_continue() -> None:
+    spec = _spec(workers={"count": 3, "min": 2, "max": 3}, exchange={"step_timeout_s": 5.0})
+    stall = {"slot": 1, "where": "step", "step": 20, "stall_s": 600.0}
+    result = run_job(spec, faults=[stall], timeout_s=120)  # raises if it waits the stall out
+    assert result.changes[0] == Change(20, "lost", rank=1)
+    assert [m.workers for m in result.steps[19:21]] == [3, 2]
+    assert [m.step for m in result.steps] == list(range(40))
+    lost = [e["message"] for e in result.events if e["kind"] == "worker"]
+    assert any("no answer 5 s after the first rank's" in message for message in lost), lost
+    replay = simulate(spec, changes=result.changes)
+    assert result.params is not None and torch.equal(result.params, replay.params)
+
+
 def test_scale_up_and_down_while_running_matches_the_replayed_simulation() -> None:
     spec = _spec(workers={"count": 2, "min": 1, "max": 4}, steps=4000)
     supervisor = start_job(spec, storage=None)

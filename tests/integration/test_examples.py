@@ -46,6 +46,7 @@ ACCURACY_BARS: dict[str, tuple[str, float]] = {
     "adamw_topk": ("test_accuracy", 0.9),
     "cnn_digits": ("test_accuracy", 0.9),
     "cnn_images": ("test_accuracy", 0.8),
+    "resnet_images": ("test_accuracy", 0.9),
     "gpu": ("test_accuracy", 0.9),
     "gpt_text": ("test_accuracy", 0.3),
     "parquet_table": ("test_accuracy", 0.9),
@@ -68,6 +69,8 @@ def _example_script(name: str) -> Callable[..., None]:
 def _fill_data_root(root: Path) -> None:
     """Put what the file-based examples name under ``root``, as their comments say."""
     _example_script("make_shapes")(root / "shapes", 200)
+    shapes4 = ("circle", "square", "triangle", "diamond")
+    _example_script("make_shapes")(root / "shapes4", 300, shapes=shapes4)
     _example_script("make_table")(root / "orchard")
     shutil.copytree(EXAMPLES / "corpus", root / "corpus")
 
@@ -89,8 +92,8 @@ def test_every_example_has_a_bar() -> None:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root holding the images ``cnn_images.yaml`` names (``shapes``), made as its
-    comment says."""
+    """A data root holding the images ``cnn_images.yaml`` and ``resnet_images.yaml`` name
+    (``shapes``, ``shapes4``), the table and the text, made as their comments say."""
     root = tmp_path_factory.mktemp("datasets")
     _fill_data_root(root)
     return root

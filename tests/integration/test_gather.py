@@ -13,7 +13,12 @@ import ray
 from ray.exceptions import ObjectLostError
 
 from sparsetrain.errors import TrainingError
-from sparsetrain.workers.runtime.gather import InputsLostError, WorkerDiedError, gather
+from sparsetrain.workers.runtime.gather import (
+    InputsLostError,
+    StepDeadlineError,
+    WorkerDiedError,
+    gather,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 BIG = 200_000  # float64 entries: 1.6 MB, kept in the object store rather than inline
@@ -27,6 +32,11 @@ class Rank:
 
     def fail(self) -> None:
         raise ValueError("bad shard")
+
+    def answer(self, value: int, stall_s: float = 0.0) -> int:
+        """``value``, after hanging ``stall_s`` seconds (a stalled rank)."""
+        time.sleep(stall_s)
+        return value
 
 
 class Owner:
@@ -81,3 +91,25 @@ def test_a_dead_worker_and_a_worker_error_stay_what_they_were() -> None:
     with pytest.raises(TrainingError, match=r"worker 1 failed: ValueError: bad shard"):
         gather([failing.fail.remote()], step=2, ranks=[1])
     ray.kill(failing, no_restart=True)
+
+
+def test_a_rank_that_misses_the_deadline_is_reported_and_an_exempt_one_is_awaited() -> None:
+    ranks = [_remote(Rank) for _ in range(4)]
+    ray.get([rank.answer.remote(0) for rank in ranks])  # every process is up
+    started = time.monotonic()
+    refs = [
+        ranks[0].answer.remote(10),
+        ranks[1].answer.remote(11, stall_s=600.0),
+        ranks[2].answer.remote(12),
+        ranks[3].answer.remote(13, stall_s=8.0),  # longer than the deadline, but exempt
+    ]
+    results = gather(refs, step=4, deadline_s=5.0, unbounded=(3,))
+    elapsed = time.monotonic() - started
+    assert [results[0], results[2], results[3]] == [10, 12, 13]
+    late = results[1]
+    assert isinstance(late, StepDeadlineError) and isinstance(late, WorkerDiedError)
+    assert (late.step, late.rank) == (4, 1)
+    assert "did not answer step 4 within 5 s" in str(late)
+    assert 8.0 <= elapsed < 60.0
+    for rank in ranks:
+        ray.kill(rank, no_restart=True)

@@ -112,3 +112,18 @@ def test_a_job_over_the_memory_limit_is_refused_with_the_numbers(
     assert small.status_code == 201, small.text
     job = wait_for_job(server.url, small.json()["id"], lambda j: j["status"] == "SUCCEEDED")
     assert job["step"] == 5
+
+
+def test_accumulation_and_precision_are_refused_by_name(http: httpx.Client) -> None:
+    before = http.get("/v1/jobs").json()["total"]
+    cases = [
+        (job_spec(batch_size=32, accumulation_steps=3), ["accumulation_steps"], "divide"),
+        (job_spec(precision="fp8"), ["precision"], "'fp32', 'bf16' or 'fp16'"),
+    ]
+    for body, loc, words in cases:
+        response = http.post("/v1/jobs", json=body)
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert [error["loc"] for error in problem["errors"]] == [loc]
+        assert words in problem["detail"]
+    assert http.get("/v1/jobs").json()["total"] == before

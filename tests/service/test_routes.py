@@ -361,6 +361,7 @@ async def test_registries(client: httpx.AsyncClient) -> None:
         "linear_regression",
         "mlp",
         "cnn",
+        "resnet",
         "gpt",
         "custom",
     }

@@ -37,14 +37,22 @@ def test_without_a_limit_the_same_rows_are_built(monkeypatch: pytest.MonkeyPatch
     assert build_dataset(SyntheticSpec(n=10_000, d=100), seed=0).n_train == 9000
 
 
-def test_libsvm_rows_are_checked_before_they_are_densified(one_mib: None, tmp_path: Path) -> None:
-    """Three sparse lines whose widest index makes every dense row 4 MB."""
+def test_libsvm_rows_are_counted_by_their_non_zeros(one_mib: None, tmp_path: Path) -> None:
+    """Three sparse lines whose widest index would make every dense row 4 MB fit in 1 MiB
+    (they stay sparse); 100,000 non-zeros in 100 rows do not, and are refused before the
+    rows are copied."""
     path = tmp_path / "wide.svm"
     path.write_text("1 1:1\n0 1000000:1\n1 2:1\n")
+    dataset = build_dataset(LibSVMSpec(path=str(path), test_fraction=0.0), seed=0)
+    assert dataset.input_shape == (1_000_000,) and dataset.nbytes < 1024
+    dense = tmp_path / "dense.svm"
+    line = " ".join(f"{i}:1" for i in range(1, 1001))
+    dense.write_text("".join(f"{i % 2} {line}\n" for i in range(100)))
     with pytest.raises(SpecError) as info:
-        build_dataset(LibSVMSpec(path=str(path)), seed=0)
+        build_dataset(LibSVMSpec(path=str(dense)), seed=0)
     assert info.value.loc == ("data",)
-    assert "(3 rows of 1000000 features) needs about 22.9 MiB" in info.value.message
+    message = "(100 rows of 1000 features, 100000 stored non-zeros) needs about 1.5 MiB"
+    assert message in info.value.message
 
 
 def test_images_are_counted_before_any_is_read(one_mib: None, tmp_path: Path) -> None:

@@ -43,7 +43,9 @@ EXAMPLES: dict[str, object] = {
     "none-fp16": DenseSpec(value_dtype="float16"),
     "topk": TopKSpec(ratio=0.05),
     "topk-k": TopKSpec(k=17, value_dtype="bfloat16"),
+    "topk-k-plain": TopKSpec(k=17, value_dtype="bfloat16", index_coding="plain"),
     "randk": RandKSpec(k=23),
+    "randk-plain": RandKSpec(k=23, index_coding="plain"),
     "randk-shared": RandKSpec(ratio=0.02, shared_seed=True),
     "randk-rescale": RandKSpec(k=50, rescale=True, value_dtype="float16"),
     "threshold": ThresholdSpec(threshold=1.5),
@@ -258,7 +260,7 @@ def test_threshold_relative_on_zero_vector_sends_nothing() -> None:
 
 
 def test_sparse_nbytes_counts_indices_and_values() -> None:
-    payload = _compress(_build("topk-k"), _vector(0))
+    payload = _compress(_build("topk-k-plain"), _vector(0))
     assert payload.nbytes == 24 + 17 * 4 + 17 * 2
 
 

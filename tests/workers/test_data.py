@@ -16,16 +16,24 @@ from sparsetrain.workers.data.datasets import (
     DATASETS,
     Dataset,
     ShardSampler,
+    Split,
     build_dataset,
     shard_indices,
 )
+from sparsetrain.workers.data.sparse import CSRRows
 from tests.specs import DATA_KINDS
 
 
+def dense(ds: Dataset, split: Split = "train") -> torch.Tensor:
+    """Every row of ``split`` as one dense tensor (sparse rows densified)."""
+    return ds.rows(0, ds.n_train + ds.n_test, split)[0]
+
+
 def assert_same(a: Dataset, b: Dataset) -> None:
-    """Both datasets hold identical tensors and metadata."""
-    for field in ("x_train", "y_train", "x_test", "y_test"):
-        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    """Both datasets hold identical rows, targets and metadata."""
+    for split in ("train", "test"):
+        assert torch.equal(dense(a, split), dense(b, split)), split  # type: ignore[arg-type]
+    assert torch.equal(a.y_train, b.y_train) and torch.equal(a.y_test, b.y_test)
     assert (a.name, a.input_shape, a.num_classes) == (b.name, b.input_shape, b.num_classes)
 
 
@@ -33,9 +41,9 @@ def assert_contract(ds: Dataset) -> None:
     """dtypes, contiguity and label range promised by ``Dataset``."""
     assert ds.x_train.dtype == ds.x_test.dtype == torch.float32
     assert ds.y_train.dtype == ds.y_test.dtype == torch.int64
-    assert ds.x_train.is_contiguous() and ds.x_test.is_contiguous()
-    assert tuple(ds.x_train.shape) == (ds.n_train, *ds.input_shape)
-    assert tuple(ds.x_test.shape) == (ds.n_test, *ds.input_shape)
+    assert dense(ds).is_contiguous() and dense(ds, "test").is_contiguous()
+    assert tuple(dense(ds).shape) == (ds.n_train, *ds.input_shape)
+    assert tuple(dense(ds, "test").shape) == (ds.n_test, *ds.input_shape)
     labels = torch.cat([ds.y_train, ds.y_test])
     assert int(labels.min()) >= 0 and int(labels.max()) < ds.num_classes
 
@@ -167,7 +175,8 @@ def test_libsvm_reads_plain_and_compressed(tmp_path: Path, name: str) -> None:
     expected = torch.tensor(
         [[0.5, 0, 1.5, 0], [0, 2, 0, 0], [1, 0, 0, -1], [0, 0, 0.25, 0]], dtype=torch.float32
     )
-    assert torch.equal(ds.x_train, expected)
+    assert isinstance(ds.x_train, CSRRows) and ds.x_train.nnz == 6
+    assert torch.equal(dense(ds), expected)
     assert ds.y_train.tolist() == [0, 1, 1, 0]
 
 
@@ -178,14 +187,14 @@ def test_libsvm_split_deterministic(tmp_path: Path) -> None:
     assert (ds.n_train, ds.n_test, ds.num_classes) == (30, 10, 3)
     assert sorted(set(ds.y_train.tolist())) == [0, 1, 2]
     assert_same(ds, build_dataset(spec, seed=5))
-    assert not torch.equal(ds.x_test, build_dataset(spec, seed=6).x_test)
+    assert not torch.equal(dense(ds, "test"), dense(build_dataset(spec, seed=6), "test"))
 
 
 def test_libsvm_zero_based_and_n_features_padding(tmp_path: Path) -> None:
     path = write(tmp_path / "z.txt", "0 0:1 2:3\n1 1:2\n")
     ds = build_dataset(LibSVMSpec(path=path, n_features=5, test_fraction=0.0), 0)
     assert ds.input_shape == (5,)
-    assert ds.x_train.tolist() == [[1, 0, 3, 0, 0], [0, 2, 0, 0, 0]]
+    assert dense(ds).tolist() == [[1, 0, 3, 0, 0], [0, 2, 0, 0, 0]]
 
 
 def test_libsvm_test_path(tmp_path: Path) -> None:
@@ -194,7 +203,7 @@ def test_libsvm_test_path(tmp_path: Path) -> None:
     ds = build_dataset(LibSVMSpec(path=train, test_path=test), seed=0)
     assert (ds.n_train, ds.n_test, ds.num_classes, ds.input_shape) == (3, 2, 3, (3,))
     assert ds.y_train.tolist() == [0, 1, 2] and ds.y_test.tolist() == [2, 0]
-    assert ds.x_test.tolist() == [[0, 0, 1], [2, 0, 0]]
+    assert dense(ds, "test").tolist() == [[0, 0, 1], [2, 0, 0]]
 
 
 def test_libsvm_test_label_unseen(tmp_path: Path) -> None:
@@ -256,8 +265,8 @@ def test_unknown_kind() -> None:
         build_dataset(types.SimpleNamespace(kind="nope"), seed=0)  # type: ignore[arg-type]
     assert err.value.loc == ("data", "kind")
     assert err.value.message == (
-        "unknown dataset kind 'nope'; known: csv, image_folder, jsonl, libsvm, parquet, "
-        "sklearn, synthetic, text"
+        "unknown dataset kind 'nope'; known: csv, custom, image_folder, jsonl, libsvm, "
+        "parquet, sklearn, synthetic, text"
     )
     assert set(DATASETS) == DATA_KINDS
 

@@ -20,6 +20,7 @@ from sparsetrain.spec import (
     LogisticRegressionSpec,
     MLPSpec,
     ParquetSpec,
+    ResNetSpec,
     SklearnSpec,
     SyntheticSpec,
     TextSpec,
@@ -62,6 +63,7 @@ CASES: list[tuple[object, Callable[[Path], Dataset]]] = [
     (LinearRegressionSpec(), table),
     (MLPSpec(hidden=[8]), digits),
     (CNNSpec(channels=[4], hidden=8), digits),
+    (ResNetSpec(depth=8, width=4), digits),
     (GPTSpec(layers=1, heads=2, width=8), text),
     (GPTSpec(layers=1, heads=1, width=8, tie_embeddings=False, context=12), text),
     (CustomModelSpec(factory="tests.workers.custom_model:build", kwargs={"width": 5}), synthetic),
@@ -81,13 +83,16 @@ def test_loaded_module_evaluates_exactly_like_the_trained_one(
     params = model.flat + 0.05 * torch.randn(
         model.numel, generator=torch.Generator().manual_seed(2)
     )
+    with torch.no_grad():  # batch-norm statistics (resnet) move away from their start
+        model.forward(dataset.x_train[:16], params, train=True)
     path = export_model(str(tmp_path / "job"), model, params)
     loaded = sparsetrain.load_model(path)
     assert not loaded.training
     again = FlatModel(loaded)
     assert torch.equal(again.flat, params)
-    for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)):
-        assert measure(again, objective, x, y) == measure(model, objective, x, y, params)
+    for split in ("train", "test"):
+        expected = measure(model, objective, dataset, split, params)  # type: ignore[arg-type]
+        assert measure(again, objective, dataset, split) == expected  # type: ignore[arg-type]
 
 
 def test_predict_scales_features_and_returns_class_values(tmp_path: Path) -> None:

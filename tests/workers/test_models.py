@@ -21,6 +21,7 @@ from sparsetrain.spec import (
     LinearRegressionSpec,
     LogisticRegressionSpec,
     MLPSpec,
+    ResNetSpec,
     SklearnSpec,
     SyntheticSpec,
     TextSpec,
@@ -64,6 +65,7 @@ SPECS = {
     "linear_regression": LinearRegressionSpec(noise_std=0.5, bias=True),
     "mlp": MLPSpec(hidden=[16, 8]),
     "cnn": CNNSpec(channels=[4, 8], hidden=16),
+    "resnet": ResNetSpec(depth=8, width=4),
     "custom": CustomModelSpec(factory="tests.workers.custom_model:build", kwargs={"width": 6}),
     "gpt": GPTSpec(layers=1, heads=2, width=8),
 }
@@ -78,6 +80,8 @@ BUILDS = [
     ("mlp", digits, 10),
     ("cnn", digits, 10),
     ("cnn", digits_binary, 1),
+    ("resnet", digits, 10),
+    ("resnet", digits_binary, 1),
     ("custom", synthetic, 1),
     ("custom", digits, 10),
     ("gpt", text, 256),
@@ -105,7 +109,8 @@ def test_build_and_forward_width(kind: str, data: Callable[[], Dataset], width: 
 
 
 @pytest.mark.parametrize(
-    ("kind", "data"), [("mlp", synthetic), ("cnn", digits), ("logistic_regression", synthetic)]
+    ("kind", "data"),
+    [("mlp", synthetic), ("cnn", digits), ("resnet", digits), ("logistic_regression", synthetic)],
 )
 def test_same_seed_same_parameters(kind: str, data: Callable[[], Dataset]) -> None:
     a, _ = build_model(SPECS[kind], data(), seed=3)
@@ -113,7 +118,9 @@ def test_same_seed_same_parameters(kind: str, data: Callable[[], Dataset]) -> No
     assert torch.equal(a.flat, b.flat)
 
 
-@pytest.mark.parametrize(("kind", "data"), [("mlp", synthetic), ("cnn", digits)])
+@pytest.mark.parametrize(
+    ("kind", "data"), [("mlp", synthetic), ("cnn", digits), ("resnet", digits)]
+)
 def test_different_seed_different_parameters(kind: str, data: Callable[[], Dataset]) -> None:
     a, _ = build_model(SPECS[kind], data(), seed=3)
     b, _ = build_model(SPECS[kind], data(), seed=4)
@@ -129,7 +136,7 @@ def test_logistic_regression_starts_at_zero() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "data"),
-    [("mlp", synthetic), ("cnn", digits), ("logistic_regression", synthetic)],
+    [("mlp", synthetic), ("cnn", digits), ("resnet", digits), ("logistic_regression", synthetic)],
 )
 def test_build_leaves_global_rng_alone(kind: str, data: Callable[[], Dataset]) -> None:
     """Building neither consumes nor depends on the global torch RNG."""

@@ -82,12 +82,13 @@ def test_different_seed_gives_different_params() -> None:
 @pytest.mark.parametrize(
     ("compression", "per_worker_bytes"),
     [
-        (TopKSpec(k=5), HEADER_NBYTES + 5 * (4 + 4)),
-        (TopKSpec(k=5, value_dtype="float16"), HEADER_NBYTES + 5 * (4 + 2)),
+        (TopKSpec(k=5, index_coding="plain"), HEADER_NBYTES + 5 * (4 + 4)),
+        (TopKSpec(k=5, value_dtype="float16", index_coding="plain"), HEADER_NBYTES + 5 * (4 + 2)),
+        (TopKSpec(k=5), HEADER_NBYTES + 5 * (1 + 4)),  # d = 50: every gap fits one byte
         (RandKSpec(k=5, shared_seed=True), HEADER_NBYTES + 8 + 5 * 4),
         (DenseSpec(), HEADER_NBYTES + 50 * 4),
     ],
-    ids=["topk", "topk-fp16", "randk-shared", "dense"],
+    ids=["topk", "topk-fp16", "topk-delta", "randk-shared", "dense"],
 )
 def test_bytes_and_density(
     monkeypatch: pytest.MonkeyPatch, compression: Any, per_worker_bytes: int

@@ -35,6 +35,7 @@ PAYLOADS = {
     "dense_bf16": lambda: _payload(DenseSpec(value_dtype="bfloat16")),
     "topk_fp32": lambda: _payload(TopKSpec(ratio=0.05)),
     "topk_fp16": lambda: _payload(TopKSpec(ratio=0.05, value_dtype="float16")),
+    "topk_plain": lambda: _payload(TopKSpec(ratio=0.05, index_coding="plain")),
     "topk_int64": lambda: SparseUpdate(
         torch.tensor([3, 7, 900], dtype=torch.int64), torch.tensor([1.0, -2.0, 0.5]), D
     ),
@@ -110,13 +111,13 @@ def test_decode_without_copy_views_the_buffer() -> None:
 
 
 def test_decode_refuses_a_truncated_update() -> None:
-    buffer = encode(PAYLOADS["topk_fp32"]())
+    buffer = encode(PAYLOADS["topk_plain"]())
     with pytest.raises(ValueError, match="header promises"):
         decode(buffer[:-1])
 
 
 def test_decode_view_reads_an_object_store_buffer_in_place() -> None:
-    payload = PAYLOADS["topk_fp32"]()
+    payload = PAYLOADS["topk_plain"]()
     assert isinstance(payload, SparseUpdate)
     buffer = np.frombuffer(encode(payload), dtype=np.uint8)  # read-only, as Ray hands it over
     assert not buffer.flags.writeable

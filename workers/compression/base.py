@@ -14,6 +14,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 
+from sparsetrain.spec.compression import IndexCoding
 from sparsetrain.workers.compression.payload import (
     VALUE_DTYPES,
     SparseUpdate,
@@ -69,16 +70,26 @@ def check_input(x: torch.Tensor, numel: int) -> None:
 class SparseCompressor:
     """The state every compressor that sends values at chosen coordinates keeps.
 
-    Holds ``numel``, ``k``, ``unbiased``, the wire ``value_dtype`` and the narrowest
-    ``index_dtype`` for ``numel``; subclasses choose the coordinates.
+    Holds ``numel``, ``k``, ``unbiased``, the wire ``value_dtype``, the narrowest
+    ``index_dtype`` for ``numel`` and the ``index_coding``; subclasses choose the
+    coordinates.
     """
 
-    def __init__(self, numel: int, k: int | None, value_dtype: str, *, unbiased: bool) -> None:
+    def __init__(
+        self,
+        numel: int,
+        k: int | None,
+        value_dtype: str,
+        *,
+        unbiased: bool,
+        index_coding: IndexCoding = "plain",
+    ) -> None:
         self.numel = numel
         self.k = k
         self.unbiased = unbiased
         self.value_dtype = VALUE_DTYPES[value_dtype]
         self.index_dtype = index_dtype(numel)
+        self.index_coding: IndexCoding = index_coding
 
     def gather(
         self,
@@ -89,10 +100,17 @@ class SparseCompressor:
         seed: int | None = None,
     ) -> SparseUpdate:
         """``x[indices]`` as a payload: scaled in ``x``'s dtype, then cast to ``value_dtype``;
-        the indices cast to ``index_dtype`` after the gather. Does not mutate ``x``."""
+        the indices cast to ``index_dtype`` after the gather. Delta-coded payloads list their
+        entries by ascending index (as a receiver decodes them). Does not mutate ``x``."""
+        if self.index_coding == "delta" and seed is None:
+            indices = torch.sort(indices).values
         values = x.detach()[indices]
         if scale != 1.0:
             values = values * scale
         return SparseUpdate(
-            indices.to(self.index_dtype), values.to(self.value_dtype), self.numel, seed
+            indices.to(self.index_dtype),
+            values.to(self.value_dtype),
+            self.numel,
+            seed,
+            self.index_coding if seed is None else "plain",
         )

@@ -6,20 +6,23 @@ quantized payloads (``QuantizedUpdate`` for QSGD, ``SignUpdate`` for scaled sign
 PowerSGD) in ``lowrank.py``; all are encoded through the same ``encode``/``decode``. All
 know their exact wire size (``nbytes`` equals ``len(encode(payload))``), how to add
 themselves into a dense buffer, and how to move between devices. Values travel in fp32,
-fp16 or bf16; indices as int32 when the vector has fewer than 2**31 entries, else int64. A
-random-k update with a shared seed sends no indices at all: the receiver regenerates them
-from the seed in the header.
+fp16 or bf16; indices as int32 when the vector has fewer than 2**31 entries, else int64, or
+delta-coded (``index_coding="delta"``: sorted, their gaps as varints after the values, about
+one byte each at 1% density; see ``varint``). A random-k update with a shared seed sends no
+indices at all: the receiver regenerates them from the seed in the header.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from sparsetrain.spec.compression import IndexCoding
 from sparsetrain.workers.compression.lowrank import (
     LowRankUpdate,
     decode_low_rank,
@@ -31,6 +34,13 @@ from sparsetrain.workers.compression.quantized import (
     decode_quantized,
     encode_quantized,
 )
+from sparsetrain.workers.compression.skipped import (
+    SKIPPED,
+    SkippedUpdate,
+    decode_skipped,
+    encode_skipped,
+)
+from sparsetrain.workers.compression.varint import decode_gaps, encoded_gaps, sort_entries
 from sparsetrain.workers.compression.wire import CODE_DTYPES as _CODE_DTYPES
 from sparsetrain.workers.compression.wire import (
     DENSE,
@@ -41,6 +51,7 @@ from sparsetrain.workers.compression.wire import (
     QUANTIZED,
     SIGN,
     SPARSE,
+    SPARSE_DELTA,
     SPARSE_IMPLICIT,
 )
 from sparsetrain.workers.compression.wire import DTYPE_CODES as _DTYPE_CODES
@@ -137,13 +148,16 @@ class SparseUpdate:
     """``values[i]`` belongs at coordinate ``indices[i]`` of a vector of ``numel`` entries.
 
     Indices are distinct. When ``seed`` is set the indices are ``shared_indices(numel, nnz,
-    seed)`` and are not sent.
+    seed)`` and are not sent. Otherwise ``index_coding`` says how they travel: ``"plain"``
+    as int32/int64 in entry order, ``"delta"`` as varint gaps with the entries sorted by
+    index (the decoded update then lists them in that order: the same vector).
     """
 
     indices: torch.Tensor
     values: torch.Tensor
     numel: int
     seed: int | None = None
+    index_coding: IndexCoding = "plain"
 
     @property
     def nnz(self) -> int:
@@ -154,7 +168,16 @@ class SparseUpdate:
         value_bytes = self.values.numel() * self.values.element_size()
         if self.seed is not None:
             return HEADER_NBYTES + _SEED.size + value_bytes
+        if self.index_coding == "delta":
+            return HEADER_NBYTES + value_bytes + self.delta_form[1].numel()
         return HEADER_NBYTES + self.indices.numel() * self.indices.element_size() + value_bytes
+
+    @cached_property
+    def delta_form(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values in ascending index order, the varint gap bytes of the sorted indices),
+        computed once per payload. Raises ``ValueError`` when indices repeat."""
+        indices, values = sort_entries(self.indices, self.values)
+        return values, encoded_gaps(indices)
 
     def add_to(self, out: torch.Tensor, alpha: float = 1.0) -> None:
         out.index_add_(0, self.indices, self.values.to(out.dtype), alpha=alpha)
@@ -165,11 +188,17 @@ class SparseUpdate:
         return dense
 
     def to(self, device: torch.device | str) -> SparseUpdate:
-        return SparseUpdate(self.indices.to(device), self.values.to(device), self.numel, self.seed)
+        return SparseUpdate(
+            self.indices.to(device),
+            self.values.to(device),
+            self.numel,
+            self.seed,
+            self.index_coding,
+        )
 
 
-Update = DenseUpdate | SparseUpdate | QuantizedUpdate | SignUpdate | LowRankUpdate
-"""Every payload type a compressor of this package produces."""
+Update = DenseUpdate | SparseUpdate | QuantizedUpdate | SignUpdate | LowRankUpdate | SkippedUpdate
+"""Every payload type a compressor of this package produces, and a skipped step's."""
 
 
 def wire_parts(payload: Payload) -> tuple[bytes, tuple[torch.Tensor, ...]] | None:
@@ -188,6 +217,11 @@ def wire_parts(payload: Payload) -> tuple[bytes, tuple[torch.Tensor, ...]] | Non
             MAGIC, SPARSE_IMPLICIT, value_code, index_code, payload.numel, payload.nnz
         )
         return header + _SEED.pack(payload.seed), (payload.values,)
+    if payload.index_coding == "delta":
+        header = HEADER.pack(
+            MAGIC, SPARSE_DELTA, value_code, index_code, payload.numel, payload.nnz
+        )
+        return header, payload.delta_form
     header = HEADER.pack(MAGIC, SPARSE, value_code, index_code, payload.numel, payload.nnz)
     return header, (payload.indices, payload.values)
 
@@ -198,6 +232,8 @@ def encode(payload: Payload) -> bytes:
         return encode_quantized(payload)
     if isinstance(payload, LowRankUpdate):
         return encode_low_rank(payload)
+    if isinstance(payload, SkippedUpdate):
+        return encode_skipped(payload)
     parts = wire_parts(payload)
     if parts is None:
         raise TypeError(f"cannot encode a {type(payload).__name__}")
@@ -218,6 +254,8 @@ def decode(buffer: bytes | bytearray | memoryview, *, copy: bool = True) -> Upda
         return decode_quantized(bytes(buffer))
     if magic == MAGIC and kind == LOW_RANK:
         return decode_low_rank(bytes(buffer))
+    if magic == MAGIC and kind == SKIPPED:
+        return decode_skipped(buffer)
     if magic != MAGIC or value_code not in _CODE_DTYPES or index_code not in _CODE_DTYPES:
         raise ValueError("not a sparsetrain update (bad magic or dtype code)")
     value_dtype = _CODE_DTYPES[value_code]
@@ -230,6 +268,10 @@ def decode(buffer: bytes | bytearray | memoryview, *, copy: bool = True) -> Upda
     elif kind == SPARSE:
         index_size = torch.empty(0, dtype=_CODE_DTYPES[index_code]).element_size()
         expected = offset + nnz * (index_size + value_size)
+    elif kind == SPARSE_DELTA:
+        if _CODE_DTYPES[index_code] not in (torch.int32, torch.int64):
+            raise ValueError("a delta-coded update's indices must decode to int32 or int64")
+        expected = max(len(buffer), offset + nnz * value_size)  # the gaps take the rest
     else:
         raise ValueError(f"unknown update kind {kind}")
     if len(buffer) != expected:
@@ -240,6 +282,12 @@ def decode(buffer: bytes | bytearray | memoryview, *, copy: bool = True) -> Upda
         (seed,) = _SEED.unpack_from(buffer, offset)
         values = _from_bytes(buffer, value_dtype, nnz, offset + _SEED.size, copy=copy)
         return SparseUpdate(shared_indices(numel, nnz, seed), values, numel, seed)
+    if kind == SPARSE_DELTA:
+        values = _from_bytes(buffer, value_dtype, nnz, offset, copy=copy)
+        start = offset + nnz * value_size
+        coded = _from_bytes(buffer, torch.uint8, len(buffer) - start, start, copy=False)
+        indices = decode_gaps(coded, nnz, numel, _CODE_DTYPES[index_code])
+        return SparseUpdate(indices, values, numel, index_coding="delta")
     index_dtype_ = _CODE_DTYPES[index_code]
     indices = _from_bytes(buffer, index_dtype_, nnz, offset, copy=copy)
     index_bytes = nnz * indices.element_size()

@@ -67,6 +67,11 @@ class PowerSGD:
         )
         self.q: list[torch.Tensor] = self._random_q(0) if self.warm_start else []
 
+    def random_q(self, step: int) -> list[torch.Tensor]:
+        """The Q matrices a step without warm start begins from (and the first step with
+        it): new tensors, the same on every worker."""
+        return self._random_q(step)
+
     def _random_q(self, step: int) -> list[torch.Tensor]:
         """Standard normal Q matrices (CPU, fp32) for every factor block: a pure function
         of the job seed and ``step``."""

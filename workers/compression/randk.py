@@ -32,7 +32,13 @@ class RandK(SparseCompressor):
 
     def __init__(self, spec: RandKSpec, numel: int, seed: int) -> None:
         k = spec.resolve_k(numel)
-        super().__init__(numel, k, spec.value_dtype, unbiased=spec.rescale or k == numel)
+        super().__init__(
+            numel,
+            k,
+            spec.value_dtype,
+            unbiased=spec.rescale or k == numel,
+            index_coding=spec.index_coding,
+        )
         self.shared_seed = spec.shared_seed
         self.scale = numel / k if spec.rescale else 1.0
         self.seed = seed

@@ -19,7 +19,9 @@ class Threshold(SparseCompressor):
     kind: ClassVar[str] = "threshold"
 
     def __init__(self, spec: ThresholdSpec, numel: int, seed: int) -> None:
-        super().__init__(numel, None, spec.value_dtype, unbiased=False)
+        super().__init__(
+            numel, None, spec.value_dtype, unbiased=False, index_coding=spec.index_coding
+        )
         self.threshold = spec.threshold
         self.relative = spec.relative
 

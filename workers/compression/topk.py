@@ -1,4 +1,4 @@
-"""``topk``: the k entries of largest magnitude (exact, ``torch.topk``)."""
+"""``topk``: the k entries of largest magnitude (exact; ``selection.top_magnitudes``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sparsetrain.spec.compression import TopKSpec
 from sparsetrain.workers.compression.base import SparseCompressor, check_input
 from sparsetrain.workers.compression.payload import SparseUpdate
 from sparsetrain.workers.compression.registry import register
+from sparsetrain.workers.compression.selection import top_magnitudes
 
 
 @register(TopKSpec)
@@ -19,11 +20,16 @@ class TopK(SparseCompressor):
     kind: ClassVar[str] = "topk"
 
     def __init__(self, spec: TopKSpec, numel: int, seed: int) -> None:
-        super().__init__(numel, spec.resolve_k(numel), spec.value_dtype, unbiased=False)
+        super().__init__(
+            numel,
+            spec.resolve_k(numel),
+            spec.value_dtype,
+            unbiased=False,
+            index_coding=spec.index_coding,
+        )
 
     def compress(
         self, x: torch.Tensor, *, step: int, generator: torch.Generator | None = None
     ) -> SparseUpdate:
         check_input(x, self.numel)
-        _, indices = torch.topk(x.detach().abs(), self.k or self.numel, sorted=False)
-        return self.gather(x, indices)
+        return self.gather(x, top_magnitudes(x, self.k or self.numel))

@@ -72,7 +72,9 @@ class Wangni(SparseCompressor):
     kind: ClassVar[str] = "wangni"
 
     def __init__(self, spec: WangniSpec, numel: int, seed: int) -> None:
-        super().__init__(numel, None, spec.value_dtype, unbiased=True)
+        super().__init__(
+            numel, None, spec.value_dtype, unbiased=True, index_coding=spec.index_coding
+        )
         self.eps = spec.eps
         self.density = spec.density
 
@@ -89,4 +91,9 @@ class Wangni(SparseCompressor):
         keep = u.to(device=x.device, dtype=torch.float64) < p
         indices = torch.nonzero(keep, as_tuple=True)[0]
         values = x.detach().to(torch.float64)[indices] / p[indices]
-        return SparseUpdate(indices.to(self.index_dtype), values.to(self.value_dtype), self.numel)
+        return SparseUpdate(
+            indices.to(self.index_dtype),
+            values.to(self.value_dtype),
+            self.numel,
+            index_coding=self.index_coding,
+        )

@@ -4,6 +4,8 @@ dtype codes and raw-byte helpers the payload encoders share.
 Layout (little-endian): magic ``SPT1``, payload kind (u8), value dtype code (u8), index
 dtype code (u8), one pad byte, ``numel`` (u64), and a kind-specific u64 (the number of
 values for dense and sparse updates, the number of factor blocks for low-rank updates).
+The index dtype code of a delta-coded sparse update (``SPARSE_DELTA``) names the dtype its
+indices decode to; on the wire they are varints (``varint``) after the values.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import warnings
 import torch
 
 MAGIC = b"SPT1"
-DENSE, SPARSE, SPARSE_IMPLICIT, QUANTIZED, SIGN, LOW_RANK = 0, 1, 2, 3, 4, 5
+DENSE, SPARSE, SPARSE_IMPLICIT, QUANTIZED, SIGN, LOW_RANK, SPARSE_DELTA = 0, 1, 2, 3, 4, 5, 6
+SKIPPED = 7  # no values: the rank skips the step (fp16 overflow), and so does every replica
 HEADER = struct.Struct("<4sBBBxQQ")
 HEADER_NBYTES = HEADER.size
 

@@ -1,4 +1,5 @@
-"""Datasets as in-memory tensors, deterministic sharding and per-shard minibatch sampling.
+"""Datasets held in memory (dense tensors, or sparse CSR rows), deterministic sharding and
+per-shard minibatch sampling.
 
 Every random choice is drawn from a ``torch.Generator`` seeded by a stable integer mix of
 the job seed and a per-purpose salt, so the same ``(spec, seed)`` always gives the same data.
@@ -12,7 +13,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +24,7 @@ from sparsetrain.errors import DataError, SpecError
 from sparsetrain.spec._registry import Registry
 from sparsetrain.spec.budget import DataShape
 from sparsetrain.spec.data import DataSpec, LibSVMSpec, SklearnSpec, SyntheticSpec
+from sparsetrain.workers.data.sparse import CSRRows
 from sparsetrain.workers.training.budget import check_data_memory
 
 _MASK64 = (1 << 64) - 1
@@ -57,6 +59,30 @@ def _generator(*parts: int) -> torch.Generator:
 
 
 Task = Literal["classification", "regression", "language_model"]
+Split = Literal["train", "test"]
+# A dataset's rows: a dense tensor, or (LIBSVM data) sparse rows densified per batch.
+Rows = Tensor | CSRRows
+
+
+class Sampler(Protocol):
+    """Draws a rank's minibatches (row indices of the training split) and saves its place."""
+
+    def next_batch(self) -> Tensor:
+        """The next minibatch's training row indices (int64); advances the position."""
+        ...
+
+    def state_dict(self) -> dict[str, int]:
+        """The position, enough (with how it was made) to resume exactly."""
+        ...
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at ``state`` from ``state_dict``."""
+        ...
+
+
+def take_rows(x: Rows, index: Tensor) -> Rows:
+    """Rows ``index`` of ``x`` in the same form (a new tensor, or new sparse rows)."""
+    return x.select(index) if isinstance(x, CSRRows) else x[index]
 
 
 @dataclass(frozen=True)
@@ -70,12 +96,15 @@ class Dataset:
     from the training data to turn raw inputs into rows (feature statistics, a tokenizer's
     alphabet, the label values): tensors, numbers, strings and lists of them only, so it is
     saved with the model file as it is.
+
+    ``x_*`` may be ``CSRRows`` (LIBSVM data): they stay sparse in memory and ``batch`` and
+    ``rows``, the only ways training and evaluation read rows, densify just the rows asked for.
     """
 
     name: str
-    x_train: Tensor
+    x_train: Rows
     y_train: Tensor
-    x_test: Tensor
+    x_test: Rows
     y_test: Tensor
     input_shape: tuple[int, ...]
     num_classes: int
@@ -104,6 +133,54 @@ class Dataset:
         """Number of held-out rows (may be 0)."""
         return int(self.x_test.shape[0])
 
+    @property
+    def nnz(self) -> int | None:
+        """Stored values of sparse rows (train and test); None for dense rows."""
+        if isinstance(self.x_train, CSRRows) and isinstance(self.x_test, CSRRows):
+            return self.x_train.nnz + self.x_test.nnz
+        return None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the rows and targets it holds (sparse rows: their CSR tensors)."""
+        parts = (self.x_train, self.y_train, self.x_test, self.y_test)
+        return sum(
+            p.nbytes if isinstance(p, CSRRows) else p.numel() * p.element_size() for p in parts
+        )
+
+    def _split(self, split: Split) -> tuple[Rows, Tensor]:
+        return (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+
+    def batch(self, rows: Tensor, split: Split = "train") -> tuple[Tensor, Tensor]:
+        """Dense inputs and targets of the rows ``rows`` (int64) of ``split``, as new
+        tensors. Mutates nothing."""
+        x, y = self._split(split)
+        return (x.take(rows) if isinstance(x, CSRRows) else x[rows]), y[rows]
+
+    def rows(self, start: int, stop: int, split: Split = "train") -> tuple[Tensor, Tensor]:
+        """Dense inputs and targets of rows ``start``..``stop``-1 of ``split`` (clipped):
+        views of dense rows, new tensors for sparse ones. Mutates nothing."""
+        x, y = self._split(split)
+        inputs = x.slice(start, stop) if isinstance(x, CSRRows) else x[start:stop]
+        return inputs, y[start:stop]
+
+    def chunk_rows(self, limit: int) -> int:
+        """Rows per evaluation chunk: ``limit``, fewer when a chunk of sparse rows would
+        densify into more than ``spec.budget.SPARSE_CHUNK_BYTES``."""
+        return self.x_train.chunk_rows(limit) if isinstance(self.x_train, CSRRows) else limit
+
+    @property
+    def resident_rows(self) -> int:
+        """Rows (train and test) this dataset holds in memory at most: all of them."""
+        return self.n_train + self.n_test
+
+    def sampler(self, world: int, rank: int, seed: int, batch_size: int) -> Sampler:
+        """A fresh sampler of rank ``rank``'s shard of the training rows of a ``world``-rank
+        group, seeded by ``seed`` (the membership epoch's): ``ShardSampler`` over
+        ``shard_indices``. Raises ``DataError`` when a shard would be empty."""
+        shard = shard_indices(self.n_train, world, rank, seed)
+        return ShardSampler(shard, batch_size, seed, rank)
+
 
 def split_rows(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Return ``(train_rows, test_rows)`` int64 index tensors (each sorted) for ``n`` rows.
@@ -122,15 +199,14 @@ def _unit_rows(x: Tensor) -> Tensor:
     return x / norms.reshape(-1, *([1] * (x.dim() - 1)))
 
 
-def finish_dataset(
-    name: str, x: Tensor, y: Tensor, split: tuple[Tensor, Tensor], k: int
-) -> Dataset:
+def finish_dataset(name: str, x: Rows, y: Tensor, split: tuple[Tensor, Tensor], k: int) -> Dataset:
     """Index float32 ``x`` / int64 ``y`` by the ``(train, test)`` rows of ``split``; ``k`` classes.
 
-    Advanced indexing copies, so the result is contiguous and shares no memory with ``x``.
+    Indexing copies, so the result is contiguous and shares no memory with ``x``.
     """
     train, test = split
-    return Dataset(name, x[train], y[train], x[test], y[test], tuple(x.shape[1:]), k)
+    x_train, x_test = take_rows(x, train), take_rows(x, test)
+    return Dataset(name, x_train, y[train], x_test, y[test], tuple(x.shape[1:]), k)
 
 
 @DATASETS.register("synthetic")
@@ -280,10 +356,11 @@ def _load_raw(paths: list[str]) -> list[tuple[sp.csr_array, np.ndarray]]:
 
 @DATASETS.register("libsvm")
 def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
-    """A LIBSVM/svmlight file densified to float32, labels mapped to 0..C-1 in sorted order.
+    """A LIBSVM/svmlight file as sparse float32 rows (``CSRRows``: memory grows with the
+    non-zeros, not rows x features), labels mapped to 0..C-1 in sorted order.
 
     Indices are one-based unless some file uses index 0 (scikit-learn's "auto" rule).
-    Raises ``SpecError`` (``data``) before densifying rows that do not fit in memory.
+    Raises ``SpecError`` (``data``) before copying rows that do not fit in memory.
     """
     paths = [spec.path] if spec.test_path is None else [spec.path, spec.test_path]
     for path in paths:
@@ -304,12 +381,13 @@ def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
                 line = _line_of(path, max_index=spec.n_features - 1 + offset)
                 raise DataError(path, f"feature index beyond n_features={spec.n_features}", line)
         width = spec.n_features
-    check_data_memory(DataShape(sum(m.shape[0] for m, _ in pairs), (width,), None))
-    dense = []
+    rows, nnz = sum(m.shape[0] for m, _ in pairs), sum(m.nnz for m, _ in pairs)
+    check_data_memory(DataShape(rows, (width,), None, nnz=nnz))
+    sparse = []
     for mat, _ in pairs:
         mat = mat[:, offset:]
         mat = sp.csr_array((mat.data, mat.indices, mat.indptr), shape=(mat.shape[0], width))
-        dense.append(torch.from_numpy(mat.toarray().astype(np.float32, copy=False)))
+        sparse.append(CSRRows.from_scipy(mat))
     classes = np.unique(pairs[0][1])
     if not 2 <= len(classes) <= _MAX_CLASSES:
         raise DataError(spec.path, f"has {len(classes)} distinct labels; need 2..{_MAX_CLASSES}")
@@ -323,13 +401,13 @@ def build_libsvm(spec: LibSVMSpec, seed: int) -> Dataset:
             raise DataError(path, message, line=_line_of(path, row=row))
         ys.append(torch.from_numpy(pos.astype(np.int64)))
     if spec.normalize:
-        dense = [_unit_rows(x) for x in dense]
+        sparse = [x.unit_rows() for x in sparse]
     name, k = os.path.basename(spec.path), len(classes)
     if spec.test_path is None:
         return finish_dataset(
-            name, dense[0], ys[0], split_rows(len(ys[0]), spec.test_fraction, seed), k
+            name, sparse[0], ys[0], split_rows(len(ys[0]), spec.test_fraction, seed), k
         )
-    return Dataset(name, dense[0], ys[0], dense[1], ys[1], (width,), k)
+    return Dataset(name, sparse[0], ys[0], sparse[1], ys[1], (width,), k)
 
 
 def build_dataset(spec: DataSpec, seed: int) -> Dataset:

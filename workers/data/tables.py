@@ -143,7 +143,16 @@ def _targets(
 def build_table(spec: TableSpec, seed: int) -> Dataset:
     """Read the table files, split (``test_path`` or a seeded ``test_fraction``), and
     standardise features with the training rows' mean and standard deviation (saved in
-    ``preprocessing`` with the feature names and the class values)."""
+    ``preprocessing`` with the feature names and the class values).
+
+    Parquet may be streamed instead (``data.stream``): then the result is a
+    ``streamed.StreamedTable`` that holds no rows until a worker reads its shard."""
+    if isinstance(spec, ParquetSpec):
+        from sparsetrain.workers.data.streamed import maybe_streamed
+
+        streamed = maybe_streamed(spec, seed)
+        if streamed is not None:
+            return streamed
     x, labels, names = _load(spec, spec.path, spec.features)
     if spec.test_path is None:
         train_rows, test_rows = split_rows(len(labels), spec.test_fraction, seed)

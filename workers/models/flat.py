@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from sparsetrain.workers.models.buffers import BufferLayout
+
 
 @dataclass(frozen=True)
 class _Slot:
@@ -43,7 +45,10 @@ class FlatModel:
             self.flat = torch.cat(
                 [p.detach().reshape(-1).to(torch.float32) for p in module.parameters()]
             ).to(device)
+        # The buffers a forward pass reads and train mode updates in place: the module's own
+        # until the simulator swaps in a logical worker's set (``RankBuffers``).
         self.buffers = dict(module.named_buffers())
+        self.buffer_layout = BufferLayout(self.buffers)
         # What rebuilds the module without the data; ``build_model`` fills it in.
         self.description: dict[str, Any] = {}
 
@@ -76,16 +81,41 @@ class FlatModel:
         inputs: torch.Tensor,
         targets: torch.Tensor,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        *,
+        autocast: torch.dtype | None = None,
+        loss_scale: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean minibatch loss and its gradient w.r.t. the flat vector (a new tensor), with
-        the module in train mode.
+        """Mean minibatch loss and its gradient w.r.t. the flat vector (a new fp32 tensor),
+        with the module in train mode.
 
+        ``autocast``: run the forward and backward pass under ``torch.autocast`` to that type
+        (bf16, fp16); the flat vector and the gradient stay fp32. ``loss_scale``: the
+        backward pass starts from ``loss_scale · loss`` and the gradient is divided by it
+        again, so it comes back in true units (not finite when the scaled pass overflowed).
         ``flat`` is read, not written; the module's buffers (batch-norm statistics) update.
         """
         flat = self.flat.detach().requires_grad_(True)
-        loss = loss_fn(self.forward(inputs, flat, train=True), targets)
-        (grad,) = torch.autograd.grad(loss, flat)
+        if autocast is None:
+            loss = loss_fn(self.forward(inputs, flat, train=True), targets)
+        else:
+            with torch.autocast(self.device.type, dtype=autocast):
+                loss = loss_fn(self.forward(inputs, flat, train=True), targets)
+            loss = loss.float()
+        if loss_scale is None:
+            (grad,) = torch.autograd.grad(loss, flat)
+        else:
+            (grad,) = torch.autograd.grad(loss * loss_scale, flat)
+            grad.mul_(1.0 / loss_scale)
         return loss.detach(), grad
+
+    def buffer_state(self) -> dict[str, torch.Tensor]:
+        """CPU copies of the buffers by name (empty without buffers)."""
+        return self.buffer_layout.state(self.buffers)
+
+    def load_buffer_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy ``state`` (as ``buffer_state`` returns it) into the buffers in place; raises
+        ``ValueError`` when it does not fit the model."""
+        self.buffer_layout.load(self.buffers, state)
 
     def export_state_dict(self) -> dict[str, torch.Tensor]:
         """A regular ``nn.Module`` state dict (CPU copies) built from the flat vector."""

@@ -1,5 +1,5 @@
 """Model registry: the paper's logistic regression, Bayesian linear regression, an MLP, a
-small CNN and a small GPT.
+small CNN, a CIFAR-style ResNet and a small GPT.
 
 ``build_model`` returns the model as a ``FlatModel`` plus its ``Objective`` (data loss and
 L2 term). All replicas built from the same spec and seed start from identical parameters.
@@ -21,6 +21,7 @@ from sparsetrain.workers.data.datasets import Dataset
 from sparsetrain.workers.models.flat import FlatModel
 from sparsetrain.workers.models.gpt import GPT
 from sparsetrain.workers.models.objective import Objective
+from sparsetrain.workers.models.resnet import ResNet
 
 # Each builder registers itself under its model kind.
 MODELS: Registry[Callable[[Any, Dataset], tuple[nn.Module, float]]] = Registry(
@@ -75,7 +76,12 @@ def _mlp(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
     layers: list[nn.Module] = [nn.Flatten()]
     width = _features(dataset)
     for hidden in spec.hidden:
-        layers += [nn.Linear(width, hidden), _activation(spec.activation)]
+        layers.append(nn.Linear(width, hidden))
+        if spec.batch_norm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers.append(_activation(spec.activation))
+        if spec.dropout:
+            layers.append(nn.Dropout(spec.dropout))
         width = hidden
     layers.append(nn.Linear(width, _outputs(dataset)))
     return nn.Sequential(*layers), spec.l2
@@ -107,6 +113,18 @@ def _cnn(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
         nn.Linear(spec.hidden, _outputs(dataset)),
     ]
     return nn.Sequential(*layers), spec.l2
+
+
+@MODELS.register("resnet")
+def _resnet(spec: Any, dataset: Dataset) -> tuple[nn.Module, float]:
+    if len(dataset.input_shape) != 3:
+        raise SpecError(
+            ("model", "kind"),
+            f"resnet needs image data shaped (channels, height, width); dataset "
+            f"{dataset.name!r} has rows shaped {dataset.input_shape}",
+        )
+    module = ResNet(dataset.input_shape[0], _outputs(dataset), spec.blocks_per_stage, spec.width)
+    return module, spec.l2
 
 
 @MODELS.register("gpt")

@@ -14,6 +14,7 @@ import time
 
 from sparsetrain.spec import JobSpec
 from sparsetrain.supervision import SupervisorEventKind
+from sparsetrain.workers.runtime.buffer_sync import BufferSync
 from sparsetrain.workers.runtime.gather import WorkersLostError
 from sparsetrain.workers.runtime.group import Member, WorkerGroup, wait_until
 from sparsetrain.workers.runtime.outcomes import (
@@ -41,6 +42,7 @@ class Boundaries:
     removed: bool
     _autoscale_at: float
     _dead: set[int]
+    buffer_sync: BufferSync
 
     @property
     def members(self) -> list[Member]:
@@ -133,8 +135,15 @@ class Boundaries:
             for member in failed
         ]
 
+    def _sync_buffers(self, step: int) -> None:
+        """Average the live members' buffers (``BufferSync``); members found dead are
+        remembered and dropped in the next step."""
+        self._dead.update(member.slot for member in self.buffer_sync.run(self.live, step))
+
     def _join(self, step: int, joining: list[Member]) -> MembersChanged:
-        """Hand ``joining`` the first member's replica; they join before ``step``."""
+        """Hand ``joining`` the first member's replica, its buffers averaged over the group
+        first; they join before ``step``."""
+        self._sync_buffers(step)
         if not self.live:
             raise WorkersLostError("no worker is left to copy the parameters from", step=step)
         before = len(self.members)

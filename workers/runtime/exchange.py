@@ -3,7 +3,9 @@
 A synchronous step ends with each kept rank's encoded update in the Ray object store. The
 exchange turns those references into the inputs every rank receives with its next call
 (``TrainingWorker.step`` or ``finish``): the updates themselves, each rank then applying
-their mean (``allgather``), or one mean a reducer actor computed (``reduce``). Transports
+their mean (``allgather``), or one mean a reducer actor computed (``reduce``); with
+``collective`` the workers exchange among themselves between boundaries and this object
+store path carries only the steps at boundaries. Transports
 are registered in ``EXCHANGES`` by the name ``spec.exchange.transport`` gives them.
 """
 
@@ -23,6 +25,10 @@ ObjectRef = Any  # ray.ObjectRef, untyped in Ray's stubs
 
 class Exchange(ABC):
     """Turns one step's updates into what every rank applies before its next step."""
+
+    runs_chunks: bool = False
+    """True when the workers exchange among themselves and run many steps per call
+    (``CollectiveLoop``); False when every step is one call per worker (``SyncLoop``)."""
 
     reduced: bool = False
     """True when the inputs are one aggregate a rank adds as is (``reduced=`` of the worker's
@@ -72,9 +78,19 @@ class ReducerExchange(Exchange):
         ray.kill(self.reducer)
 
 
+class CollectiveExchange(ObjectStoreAllGather):
+    """The ``collective`` transport: between boundaries the workers all-gather their updates
+    among themselves, many steps per call (``collective_loop``); the steps that take the
+    object store (membership changes, evaluations, a broken transfer) use this all-gather,
+    so the replicas apply the same rank-ordered mean either way."""
+
+    runs_chunks = True
+
+
 EXCHANGES: dict[str, type[Exchange]] = {
     "allgather": ObjectStoreAllGather,
     "reduce": ReducerExchange,
+    "collective": CollectiveExchange,
 }
 
 

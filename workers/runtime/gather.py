@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import ray
@@ -40,18 +41,47 @@ class InputsLostError(WorkerDiedError):
         self.objects = tuple(objects)
 
 
+class StepDeadlineError(WorkerDiedError):
+    """A worker had not answered a step ``deadline_s`` after the first rank did: it is
+    treated as lost (its process may be alive but stalled, or cut off from the others)."""
+
+
 class WorkersLostError(TrainingError):
     """Every worker of the group is gone, and with them the parameters: only a restart from
     the last checkpoint can continue the job."""
 
 
-def gather(refs: Sequence[Any], step: int | None, ranks: Sequence[int] | None = None) -> list[Any]:
+def gather(
+    refs: Sequence[Any],
+    step: int | None,
+    ranks: Sequence[int] | None = None,
+    *,
+    deadline_s: float | None = None,
+    unbounded: Collection[int] = (),
+) -> list[Any]:
     """``ray.get`` each reference in order; ``ranks`` names the rank behind each (default
     0, 1, ...). A dead worker's result is a ``WorkerDiedError`` in its place, and a call
     that could not read an input an ``InputsLostError``; a worker's own exception is raised
-    as its ``TrainingError``, naming its rank and ``step``."""
+    as its ``TrainingError``, naming its rank and ``step``.
+
+    With ``deadline_s``, a rank that has not answered ``deadline_s`` after the first answer
+    gets a ``StepDeadlineError`` in its place, except the ranks in ``unbounded`` (one doing
+    extra work, such as an evaluation), which are waited for as without a deadline."""
+    order = list(ranks if ranks is not None else range(len(refs)))
+    late: set[int] = set()
+    if deadline_s is not None:
+        bounded = {
+            rank: ref for rank, ref in zip(order, refs, strict=True) if rank not in unbounded
+        }
+        pending = unanswered(refs, list(bounded.values()), deadline_s)
+        late = {rank for rank, ref in bounded.items() if ref in pending}
     results: list[Any] = []
-    for rank, ref in zip(ranks if ranks is not None else range(len(refs)), refs, strict=True):
+    for rank, ref in zip(order, refs, strict=True):
+        if rank in late:
+            message = f"worker {rank} did not answer step {step} within {deadline_s:g} s"
+            cause = f"no answer {deadline_s:g} s after the first rank's"
+            results.append(StepDeadlineError(message, step=step, rank=rank, cause=cause))
+            continue
         try:
             results.append(ray.get(ref))
         except RayTaskError as error:
@@ -67,6 +97,19 @@ def gather(refs: Sequence[Any], step: int | None, ranks: Sequence[int] | None = 
             message = f"worker {rank} died ({cause})"
             results.append(WorkerDiedError(message, step=step, rank=rank, cause=cause))
     return results
+
+
+def unanswered(refs: Sequence[Any], bounded: Sequence[Any], deadline_s: float) -> list[Any]:
+    """The references of ``bounded`` (a subset of ``refs``) still pending ``deadline_s``
+    after the first of ``refs`` is ready (a failure counts as an answer). Blocks until then,
+    or until every one of ``bounded`` is ready."""
+    if not bounded:
+        return []
+    ray.wait(list(refs), num_returns=1)
+    pending, until = list(bounded), time.monotonic() + deadline_s
+    while pending and (left := until - time.monotonic()) > 0:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=left)
+    return pending
 
 
 def lost_objects(error: BaseException) -> list[ObjectLostError]:

@@ -24,6 +24,7 @@ from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.supervision import ErrorKind, NextAction, SupervisorState, next_action
 from sparsetrain.workers.runtime.names import NAMESPACE, supervisor_name
+from sparsetrain.workers.runtime.shipped_code import code_runtime_env
 from sparsetrain.workers.runtime.supervisor import Supervisor
 from sparsetrain.workers.training.elastic import Change
 from sparsetrain.workers.training.result import TrainResult
@@ -85,6 +86,7 @@ def start_job(
         num_cpus=0,
         max_concurrency=4,
         scheduling_strategy=_on_head_node(),
+        runtime_env=code_runtime_env(spec),  # its workers inherit it
     )
     supervisor: Any = actor.remote(
         job_id,
@@ -170,6 +172,7 @@ def _follow(
         steps=[StepMetrics(**r) for r in records["steps"]],
         evals=[EvalMetrics(**e) for e in records["evals"]],
         params=torch.from_numpy(np.array(final["params"])) if final else None,
+        buffers=final.get("buffers") if final else None,
         memories=[
             None if m is None else torch.from_numpy(np.array(m)) for m in final.get("memories", [])
         ],

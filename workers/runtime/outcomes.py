@@ -75,6 +75,25 @@ class Note:
 Happening = StepDone | Evaluated | MembersChanged | Note
 
 
+def skipped_note(metrics: StepMetrics, ranks: list[RankStats]) -> Note:
+    """The event of a step every replica skipped (fp16 loss scaling: a rank's gradient was
+    not finite): which step, which ranks overflowed, the scale it was computed with."""
+    overflowed = [stats.rank for stats in ranks if stats.skipped]
+    scale = metrics.loss_scale
+    return Note(
+        SupervisorEventKind.SKIP,
+        f"step {metrics.step} skipped: the gradient of worker(s) "
+        f"{', '.join(map(str, overflowed))} was not finite at loss scale {scale}; "
+        "no replica applied it and the loss scale backs off",
+        {
+            "step": metrics.step,
+            "rank": overflowed[0] if overflowed else None,
+            "ranks": len(overflowed),
+            "loss_scale": scale,
+        },
+    )
+
+
 @dataclass
 class BelowMin:
     """Too few workers can train step ``step``: ``live`` (with the built joiners) of at least

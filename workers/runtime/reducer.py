@@ -11,6 +11,7 @@ import torch
 
 from sparsetrain.workers.compression import DenseUpdate, SparseUpdate, decode_view, encode
 from sparsetrain.workers.compression.payload import HEADER_NBYTES, index_dtype
+from sparsetrain.workers.compression.skipped import SkippedUpdate, any_skipped
 from sparsetrain.workers.training.step import MeanApplier
 
 
@@ -38,9 +39,12 @@ class Reducer:
         self.applier: MeanApplier | None = None
 
     def reduce(self, *updates: np.ndarray) -> np.ndarray:
-        """Decode ``updates``, average them in rank order, encode the result."""
+        """Decode ``updates``, average them in rank order, encode the result; a step that
+        some rank skipped (fp16 overflow) reduces to a skipped update."""
         payloads = [decode_view(buffer) for buffer in updates]
         numel = payloads[0].numel
+        if any_skipped(payloads):
+            return np.frombuffer(encode(SkippedUpdate(numel)), dtype=np.uint8)
         if self.applier is None or self.applier.scratch.numel() != numel:
             self.applier = MeanApplier(numel)
         indices, values = self.applier.mean(payloads)

@@ -24,11 +24,14 @@ def keep_results(
     root: str,
     params: Any,
     samples: Any = None,
+    *,
+    buffers: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Write the model file (``params`` in ``model``'s layout) and a sampling job's samples
-    file under ``root`` (``samples``: a reference to them; by default the first live
-    member's); return the final parameters, the live members' memories and the samples.
-    Raises ``WorkersLostError`` when no member is alive to ask."""
+    """Write the model file (``params`` in ``model``'s layout, with ``buffers``, by default
+    the model's own) and a sampling job's samples file under ``root`` (``samples``: a
+    reference to them; by default the first live member's); return the final parameters
+    and buffers, the live members' memories and the samples. Raises ``WorkersLostError``
+    when no member is alive to ask."""
     extra: dict[str, Any] = {}
     if spec.objective == "sample":
         extra["samples"] = (
@@ -39,10 +42,11 @@ def keep_results(
         export_samples(root, torch.from_numpy(np.array(extra["samples"])))
     final = {
         "params": params,
+        "buffers": model.buffer_state() if buffers is None else buffers,
         "memories": from_live(group, lambda actor: actor.memory.remote()),
         **extra,
     }
-    export_model(root, model, torch.from_numpy(np.array(params)))
+    export_model(root, model, torch.from_numpy(np.array(params)), buffers)
     return final
 
 

@@ -25,8 +25,11 @@ import torch
 
 from sparsetrain.errors import CheckpointError, DataError, SpecError, TrainingError
 from sparsetrain.spec import JobSpec
+from sparsetrain.spec.aggregation import runtime_problem
 from sparsetrain.supervision import ErrorKind, SupervisorEventKind, SupervisorState
+from sparsetrain.workers.models.buffers import refuse_async_buffers
 from sparsetrain.workers.runtime.async_loop import AsyncLoop, start_parameter_server
+from sparsetrain.workers.runtime.collective_loop import CollectiveLoop
 from sparsetrain.workers.runtime.exchange import Exchange, build_exchange
 from sparsetrain.workers.runtime.gather import WorkersLostError
 from sparsetrain.workers.runtime.group import Member, WorkerGroup
@@ -253,9 +256,14 @@ class Supervisor:
 
     def _train(self) -> None:
         spec = self.spec
+        problem = runtime_problem(spec)  # every step runs its transport's one path
+        if problem is not None:
+            raise SpecError(("exchange", "aggregation"), problem)
         if not self.cluster_autoscales:
             check_resources(spec, ray.cluster_resources())
         setup = prepare(spec)  # validates the spec against the data and builds x_0
+        if spec.exchange.mode == "async":
+            refuse_async_buffers(setup.model.buffer_layout)
         self._setup = setup
         self.total_steps = total = setup.total_steps
         numel = setup.model.numel
@@ -286,16 +294,20 @@ class Supervisor:
         if spec.exchange.mode == "async":
             self._train_async(group, total, numel)
             return
-        params = self._train_sync(group, start, total, epoch)
-        if params is not None:
-            self._finish(params)
+        final = self._train_sync(group, start, total, epoch)
+        if final is not None:
+            self._finish(final.params, buffers=final.snapshots[0]["state"].get("buffers"))
 
-    def _train_sync(self, group: WorkerGroup, start: int, total: int, epoch: int) -> Any:
-        """Train steps ``start``..``total``-1; returns the final parameters (None if
-        stopped). Checkpoints every ``checkpoint.every`` steps and at the end."""
+    def _train_sync(
+        self, group: WorkerGroup, start: int, total: int, epoch: int
+    ) -> CheckpointState | None:
+        """Train steps ``start``..``total``-1; returns the last checkpoint's state (the final
+        parameters and each rank's state; None if stopped). Checkpoints every
+        ``checkpoint.every`` steps and at the end."""
         spec = self.spec
         self._exchange = build_exchange(spec, self.job_id)
-        loop = SyncLoop(
+        loop_class = CollectiveLoop if self._exchange.runs_chunks else SyncLoop
+        loop = loop_class(
             spec,
             group,
             self._exchange,
@@ -303,20 +315,25 @@ class Supervisor:
             epoch=epoch,
             numel=self._setup.model.numel,
             verify_replicas=self.verify_replicas,
+            buffers=not self._setup.model.buffer_layout.empty,
         )
         every, checkpoint_every = spec.eval.every, spec.checkpoint.every
-        for step in range(start, total):
+        step = start
+        while step < total:
             if self.steering.stopping():
                 return None
             leavers = self._boundary(loop, step)
             if leavers is None:
                 return None
             evaluate = step == start or bool(every and step % every == 0)
-            outcome = loop.step(step, leavers, evaluate)
+            if isinstance(loop, CollectiveLoop):  # a chunk of steps, ending at a boundary
+                outcome, done = loop.advance(step, total, leavers, evaluate)
+            else:
+                outcome, done = loop.step(step, leavers, evaluate), step + 1
             self._take(outcome.happened)
             if outcome.survivors == 0:
                 raise WorkersLostError(f"all {outcome.world} workers were lost", step=step)
-            done = step + 1
+            step = done
             if checkpoint_every and done % checkpoint_every == 0 and done < total:
                 state = loop.checkpoint_state(done)
                 self._take(state.happened)
@@ -325,7 +342,7 @@ class Supervisor:
         self._take([Evaluated(finished.evaluation)])
         self._save(finished.state)
         self._take(finished.happened)
-        return finished.state.params
+        return finished.state
 
     def _boundary(self, loop: SyncLoop, step: int) -> list[Member] | None:
         """Settle the group before ``step``: the autoscaled target, joiners, leavers; below
@@ -396,12 +413,17 @@ class Supervisor:
         )
         return found.checkpoint
 
-    def _finish(self, params: Any, samples: Any = None) -> None:
-        """Keep the results and write the model (and samples) file; the sync loop has
-        written the last checkpoint."""
+    def _finish(
+        self, params: Any, samples: Any = None, buffers: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        """Keep the results and write the model (and samples) file, with the replicas'
+        averaged ``buffers`` (default: the model's initial ones); the sync loop has written
+        the last checkpoint."""
         assert self.group is not None
         model, root = self._setup.model, self.checkpoint_root
-        self._final = keep_results(self.spec, self.group, model, root, params, samples)
+        self._final = keep_results(
+            self.spec, self.group, model, root, params, samples, buffers=buffers
+        )
 
     def _release(self) -> None:
         """Kill what the job holds: the exchange's actors, the parameter server, the group."""

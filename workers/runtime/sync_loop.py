@@ -32,6 +32,7 @@ from sparsetrain.errors import TrainingError
 from sparsetrain.metrics import EvalMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.runtime.boundaries import Boundaries
+from sparsetrain.workers.runtime.buffer_sync import BufferSync
 from sparsetrain.workers.runtime.exchange import Exchange
 from sparsetrain.workers.runtime.gather import (
     InputsLostError,
@@ -49,6 +50,7 @@ from sparsetrain.workers.runtime.outcomes import (
     Steering,
     StepDone,
     StepOutcome,
+    skipped_note,
 )
 from sparsetrain.workers.training.elastic import Change, lr_scale
 from sparsetrain.workers.training.step import RankStats, step_metrics
@@ -68,7 +70,10 @@ class SyncLoop(Boundaries):
         epoch: int,
         numel: int,
         verify_replicas: bool = False,
+        buffers: bool = False,
     ) -> None:
+        """``buffers``: the model has buffers, which the loop averages over the members
+        before an evaluation, a checkpoint, a join and the end (``BufferSync``)."""
         self.spec = spec
         self.group = group
         self.exchange = exchange
@@ -84,11 +89,13 @@ class SyncLoop(Boundaries):
         self._autoscale_at = 0.0
         self._norms: dict[int, float] = {}  # slot -> memory norm after its last step
         self._dead: set[int] = set()  # slots found dead at a boundary; dropped in the next step
+        self.buffer_sync = BufferSync(buffers)
 
     # ---- steps ------------------------------------------------------------------------------
     def step(self, step: int, leavers: list[Member], evaluate: bool) -> StepOutcome:
         """Run ``step`` on every member (``leavers`` flush and leave after it; rank 0
-        evaluates first when ``evaluate``); drop the members that died in it.
+        evaluates first when ``evaluate``, on buffers averaged over the members just
+        before); drop the members that died in it.
 
         An input (an update of step - 1) that a member cannot read is gone for good. A call
         that cannot read its inputs runs none of the worker's code, so the rule is:
@@ -98,6 +105,9 @@ class SyncLoop(Boundaries):
           with their producers, recorded as lost in step - 1 (their update of that step
           never counted), and ``step`` is run again by the rest on the updates that remain,
           under a new membership epoch, exactly as the simulator replays such a loss."""
+        if evaluate:
+            self._sync_buffers(step)
+        self.buffer_sync.trained()
         members = list(self.members)
         regroup, self.regroup = self.regroup, False
         happened: list[Happening] = []
@@ -165,7 +175,9 @@ class SyncLoop(Boundaries):
     ) -> tuple[list[Any], list[Any]]:
         """Ask every member for its update of ``step`` (handing it ``inputs``); returns the
         calls' (update, info) references (None for a member already known to be dead, which
-        is not asked) and their gathered results in rank order."""
+        is not asked) and their gathered results in rank order. A member that has not
+        answered ``exchange.step_timeout_s`` after the first one (rank 0 evaluating is
+        exempt) counts as dead (``StepDeadlineError``)."""
         world = len(members)
         scale = lr_scale(self.spec, world)
         calls: list[Any] = [
@@ -183,7 +195,15 @@ class SyncLoop(Boundaries):
             for rank, member in enumerate(members)
         ]
         asked = [rank for rank, call in enumerate(calls) if call is not None]
-        answers = iter(gather([calls[rank][1] for rank in asked], step, ranks=asked))
+        answers = iter(
+            gather(
+                [calls[rank][1] for rank in asked],
+                step,
+                ranks=asked,
+                deadline_s=self.spec.exchange.step_timeout_s,
+                unbounded=(0,) if evaluate else (),
+            )
+        )
         gone = "it was found gone at the last boundary"
         results = [
             next(answers)
@@ -242,6 +262,8 @@ class SyncLoop(Boundaries):
         if evaluated:
             happened.append(Evaluated(EvalMetrics(**infos[0]["eval"])))
         happened.append(StepDone(metrics, ranks))
+        if metrics.skipped:
+            happened.append(skipped_note(metrics, ranks))
         return happened
 
     def _lose(
@@ -264,16 +286,19 @@ class SyncLoop(Boundaries):
 
     # ---- checkpoints and the end ------------------------------------------------------------
     def checkpoint_state(self, done: int) -> CheckpointState:
-        """Have every live member apply the last step's updates, then take the state of a
-        checkpoint of boundary ``done``. Members found dead are dropped in the next step."""
+        """Average the members' buffers, have every live member apply the last step's
+        updates, then take the state of a checkpoint of boundary ``done``. Members found
+        dead are dropped in the next step."""
+        self._sync_buffers(done)
         _, happened = self._apply_pending(done, evaluate=False)
         snapshots = self._snapshots(done)
         return CheckpointState(done, snapshots, self._params(done), happened)
 
     def finish(self, total: int) -> Finished:
-        """Apply the last step's updates, evaluate the final parameters, take the last
-        checkpoint's state and drop the members found dead on the way (so what follows asks
-        only the live ones)."""
+        """Average the members' buffers, apply the last step's updates, evaluate the final
+        parameters, take the last checkpoint's state and drop the members found dead on the
+        way (so what follows asks only the live ones)."""
+        self._sync_buffers(total)
         finals, happened = self._apply_pending(total, evaluate=True)
         while "eval" not in finals[0]:  # the first member died first: no updates are left,
             finals, _ = self._apply_pending(total, evaluate=True)  # so this only evaluates

@@ -24,6 +24,8 @@ import torch
 
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.data.datasets import Dataset
+from sparsetrain.workers.runtime import collective_steps
+from sparsetrain.workers.runtime.collective import CollectivePeer, Rendezvous
 from sparsetrain.workers.runtime.staging import HostStaging
 from sparsetrain.workers.training.apply import ReplicaUpdate
 from sparsetrain.workers.training.elastic import flush_compressor
@@ -60,7 +62,8 @@ class TrainingWorker:
         ``{"where": "step" | "finish" | "snapshot" | "compute", "step": t}`` make this
         process SIGKILL itself at the start of that call for step (boundary) t; ``finish``
         is the apply before a checkpoint or at the end; ``compute`` is an async worker's
-        ``compute_at`` for its local step t.
+        ``compute_at`` for its local step t. An entry with ``"stall_s": s`` makes the call
+        sleep s seconds there instead (a process that hangs).
         """
         spec = JobSpec.model_validate_json(spec_json)
         self.faults = list(faults or [])
@@ -88,28 +91,40 @@ class TrainingWorker:
         )
         self.update = ReplicaUpdate(spec, model.numel, device)
         self.lr_scale = 1.0
+        # Whether this replica's buffers are the group's averaged ones (true until it trains
+        # a step on a model with buffers): only then does the digest cover them.
+        self.buffers_synced = True
         self._flush = flush_compressor(model.numel)
+        self.collective = CollectivePeer()  # the ``collective`` transport's group
         self.averager = build_averager(spec, model.flat)
         if state is not None:
             self.state.load_state_dict(state)
             self.update.load_state_dict(state.get("optimizer"))
+            self.update.load_scaler_state(state.get("loss_scaler"))
+            if state.get("buffers") is not None:  # checkpoints before format 4 have none
+                model.load_buffer_state(state["buffers"])
         if averager is not None and self.averager is not None:
             self.averager.load_state_dict(averager)
 
     def _fault(self, where: str, step: int) -> None:
         for fault in self.faults:
             if fault["where"] == where and fault["step"] == step:
+                if "stall_s" in fault:  # a hung process, not a dead one
+                    time.sleep(fault["stall_s"])
+                    continue
                 os.kill(os.getpid(), signal.SIGKILL)
 
     def join(
         self, shared: dict[str, Any], world: int, rank: int, epoch: int, lr_scale: float
     ) -> None:
         """Become a fresh rank ``rank`` of ``world`` in membership epoch ``epoch``: load the
-        group's parameters, momentum, optimizer state, iterate average and pending step from
-        ``shared`` (see ``shared_state``), with zero memory; a sampling job's chain too.
-        Mutates the replica and replaces the rank state."""
+        group's parameters, buffers, momentum, optimizer state, iterate average and pending
+        step from ``shared`` (see ``shared_state``), with zero memory; a sampling job's chain
+        too. Mutates the replica and replaces the rank state."""
         model = self.setup.model
         model.flat.copy_(torch.from_numpy(np.array(shared["params"])).to(model.device))
+        model.load_buffer_state(shared["buffers"])
+        self.buffers_synced = True
         self.rank, self.world, self.lr_scale = rank, world, lr_scale
         self.state = WorkerState(
             rank=rank,
@@ -127,23 +142,26 @@ class TrainingWorker:
         pending = shared.get("pending")
         self._pending = None if pending is None else (int(pending[0]), float(pending[1]))
         self.update.load_state_dict(shared.get("optimizer"))
+        self.update.load_scaler_state(shared.get("loss_scaler"))
         if self.state.velocity is not None and shared["velocity"] is not None:
             self.state.velocity.copy_(shared["velocity"])
         if self.averager is not None and shared["averager"] is not None:
             self.averager.load_state_dict(shared["averager"])
 
     def shared_state(self) -> dict[str, Any]:
-        """What a joiner copies from this rank: parameters, momentum buffer, optimizer state,
-        iterate average, the step whose updates are still pending and, for a sampling job,
-        the chain."""
+        """What a joiner copies from this rank: parameters, buffers (averaged over the group
+        just before), momentum buffer, optimizer state, fp16's loss scale, iterate average,
+        the step whose updates are still pending and, for a sampling job, the chain."""
         velocity = self.state.velocity
         return {
             "params": self.parameters(),
+            "buffers": self.setup.model.buffer_state(),
             "velocity": None if velocity is None else velocity.detach().cpu().clone(),
             "averager": self.averager.state_dict() if self.averager is not None else None,
             "chain": self.chain.state_dict() if self.chain is not None else None,
             "pending": self._pending,
             "optimizer": self.update.state_dict(),
+            "loss_scaler": self.update.scaler_state(),
         }
 
     def _apply(self, updates: tuple[np.ndarray, ...], reduced: bool) -> float:
@@ -159,9 +177,10 @@ class TrainingWorker:
             raise RuntimeError("updates arrived for a step whose learning rate is unknown")
         step, lr = self._pending if self._pending is not None else (-1, 0.0)
         if reduced:
-            self.update.apply_mean(model.flat, payloads[0], lr)
+            skipped = self.update.apply_mean(model.flat, payloads[0], lr)
         else:
-            self.update.apply(model.flat, payloads, lr)
+            skipped = self.update.apply(model.flat, payloads, lr)
+        self.state.settle(skipped)
         if self.chain is not None and self._pending is not None:
             self.chain.after_apply(step, lr)
         self._pending = None
@@ -214,8 +233,10 @@ class TrainingWorker:
             self._flush if flush else self.setup.compressor,
             lr,
             step,
+            loss_scale=self.update.loss_scale,
         )
         self._pending = (step, lr)
+        self.buffers_synced = self.setup.model.buffer_layout.empty
         info["lr"] = lr
         sent = self.staging.send(output.payload)
         call_s = time.perf_counter() - entered
@@ -252,6 +273,28 @@ class TrainingWorker:
         info = {"lr": lr, "stats": RankStats.of(self.rank, output, wait_s=wait_s)}
         return self.staging.send(output.payload), info
 
+    def collective_open(self, generation: int) -> tuple[str, int]:
+        """Host the rendezvous of collective generation ``generation`` (this rank is its
+        first member); returns its (address, port)."""
+        return self.collective.open(generation)
+
+    def run_steps(
+        self,
+        first: int,
+        last: int,
+        *updates: np.ndarray,
+        rendezvous: Rendezvous,
+        digest: bool = False,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Run steps ``first``..``last``-1, exchanging through the collective group
+        (``collective_steps.run_steps`` says what it returns)."""
+        return collective_steps.run_steps(self, first, last, updates, rendezvous, digest=digest)
+
+    def apply_updates(self, updates: Sequence[np.ndarray]) -> None:
+        """Apply the mean of one step's ``updates`` (every rank's, in rank order) now, as
+        the next step would. Mutates the replica."""
+        self._apply(tuple(updates), reduced=False)
+
     def finish(
         self,
         steps: int,
@@ -270,13 +313,17 @@ class TrainingWorker:
         return info
 
     def snapshot(self, step: int = 0) -> dict[str, Any]:
-        """This rank's state for the checkpoint of boundary ``step`` (CPU copies; the replica
-        is not changed)."""
+        """This rank's state for the checkpoint of boundary ``step`` (CPU copies, the
+        module's buffers included; the replica is not changed)."""
         self._fault("snapshot", step)
         state = self.state.state_dict()
         optimizer = self.update.state_dict()
         if optimizer is not None:
             state["optimizer"] = optimizer
+        scaler = self.update.scaler_state()
+        if scaler is not None:
+            state["loss_scaler"] = scaler
+        state["buffers"] = self.setup.model.buffer_state()
         return {
             "state": state,
             "averager": self.averager.state_dict() if self.averager is not None else None,
@@ -291,10 +338,30 @@ class TrainingWorker:
         return None if self.chain is None else self.chain.sample_tensor().numpy()
 
     def digest(self) -> int:
-        """CRC32 of the parameter bytes and (gradient mode) the optimizer's state: equal
-        digests mean bit-identical replicas."""
-        flat = self.setup.model.flat.detach().cpu().contiguous()
-        return self.update.digest(zlib.crc32(flat.numpy().tobytes()))
+        """CRC32 of the parameter bytes, (gradient mode) the optimizer's state and, once
+        averaged over the group (``sync_buffers``), the buffers: equal digests mean
+        bit-identical replicas."""
+        model = self.setup.model
+        value = zlib.crc32(model.flat.detach().cpu().contiguous().numpy().tobytes())
+        if self.buffers_synced and not model.buffer_layout.empty:
+            value = zlib.crc32(model.buffer_layout.pack(model.buffers).numpy().tobytes(), value)
+        return self.update.digest(value)
+
+    def buffers(self) -> np.ndarray:
+        """This replica's buffers packed into one float64 vector (``BufferLayout.pack``), the
+        first half of a buffer synchronisation round."""
+        model = self.setup.model
+        return model.buffer_layout.pack(model.buffers).numpy()
+
+    def sync_buffers(self, *vectors: np.ndarray) -> None:
+        """Replace this replica's buffers by the group's average of ``vectors`` (every live
+        member's ``buffers()``, in rank order); every member handed the same vectors ends
+        with the same bits. Mutates the module's buffers."""
+        model = self.setup.model
+        layout = model.buffer_layout
+        mean = layout.mean([torch.from_numpy(np.array(vector)) for vector in vectors])
+        layout.unpack_into(model.buffers, mean)
+        self.buffers_synced = True
 
     def parameters(self) -> np.ndarray:
         return self.setup.model.flat.detach().cpu().numpy().copy()

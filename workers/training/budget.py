@@ -57,9 +57,10 @@ def check_data_memory(shape: DataShape) -> None:
     need = data_bytes(shape)
     if need is None or shape.rows is None or shape.input_shape is None:
         return
+    stored = "" if shape.nnz is None else f", {shape.nnz} stored non-zeros"
     what = (
-        f"building the dataset ({shape.rows} rows of {math.prod(shape.input_shape)} features) "
-        f"needs about {format_bytes(need)}"
+        f"building the dataset ({shape.rows} rows of {math.prod(shape.input_shape)} "
+        f"features{stored}) needs about {format_bytes(need)}"
     )
     limit = configured_limit()
     if limit is not None and need > limit.size:

@@ -8,10 +8,13 @@ payload length (8 bytes, little-endian), the payload's SHA-256 (32 bytes), then 
 Writes go to ``.step-{step:010d}.ckpt.tmp-<uuid4 hex>`` in the same folder and are then moved
 onto the final name, so a final name never holds a half-written file written by this module.
 
-A sampling job's replicas hold the same chain (its samples grow with the run), and a
-gradient-mode job's replicas the same optimizer state: the file stores each once, in rank
-0's state, and later ranks whose ``chain`` / ``optimizer`` equals rank 0's carry the marker
-``"shared"`` there, which loading replaces with rank 0's again.
+A sampling job's replicas hold the same chain (its samples grow with the run), a
+gradient-mode job's replicas the same optimizer state, and every replica the same module
+buffers (batch-norm statistics, averaged over the group before each checkpoint, under
+``"buffers"`` in each rank's state): the file stores each once, in rank 0's state, and later
+ranks whose ``chain`` / ``optimizer`` / ``buffers`` equals rank 0's carry the marker
+``"shared"`` there, which loading replaces with rank 0's again. Files of format 3 and older
+hold no buffers; a job resumed from one starts from the model's initial buffers.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ import torch
 from sparsetrain.errors import CheckpointError
 
 MAGIC = b"SPTCKPT1"
-FORMAT_VERSION = 3  # 2: a shared chain is stored once; 3: a shared optimizer state too
-READABLE_VERSIONS = (1, 2, 3)
+# 2: a shared chain is stored once; 3: a shared optimizer state too; 4: module buffers too
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 _HEADER = len(MAGIC) + 8 + 32
 _FINAL = re.compile(r"^step-(\d{10,})\.ckpt$")
 _TMP = re.compile(r"^\.step-\d{10,}\.ckpt\.tmp-[0-9a-f]{32}$")
 SHARED = "shared"
-SHARED_KEYS = ("chain", "optimizer")
+SHARED_KEYS = ("chain", "optimizer", "buffers")
 
 
 @dataclass

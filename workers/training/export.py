@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Mapping
 
 import fsspec
 import torch
@@ -37,9 +38,15 @@ def _write_atomically(root: str, name: str, data: bytes) -> str:
     return f"{root.rstrip('/')}/{name}"
 
 
-def export_model(root: str, model: FlatModel, params: torch.Tensor) -> str:
-    """Write ``params`` as ``model``'s state dict, with ``model.description`` (see the
-    module docstring), to ``<root>/model.pt``; returns the path.
+def export_model(
+    root: str,
+    model: FlatModel,
+    params: torch.Tensor,
+    buffers: Mapping[str, torch.Tensor] | None = None,
+) -> str:
+    """Write ``params`` and ``buffers`` (default: ``model.buffers``; a synchronous run
+    passes the replicas' average) as ``model``'s state dict, with ``model.description``
+    (see the module docstring), to ``<root>/model.pt``; returns the path.
 
     The file appears complete or not at all (temporary name, then rename). ``model`` is not
     changed. Load it with ``load_model`` or ``torch.load(path, weights_only=True)``.
@@ -48,7 +55,8 @@ def export_model(root: str, model: FlatModel, params: torch.Tensor) -> str:
         name: params[s.offset : s.offset + s.numel].view(s.shape).clone()
         for name, s in zip(model.views(), model.slots, strict=True)
     }
-    state.update({name: b.detach().cpu().clone() for name, b in model.buffers.items()})
+    chosen = model.buffers if buffers is None else buffers
+    state.update({name: b.detach().cpu().clone() for name, b in chosen.items()})
     payload = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,

@@ -10,10 +10,12 @@ from sparsetrain.spec import JobSpec
 from sparsetrain.spec.budget import DataShape
 from sparsetrain.workers.compression import Compressor, build_compressor
 from sparsetrain.workers.data.datasets import Dataset, build_dataset
+from sparsetrain.workers.data.streamed import StreamedTable
 from sparsetrain.workers.models.flat import FlatModel
 from sparsetrain.workers.models.objective import Objective
 from sparsetrain.workers.models.registry import build_model
 from sparsetrain.workers.training.budget import check_worker_memory
+from sparsetrain.workers.training.precision import check_precision
 from sparsetrain.workers.training.schedules import Schedule, build_schedule
 
 
@@ -40,12 +42,17 @@ def prepare(
     """Build the job's parts; ``dataset`` may be passed in to skip loading it again.
 
     Raises ``SpecError`` / ``DataError`` naming the field or file at fault, ``SpecError``
-    too before allocating a dataset or a model that does not fit (``training.budget``).
+    too before allocating a dataset or a model that does not fit (``training.budget``) and
+    for a ``precision`` torch cannot autocast to on ``device``.
     """
+    check_precision(spec.precision, torch.device(device))
     if dataset is None:
         dataset = build_dataset(spec.data, spec.seed)
-    rows = dataset.n_train + dataset.n_test
-    check_worker_memory(spec, DataShape(rows, dataset.input_shape, dataset.num_classes))
+    if isinstance(dataset, StreamedTable):
+        dataset.check_world(spec.workers.max_count)
+    rows = dataset.resident_rows
+    shape = DataShape(rows, dataset.input_shape, dataset.num_classes, nnz=dataset.nnz)
+    check_worker_memory(spec, shape)
     model, objective = build_model(spec.model, dataset, spec.seed, device=device)
     compressor = build_compressor(spec.compression, model.numel, spec.seed, shapes=model.shapes)
     total_steps = spec.total_steps(dataset.n_train)

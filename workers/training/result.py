@@ -13,8 +13,8 @@ from sparsetrain.workers.training.elastic import Change
 
 @dataclass
 class TrainResult:
-    """Every step's metrics, every evaluation, the final parameters, each rank's memory and,
-    for a sampling job, its samples."""
+    """Every step's metrics, every evaluation, the final parameters and buffers, each rank's
+    memory and, for a sampling job, its samples."""
 
     steps: list[StepMetrics] = field(default_factory=list)
     evals: list[EvalMetrics] = field(default_factory=list)
@@ -23,6 +23,9 @@ class TrainResult:
     memories: list[torch.Tensor | None] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     """Membership changes, in order (Ray runs); ``simulate(spec, changes=...)`` replays them."""
+    buffers: dict[str, torch.Tensor] | None = None
+    """The final model's buffers (batch-norm statistics), averaged over the replicas; empty
+    for a model without buffers, None where the run did not report them."""
     samples: torch.Tensor | None = None
     """Sampling jobs: the kept posterior samples, (count, d), oldest first."""
     events: list[dict[str, Any]] = field(default_factory=list)

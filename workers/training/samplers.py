@@ -70,12 +70,12 @@ def full_gradient(
 ) -> torch.Tensor:
     """∇f(at) over every training row (the l2 term included), in fixed chunks, so every
     replica computes the same bits. Mutates nothing."""
-    n = dataset.n_train
+    n, batch_size = dataset.n_train, dataset.chunk_rows(batch_size)
     total = torch.zeros_like(at)
     flat = at.detach().requires_grad_(True)
     for start in range(0, n, batch_size):
-        inputs = dataset.x_train[start : start + batch_size].to(at.device)
-        targets = dataset.y_train[start : start + batch_size].to(at.device)
+        inputs, targets = dataset.rows(start, start + batch_size)
+        inputs, targets = inputs.to(at.device), targets.to(at.device)
         loss = objective.data_loss(model.forward(inputs, flat), targets) * (inputs.shape[0] / n)
         (grad,) = torch.autograd.grad(loss, flat)
         total.add_(grad)

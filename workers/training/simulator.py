@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,6 +18,8 @@ from sparsetrain.metrics import EvalMetrics, StepMetrics
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression import build_compressor
 from sparsetrain.workers.data.datasets import Dataset
+from sparsetrain.workers.models.buffers import RankBuffers, refuse_async_buffers
+from sparsetrain.workers.training.aggregation import Aggregator
 from sparsetrain.workers.training.apply import ReplicaUpdate
 from sparsetrain.workers.training.elastic import (
     Change,
@@ -60,6 +63,10 @@ def simulate(
     A sampling job (``objective: sample``) adds the step's Langevin noise after each mean,
     once, as every Ray replica does, and returns its samples in ``TrainResult.samples``.
 
+    Each logical worker trains on its own buffers (batch-norm statistics), as each Ray
+    replica does; they are replaced by their mean over the workers where the Ray run does
+    it (``buffer_sync_due``): before an evaluation, a checkpoint, a join and the end.
+
     Deterministic: the same spec (and seed) gives the same trajectory. Raises
     ``TrainingError`` on a non-finite gradient, ``SpecError``/``DataError`` on bad input.
     """
@@ -76,9 +83,11 @@ def simulate(
 
     world = setup.world
     workers = [new_worker(rank, world, 0) for rank in range(world)]
+    buffers = RankBuffers(model, world)
     flush = flush_compressor(model.numel)
     averager = build_averager(setup.spec, setup.model.flat)
     update = ReplicaUpdate(spec, model.numel, model.device)
+    aggregator = Aggregator(spec, update, setup.compressor)
     result = TrainResult()
 
     def record_eval(step: int) -> None:
@@ -95,6 +104,9 @@ def simulate(
     sent = 0  # bytes sent so far
     for step in range(setup.total_steps):
         joins, leaves, lost = changes_at(changes, step)
+        if joins:  # joiners copy the replica's buffers, averaged first
+            buffers.sync()
+            buffers.join(joins)
         if joins or removed:
             epoch += 1
             size = len(workers) + joins
@@ -110,10 +122,12 @@ def simulate(
         lr = (chain.lr(step, scheduled) if chain else scheduled) * lr_scale(spec, len(workers))
         if averager is not None:
             averager.update(model.flat, step)
-        outputs = [
-            (
-                rank,
-                compute_update(
+        outputs = []
+        for rank, worker in enumerate(workers):
+            if rank in lost:
+                continue
+            with buffers.computing(rank):
+                output = compute_update(
                     model,
                     setup.objective,
                     worker,
@@ -121,20 +135,25 @@ def simulate(
                     flush if rank in leaving else worker.compressor or setup.compressor,
                     lr,
                     step,
-                ),
-            )
-            for rank, worker in enumerate(workers)
-            if rank not in lost
-        ]
+                    loss_scale=update.loss_scale,
+                )
+            outputs.append((rank, output))
         started = time.perf_counter()
-        update.apply(model.flat, [out.payload for _, out in outputs], lr)
+        # The step's aggregation path (``exchange.aggregation``) and each rank's bytes on it.
+        applied = aggregator.apply(model.flat, [(workers[r], o) for r, o in outputs], lr, step)
+        skipped = applied.skipped
+        for rank, _ in outputs:
+            workers[rank].settle(skipped)
         if chain is not None:
             chain.after_apply(step, lr)
         finished = time.perf_counter()
         metrics = step_metrics(
             step,
             lr,
-            [RankStats.of(rank, out, exchange_s=finished - started) for rank, out in outputs],
+            [
+                replace(RankStats.of(rank, out, exchange_s=finished - started), nbytes=nbytes)
+                for (rank, out), nbytes in zip(outputs, applied.sent, strict=True)
+            ],
             model.numel,
             step_s=finished - step_started,
         )
@@ -144,15 +163,29 @@ def simulate(
         if on_step is not None:
             on_step(metrics)
         removed = bool(leaving or lost)
-        workers = [w for rank, w in enumerate(workers) if rank not in leaving and rank not in lost]
+        staying = [rank for rank in range(len(workers)) if rank not in leaving and rank not in lost]
+        workers = [workers[rank] for rank in staying]
+        buffers.keep(staying)
         done = step + 1
+        if buffer_sync_due(spec, done, setup.total_steps):
+            buffers.sync()
         if (every and done % every == 0) or done == setup.total_steps:
             record_eval(done)
     result.params = model.flat.detach().cpu().clone()
+    result.buffers = model.buffer_state()
     result.averaged = averager.value.detach().cpu().clone() if averager else None
     result.memories = [w.memory.residual() for w in workers]
     result.samples = chain.sample_tensor() if chain is not None else None
     return result
+
+
+def buffer_sync_due(spec: JobSpec, done: int, total: int) -> bool:
+    """Whether a synchronous run averages its replicas' buffers after ``done`` of ``total``
+    steps: before an evaluation (``eval.every``, the end) or a checkpoint
+    (``checkpoint.every``). A join averages them too (before its joiners copy them)."""
+    every, checkpoint_every = spec.eval.every, spec.checkpoint.every
+    evaluates = bool(every and done % every == 0) or done == total
+    return evaluates or bool(checkpoint_every and done % checkpoint_every == 0)
 
 
 def simulate_async(
@@ -171,10 +204,12 @@ def simulate_async(
     min(max_staleness, W - 1) versions stale. Idle ranks are relaunched first in, first
     out. A sampling job adds one noise draw per applied update and keeps samples at round
     boundaries. Records one ``StepMetrics`` per round of W updates, and evaluations at 0,
-    every ``eval.every`` rounds and the end. Deterministic given the spec.
+    every ``eval.every`` rounds and the end. Deterministic given the spec. Raises
+    ``SpecError`` for a model with buffers (batch norm), which async training refuses.
     """
     setup = prepare(spec, device=device, dataset=dataset)
     model = setup.model
+    refuse_async_buffers(model.buffer_layout)
     world, tau = spec.workers.count, spec.exchange.max_staleness
     chain = build_chain(spec, model, setup.objective, setup.dataset)
     workers = [_logical_worker(setup, rank, world, 0, chain) for rank in range(world)]

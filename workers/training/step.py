@@ -7,7 +7,6 @@ payloads, applied identically by every replica.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from typing import Any
 import torch
 
 from sparsetrain.errors import TrainingError
-from sparsetrain.metrics import StepMetrics
 from sparsetrain.spec import SGDSpec
 from sparsetrain.workers.compression import (
     Compressor,
@@ -24,13 +22,20 @@ from sparsetrain.workers.compression import (
     SparseUpdate,
     StatefulCompressor,
 )
-from sparsetrain.workers.data.datasets import Dataset, ShardSampler, shard_indices
+from sparsetrain.workers.compression.skipped import SkippedUpdate
+from sparsetrain.workers.data.datasets import Dataset, Sampler
 from sparsetrain.workers.models.flat import FlatModel
 from sparsetrain.workers.models.objective import Objective
+from sparsetrain.workers.training.accumulate import accumulated_loss_and_grad
 from sparsetrain.workers.training.elastic import flush_compressor, salted_seed
 from sparsetrain.workers.training.memory import Memory, build_memory
 from sparsetrain.workers.training.optimizers import clip_by_norm_
+from sparsetrain.workers.training.precision import autocast_dtype
+from sparsetrain.workers.training.rollback import Rollback
 from sparsetrain.workers.training.samplers import Chain
+from sparsetrain.workers.training.stats import RankStats as RankStats
+from sparsetrain.workers.training.stats import round_metrics as round_metrics
+from sparsetrain.workers.training.stats import step_metrics as step_metrics
 
 
 def worker_seed(seed: int, rank: int) -> int:
@@ -52,6 +57,8 @@ class StepOutput:
     compute_s: float
     compress_s: float
     memory_norm: float | None = None
+    skipped: bool = False
+    loss_scale: float | None = None
 
 
 class Ledger:
@@ -101,7 +108,7 @@ class WorkerState:
         self.rank = rank
         self.world = world
         self.epoch = epoch
-        self._n_train = dataset.n_train
+        self._dataset = dataset
         self._batch_size = spec.batch_size
         self.seed = spec.seed
         device = torch.device(device)
@@ -126,11 +133,24 @@ class WorkerState:
         self.compressor = compressor
         self.chain = chain
         self.ledger: Ledger | None = None
+        self.accumulation_steps = spec.accumulation_steps
+        self.autocast = autocast_dtype(spec.precision)
+        # fp16: a non-finite gradient skips the step instead of failing the job, and what
+        # this rank's compress half changed is kept until the step is known to count.
+        self.loss_scaling = spec.precision == "fp16"
+        self.rollback: Rollback | None = None
 
-    def _sampler(self, world: int, rank: int, epoch: int) -> ShardSampler:
+    def settle(self, skipped: bool) -> None:
+        """Close the last computed step once its payloads are known: when some rank
+        ``skipped`` it, undo this rank's memory, momentum, compressor and ledger changes of
+        that step (see ``rollback``). Mutates only those, and only then."""
+        rollback, self.rollback = self.rollback, None
+        if skipped and rollback is not None:
+            rollback.restore()
+
+    def _sampler(self, world: int, rank: int, epoch: int) -> Sampler:
         seed = salted_seed(self.seed, epoch)
-        shard = shard_indices(self._n_train, world, rank, seed)
-        return ShardSampler(shard, self._batch_size, seed, rank)
+        return self._dataset.sampler(world, rank, seed, self._batch_size)
 
     def regroup(self, world: int, rank: int, epoch: int) -> None:
         """Become rank ``rank`` of ``world`` in membership epoch ``epoch``: a new shard and a
@@ -180,31 +200,60 @@ def compute_update(
     compressor: Compressor,
     lr: float,
     step: int,
+    *,
+    loss_scale: float | None = None,
 ) -> StepOutput:
     """Run rank ``state.rank``'s part of step ``step`` and return its payload.
 
     With a sampling ``state.chain`` the gradient is the chain's (N·∇f̃, or SGLD-FP's control
-    variate) and ``lr`` the step size. Mutates ``state`` (sampler position, generator,
-    memory, momentum); reads the model's parameters without changing them. Raises
-    ``TrainingError`` naming the step and rank when the loss or gradient is not finite.
+    variate) and ``lr`` the step size. The minibatch is processed in
+    ``state.accumulation_steps`` micro-batches (their mean gradient; one compression), under
+    ``state.autocast``; ``loss_scale`` scales the backward pass (fp16: the replica's
+    ``LossScaler.scale``). Mutates ``state`` (sampler position, generator, memory, momentum;
+    under fp16 it keeps a ``Rollback`` until ``settle``); reads the model's parameters
+    without changing them. When the loss or gradient is not finite: under fp16 returns a
+    ``SkippedUpdate`` and changes no memory or momentum; otherwise raises ``TrainingError``
+    naming the step and rank.
     """
     device = model.device
     start = time.perf_counter()
     rows = state.sampler.next_batch()
-    inputs = dataset.x_train[rows].to(device, non_blocking=True)
-    targets = dataset.y_train[rows].to(device, non_blocking=True)
+
+    def draw(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = dataset.batch(part)
+        return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         # Dropout and other random layers draw from the global generator: seed it per
         # (rank, membership epoch, step) so every run of the same spec draws the same masks.
         torch.manual_seed(worker_seed(salted_seed(state.seed, state.epoch), state.rank) + step)
-        loss, grad = model.loss_and_grad(inputs, targets, objective.data_loss)
+        if state.accumulation_steps == 1:
+            inputs, targets = draw(rows)
+            loss, grad = model.loss_and_grad(
+                inputs, targets, objective.data_loss, autocast=state.autocast, loss_scale=loss_scale
+            )
+        else:  # the spec refuses samplers here: they need the whole minibatch at once
+            loss, grad = accumulated_loss_and_grad(
+                model,
+                objective.data_loss,
+                draw,
+                rows,
+                state.accumulation_steps,
+                autocast=state.autocast,
+                loss_scale=loss_scale,
+            )
     if objective.l2:
         grad.add_(model.flat, alpha=objective.l2)
         loss = loss + objective.regularizer(model.flat)
     if state.chain is not None:
         grad = state.chain.gradient(step, grad, inputs, targets)
     if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
-        raise TrainingError("non-finite loss or gradient", step=step, rank=state.rank)
+        if not state.loss_scaling:
+            raise TrainingError("non-finite loss or gradient", step=step, rank=state.rank)
+        return _skipped(model, state, float(loss), time.perf_counter() - start, loss_scale)
+    if state.loss_scaling:
+        sums = None if state.ledger is None else (state.ledger.gradient, state.ledger.sent)
+        state.rollback = Rollback(state.memory, state.velocity, compressor, sums)
     if state.weight_decay:
         grad.add_(model.flat, alpha=state.weight_decay)
     if state.clip_norm is not None:
@@ -230,6 +279,25 @@ def compute_update(
         compute_s=computed - start,
         compress_s=compressed - computed,
         memory_norm=None if residual is None else float(torch.linalg.vector_norm(residual)),
+        loss_scale=loss_scale,
+    )
+
+
+def _skipped(
+    model: FlatModel, state: WorkerState, loss: float, compute_s: float, loss_scale: float | None
+) -> StepOutput:
+    """The output of a rank whose scaled gradient overflowed: a skip flag for every replica,
+    nothing compressed, memory and momentum untouched (so nothing to roll back)."""
+    state.rollback = None
+    residual = state.memory.residual()
+    return StepOutput(
+        payload=SkippedUpdate(model.numel),
+        loss=loss,
+        compute_s=compute_s,
+        compress_s=0.0,
+        memory_norm=None if residual is None else float(torch.linalg.vector_norm(residual)),
+        skipped=True,
+        loss_scale=loss_scale,
     )
 
 
@@ -287,116 +355,3 @@ class MeanApplier:
 def apply_update(flat: torch.Tensor, update: torch.Tensor) -> None:
     """x ← x - update (mutates ``flat`` in place)."""
     flat.sub_(update)
-
-
-@dataclass(frozen=True)
-class RankStats:
-    """The small, per-rank facts of one step that the metrics are made of.
-
-    ``exchange_s``: applying the received updates; ``wait_s``: waiting, inside the call, for
-    its inputs to arrive (async parameters); ``call_s``: the whole call, as the rank timed
-    it (Ray sync steps; None elsewhere)."""
-
-    rank: int
-    loss: float
-    nbytes: int
-    nnz: int
-    compute_s: float
-    compress_s: float
-    exchange_s: float = 0.0
-    memory_norm: float | None = None
-    wait_s: float = 0.0
-    call_s: float | None = None
-
-    @property
-    def busy_s(self) -> float:
-        """The four timed phases of this rank's step, together."""
-        return self.compute_s + self.compress_s + self.wait_s + self.exchange_s
-
-    @classmethod
-    def of(
-        cls,
-        rank: int,
-        output: StepOutput,
-        exchange_s: float = 0.0,
-        wait_s: float = 0.0,
-        call_s: float | None = None,
-    ) -> RankStats:
-        return cls(
-            rank=rank,
-            loss=output.loss,
-            nbytes=output.payload.nbytes,
-            nnz=output.payload.nnz,
-            compute_s=output.compute_s,
-            compress_s=output.compress_s,
-            exchange_s=exchange_s,
-            memory_norm=output.memory_norm,
-            wait_s=wait_s,
-            call_s=call_s,
-        )
-
-
-def round_metrics(
-    step: int,
-    lr: float,
-    applied: Sequence[tuple[RankStats, int]],
-    world: int,
-    numel: int,
-    step_s: float | None = None,
-) -> StepMetrics:
-    """Asynchronous mode: the metrics of round ``step`` from its W applied updates, each
-    given as (its rank's stats, its staleness), in the order they were applied; ``step_s``
-    is the round's wall time."""
-    stats = [item for item, _ in applied]
-    sizes = [0] * world
-    for item in stats:
-        sizes[item.rank] += item.nbytes
-    record = step_metrics(step, lr, stats, numel, step_s=step_s)
-    return record.model_copy(
-        update={
-            "bytes_per_worker": sizes,
-            "staleness": [staleness for _, staleness in applied],
-            "memory_norm": None,  # a rank may appear twice in a round
-        }
-    )
-
-
-def step_metrics(
-    step: int, lr: float, ranks: Sequence[RankStats], numel: int, step_s: float | None = None
-) -> StepMetrics:
-    """Combine every rank's stats (in rank order) into the step's metrics record.
-
-    The timed phases are the slowest rank's (longest call, else longest phases), and they
-    add up to ``step_s``, the step's wall time, when it is known: what the rank's call spent
-    beyond its phases is ``other_s``; the rest of the step, outside its call (its inputs and
-    the call in transit, its result on the way back), is its wait. Without ``call_s`` (the
-    simulator; async rounds) that rest is ``other_s``. ``bytes_total`` is left for the
-    caller, who knows the run's running total."""
-    sizes = [r.nbytes for r in ranks]
-    norms = [r.memory_norm for r in ranks if r.memory_norm is not None]
-    slowest = max(ranks, key=lambda r: r.busy_s if r.call_s is None else r.call_s)
-    wait_s, other_s = slowest.wait_s, 0.0
-    if slowest.call_s is not None:
-        other_s = max(0.0, slowest.call_s - slowest.busy_s)
-    if step_s is not None:
-        inside = slowest.busy_s + other_s
-        if slowest.call_s is not None:
-            wait_s += max(0.0, step_s - inside)
-        else:
-            other_s = max(0.0, step_s - inside)
-    return StepMetrics(
-        step=step,
-        loss=sum(r.loss for r in ranks) / len(ranks),
-        lr=lr,
-        bytes_sent=sum(sizes),
-        bytes_per_worker=sizes,
-        density=sum(r.nnz for r in ranks) / (len(ranks) * numel),
-        compute_s=slowest.compute_s,
-        compress_s=slowest.compress_s,
-        exchange_s=slowest.exchange_s,
-        wait_s=wait_s,
-        step_s=step_s,
-        other_s=other_s,
-        workers=len(ranks),
-        memory_norm=math.sqrt(sum(n * n for n in norms)) if norms else None,
-    )

@@ -1,0 +1,167 @@
+"""A gloo process group among a job's worker actors: the ``collective`` transport's wire.
+
+The members of one *generation* (the live workers between two membership changes, in rank
+order) form a ``torch.distributed`` gloo group: the first member hosts the rendezvous (a
+``TCPStore`` on a free port of its node, ``CollectivePeer.open``), the supervisor hands
+every member (host, port, generation, world, rank), and each one connects to all the others
+(``join``). The group is private to the actors (no process-global default group), so a new
+generation replaces it without touching anything else. The gloo device binds to the
+address of the worker's own Ray node, so the group runs over the interface that carries that
+address (what ``GLOO_SOCKET_IFNAME`` would name), inside a network namespace too.
+
+Every transfer is bounded by ``COLLECTIVE_TIMEOUT_S``. A peer whose process dies closes its
+sockets and every survivor's transfer fails at once (a peer that hangs or is cut off: after
+the timeout); a failure raises ``CollectiveError``, after which the group is closed and the
+supervisor forms a new generation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from torch.distributed import PrefixStore, ProcessGroupGloo, TCPStore
+
+COLLECTIVE_TIMEOUT_S = 120.0
+"""Longest wait for a peer, forming a group or in one transfer; a live peer may be at most
+this much slower in one step (evaluations run outside the collective's steps)."""
+
+
+_SOURCE_LOCATION = re.compile(r"^\[[^\]]*:\d+\]\s*")
+
+
+class CollectiveError(RuntimeError):
+    """A collective transfer or the forming of a group failed (a peer died, hung or is cut
+    off); the group is unusable."""
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where member ``rank`` of ``world`` meets the others of ``generation``."""
+
+    host: str
+    port: int
+    generation: int
+    world: int
+    rank: int
+
+
+def node_address() -> str:
+    """The IP address of the Ray node this process runs on."""
+    return str(ray.util.get_node_ip_address())
+
+
+class CollectivePeer:
+    """One worker's side of the collective: the rendezvous it hosts as a generation's first
+    member, and its current group. Not thread-safe (an actor runs one call at a time)."""
+
+    def __init__(self, timeout_s: float = COLLECTIVE_TIMEOUT_S, address: str | None = None) -> None:
+        """``address``: the IP address this peer binds to (default: its Ray node's)."""
+        self.timeout = datetime.timedelta(seconds=timeout_s)
+        self.address = address
+        self.generation: int | None = None
+        self.world = 0
+        self._store: TCPStore | None = None  # the rendezvous this peer hosts, of ``_hosted``
+        self._hosted: int | None = None
+        self._capacity = 0  # the longest payload this group has carried
+        self._group: Any = None  # a ProcessGroupGloo (its methods are untyped in torch's stubs)
+
+    def open(self, generation: int) -> tuple[str, int]:
+        """Host the rendezvous of ``generation`` on a free port of this node; returns
+        (address, port). Replaces a rendezvous this peer hosted before."""
+        host = self.address or node_address()
+        self._store = TCPStore(
+            host, 0, is_master=True, wait_for_workers=False, timeout=self.timeout
+        )
+        self._hosted = generation
+        return host, int(self._store.port)
+
+    def join(self, rendezvous: Rendezvous) -> None:
+        """Be member ``rendezvous.rank`` of its generation's group (nothing to do when this
+        peer already is). Blocks until every member has connected; raises
+        ``CollectiveError`` when one does not within the timeout."""
+        if self.generation == rendezvous.generation and self._group is not None:
+            return
+        self.close()
+        try:
+            if self._store is not None and self._hosted == rendezvous.generation:
+                store = self._store
+            else:
+                store = TCPStore(
+                    rendezvous.host, rendezvous.port, is_master=False, timeout=self.timeout
+                )
+            gloo: Any = ProcessGroupGloo  # its options are untyped in torch's stubs
+            options = gloo._Options()
+            options._timeout = self.timeout
+            options._devices = [
+                ProcessGroupGloo.create_device(hostname=self.address or node_address())
+            ]
+            prefixed = PrefixStore(f"generation-{rendezvous.generation}/", store)
+            self._group = ProcessGroupGloo(prefixed, rendezvous.rank, rendezvous.world, options)
+        except RuntimeError as error:
+            self.close()
+            raise CollectiveError(f"forming the group failed: {_first_line(error)}") from None
+        self.generation, self.world = rendezvous.generation, rendezvous.world
+        self._capacity = 0
+
+    def all_gather(
+        self, payload: np.ndarray, header: np.ndarray
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Every member's ``header`` (a float64 vector, the same length on every member) and
+        ``payload`` (uint8 bytes, any length; ``header[0]`` must be that length), in rank
+        order: (world x len(header) array, payloads).
+
+        One transfer per call while no payload is longer than the longest one so far (the
+        headers travel with the payloads, padded to that length: top-k and dense payloads
+        have one length); a longer one costs a second transfer of every payload. Raises
+        ``CollectiveError`` (and closes the group) when a transfer fails."""
+        group = self._group
+        if group is None:
+            raise CollectiveError("no group: join a generation first")
+        head = np.ascontiguousarray(header, dtype=np.float64).view(np.uint8)
+        width = len(head)
+        try:
+            received = self._gather(group, [head, payload[: self._capacity]], self._capacity)
+            headers = np.stack([r[:width].view(np.float64) for r in received])
+            lengths = [int(h[0]) for h in headers]
+            if max(lengths) > self._capacity:
+                self._capacity = max(lengths)
+                received = self._gather(group, [head, payload], self._capacity)
+        except RuntimeError as error:
+            self.close()
+            raise CollectiveError(f"a transfer failed: {_first_line(error)}") from None
+        return headers, [r[width : width + n] for r, n in zip(received, lengths, strict=True)]
+
+    def _gather(self, group: Any, parts: list[np.ndarray], capacity: int) -> list[np.ndarray]:
+        """All-gather the concatenation of ``parts``, with the last padded to ``capacity``
+        bytes; every member's buffer, in rank order."""
+        size = sum(len(part) for part in parts[:-1]) + capacity
+        mine = torch.zeros(size, dtype=torch.uint8)
+        flat = mine.numpy()
+        at = 0
+        for part in parts:
+            flat[at : at + len(part)] = part
+            at += len(part)
+        received = [torch.empty(size, dtype=torch.uint8) for _ in range(self.world)]
+        group.allgather([received], [mine]).wait()
+        return [r.numpy() for r in received]
+
+    def close(self) -> None:
+        """Leave the current group; its peers' transfers fail at once. Idempotent."""
+        group, self._group = self._group, None
+        self.generation = None
+        if group is not None:
+            group.abort()
+
+
+def _first_line(error: BaseException) -> str:
+    """The first sentence of gloo's message, without the source location it starts with
+    (the rest is advice about logs and timeouts)."""
+    lines = str(error).strip().splitlines()
+    text = _SOURCE_LOCATION.sub("", lines[0]) if lines else ""
+    return text.split(". ")[0][:300] or type(error).__name__

@@ -1,0 +1,112 @@
+"""The worker's half of the ``collective`` transport: many synchronous steps in one call.
+
+``run_steps`` runs steps first..last-1 of one generation on its own: each step is the
+worker's ordinary ``step`` (apply the previous step's W updates, compute, compress), then
+one all-gather among the members (``CollectivePeer``) of every rank's encoded update and a
+small header of its ``RankStats`` (the header gives the payload lengths, and every member
+then holds every rank's stats, so a step's metrics survive a member lost later in the
+chunk). The last step's updates are applied before the call returns, so a chunk leaves the
+replica exactly where the first step of the next one (or a boundary) expects it. The same
+``step`` and the same rank-ordered mean as the object-store path keep the replicas
+bit-identical to it and to the simulator.
+
+When a transfer fails (a peer died) the call returns at once with its own update of the
+step it could not exchange, unapplied by anyone: the supervisor then finishes that step
+through the object store with the survivors, as the ``allgather`` transport would have.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sparsetrain.workers.runtime.collective import CollectiveError, Rendezvous
+from sparsetrain.workers.training.step import RankStats
+
+if TYPE_CHECKING:
+    from sparsetrain.workers.runtime.worker import TrainingWorker
+
+_NOTHING = np.zeros(0, dtype=np.uint8)
+
+
+_FIELDS = fields(RankStats)
+
+
+def pack_header(length: int, stats: RankStats) -> np.ndarray:
+    """``length`` and ``stats`` as one float64 vector (None as NaN); ``unpack_header``
+    reverses it exactly (every field is an int below 2**53, a bool or a float)."""
+    values = (getattr(stats, field.name) for field in _FIELDS)
+    return np.array([length, *(math.nan if v is None else float(v) for v in values)])
+
+
+def unpack_header(row: np.ndarray) -> RankStats:
+    """The ``RankStats`` packed into ``row`` by ``pack_header``."""
+    values: dict[str, Any] = {}
+    for field, value in zip(_FIELDS, (float(v) for v in row[1:]), strict=True):
+        kind = str(field.type)
+        if math.isnan(value) and "None" in kind:
+            values[field.name] = None
+        elif kind.startswith("int"):
+            values[field.name] = int(value)
+        elif kind.startswith("bool"):
+            values[field.name] = bool(value)
+        else:
+            values[field.name] = value
+    return RankStats(**values)
+
+
+def run_steps(
+    worker: TrainingWorker,
+    first: int,
+    last: int,
+    updates: Sequence[np.ndarray],
+    rendezvous: Rendezvous,
+    *,
+    digest: bool = False,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run steps ``first``..``last``-1 on ``worker``, exchanging through the generation
+    ``rendezvous`` names (joined first, when the worker is not in it yet); ``updates`` are
+    the step before ``first``'s, if not applied yet.
+
+    Returns (bytes, report). The report has ``steps``: one entry per exchanged step with
+    its ``lr``, every rank's stats (``stats``: a W x H float64 table of ``pack_header``
+    rows) and, with ``digest``, this replica's digest at the step's start; ``formed``:
+    False when the group could not be formed (then nothing ran); ``broken``: None, or the
+    step whose transfer failed with this rank's ``info`` of it and the ``cause``. The bytes
+    are this rank's unexchanged update of the broken step (else empty).
+
+    A step's stats time it as the object-store path does: ``wait_s`` is the transfer of the
+    step before (the time this rank waited for the slowest peer and the bytes), ``call_s``
+    that wait and the step's own work. Mutates the replica and the rank's state.
+    """
+    peer = worker.collective
+    report: dict[str, Any] = {"steps": [], "formed": True, "broken": None}
+    try:
+        peer.join(rendezvous)
+    except CollectiveError as error:
+        report.update(formed=False, cause=str(error))
+        return _NOTHING, report
+    wait_s = 0.0
+    for step in range(first, last):
+        entered = time.perf_counter()
+        sent, info = worker.step(step, *updates, digest=digest)
+        stats = replace(info["stats"], wait_s=wait_s, call_s=wait_s + time.perf_counter() - entered)
+        info["stats"] = stats
+        started = time.perf_counter()
+        try:
+            table, updates = peer.all_gather(sent, pack_header(len(sent), stats))
+        except CollectiveError as error:
+            report["broken"] = {"step": step, "info": info, "cause": str(error)}
+            return np.array(sent, copy=True), report
+        wait_s = time.perf_counter() - started
+        entry = {"lr": info["lr"], "stats": table}
+        if digest:
+            entry["digest"] = info["digest"]
+        report["steps"].append(entry)
+    worker.apply_updates(updates)
+    return _NOTHING, report

@@ -1,0 +1,341 @@
+"""The aggregation paths of a synchronous step: how W payloads become the one update every
+replica applies (``exchange.aggregation``; the paths are described in
+``sparsetrain.spec.aggregation``).
+
+- ``allgather``: the exact mean of the payloads (``ReplicaUpdate.apply``).
+- ``allreduce``: ``ring_allreduce_mean`` of the payloads' values (dense, or shared-seed
+  random-k's k values on their common support); for PowerSGD, ``SharedPowerSGD``: the
+  paper's power iteration with P and Q all-reduced in turn.
+- ``gtopk``: ``gtopk`` below.
+
+The error-feedback books. Every path keeps, for every rank, Σ sent + memory == Σ lr·g (up to
+float rounding), where a rank's "sent" is its share of what the replicas applied:
+
+- gTop-k: rank w's contribution at coordinate j (its payload's value there) reaches the
+  final sum only if j survives every re-selection on w's way up the recursion; the first
+  level that drops j drops the whole of w's contribution there (the group's value at j is
+  the sum of its live contributions, so dropping j drops exactly those). A dropped
+  contribution goes back, whole, to rank w's memory and leaves rank w's ``Ledger.sent``.
+  So Σ_w (kept contributions) is exactly the global top-k vector the replicas apply (times
+  W), and nothing is lost.
+- PowerSGD all-reduce: rank w's memory becomes acc_w - U, where acc_w = m_w + lr·g_w is
+  its accumulator and U the shared rank-r update every replica applies; its sent share is U.
+- Dense and random-k all-reduce: the payloads are summed as they are; nothing changes.
+
+In the simulator the ranks' steps run unchanged (each compresses its own accumulator, as
+for ``allgather``); a path that needs more (PowerSGD's shared factors) rebuilds each
+accumulator as memory + payload, exact up to rounding, and recomputes from it. A step whose
+payloads do not fit the path (a dense warm-up step, a leaving rank's dense flush) falls back
+to the exact mean, the ``allgather`` semantics. Summation follows rank order where a real
+collective's order differs only by rounding; ``ring_allreduce_mean`` models the ring's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from sparsetrain.spec import JobSpec
+from sparsetrain.spec.aggregation import AggregationPath, resolve_aggregation
+from sparsetrain.workers.compression import Compressor, DenseUpdate, Payload, SparseUpdate
+from sparsetrain.workers.compression.lowrank import LowRankUpdate
+from sparsetrain.workers.compression.powersgd import PowerSGD
+from sparsetrain.workers.training.apply import ReplicaUpdate
+from sparsetrain.workers.training.step import StepOutput, WorkerState
+from sparsetrain.workers.training.traffic import (
+    allgather_traffic,
+    allreduce_traffic,
+)
+
+
+def ring_allreduce_mean(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The mean of W equal-length vectors in a ring all-reduce's summation order.
+
+    The vectors are cut into W chunks (``torch.tensor_split``); chunk c is summed in fp32
+    starting at rank c and going round the ring (c, c + 1, ..., c - 1 mod W), then divided
+    by W. Equal to the rank-order mean up to float rounding. Returns a new fp32 vector;
+    reads its inputs only.
+    """
+    world = len(vectors)
+    if world == 0:
+        raise ValueError("nothing to all-reduce")
+    total = torch.empty_like(vectors[0], dtype=torch.float32)
+    chunks = [torch.tensor_split(v, world) for v in vectors]
+    offset = 0
+    for c in range(world):
+        length = chunks[0][c].numel()
+        acc = chunks[c][c].to(torch.float32, copy=True)
+        for hop in range(1, world):
+            acc.add_(chunks[(c + hop) % world][c])
+        total[offset : offset + length] = acc
+        offset += length
+    return total.div_(world)
+
+
+def allreduce_mean(payloads: Sequence[Payload]) -> DenseUpdate | SparseUpdate | None:
+    """The ring all-reduce mean of payloads that share one support: all dense, or all
+    sparse on the same coordinates (shared-seed random-k). None when they do not."""
+    if all(isinstance(p, DenseUpdate) for p in payloads):
+        dense = [p.values for p in payloads if isinstance(p, DenseUpdate)]
+        return DenseUpdate(ring_allreduce_mean(dense))
+    sparse = [p for p in payloads if isinstance(p, SparseUpdate)]
+    if len(sparse) != len(payloads):
+        return None
+    first = sparse[0]
+    if any(not torch.equal(p.indices, first.indices) for p in sparse[1:]):
+        return None
+    mean = ring_allreduce_mean([p.values for p in sparse])
+    return SparseUpdate(first.indices, mean, first.numel, first.seed)
+
+
+@dataclass(frozen=True)
+class GTopK:
+    """The outcome of one gTop-k aggregation.
+
+    ``total``: Σ of the contributions that survived, the global top-k (what the replicas
+    apply, divided by W). ``kept[w]``: which entries of rank w's payload reached it (the
+    others are what re-selection dropped). ``sent``/``received``: (messages, entries, wire
+    bytes) each rank sent and received; a message is encoded as the payloads are (their
+    value dtype and index coding).
+    """
+
+    total: SparseUpdate
+    kept: list[torch.Tensor]
+    sent: list[tuple[int, int, int]]
+    received: list[tuple[int, int, int]]
+
+
+def gtopk(payloads: Sequence[SparseUpdate], k: int) -> GTopK:
+    """gTop-k (Shi et al. 2019) over the ranks' k-sparse payloads, by recursive doubling.
+
+    With P the largest power of two ≤ W, rank P + i first sends its vector to rank i; then
+    for each bit b < P, ranks i and i XOR b exchange their vectors; after each receive both
+    partners hold the sum of the two and keep its k entries of largest magnitude; finally
+    rank i sends the result to rank P + i. Every message carries the sender's current
+    vector (at most k entries). Reads the payloads only.
+    """
+    world = len(payloads)
+    if world == 0:
+        raise ValueError("nothing to aggregate")
+    indices = [p.indices.long() for p in payloads]
+    values = [p.values.to(torch.float32) for p in payloads]
+    kept = [torch.ones(p.nnz, dtype=torch.bool, device=p.values.device) for p in payloads]
+    sent = [[0, 0, 0] for _ in range(world)]
+    received = [[0, 0, 0] for _ in range(world)]
+    template = payloads[0]
+
+    def merged(members: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        coordinates = torch.cat([indices[m][kept[m]] for m in members])
+        contributions = torch.cat([values[m][kept[m]] for m in members])
+        union, where = torch.unique(coordinates, return_inverse=True)
+        sums = torch.zeros(union.numel(), dtype=torch.float32, device=union.device)
+        return union, sums.index_add_(0, where, contributions)
+
+    def select(members: list[int]) -> None:
+        union, sums = merged(members)
+        if union.numel() > k:
+            chosen = union[torch.topk(sums.abs(), k, sorted=False).indices]
+            for m in members:
+                kept[m] &= torch.isin(indices[m], chosen)
+
+    def send(source: int, target: int, members: list[int]) -> None:
+        union, sums = merged(members)
+        message = SparseUpdate(
+            union.to(template.indices.dtype),
+            sums.to(template.values.dtype),
+            template.numel,
+            index_coding=template.index_coding,
+        )
+        for counts, rank in ((sent, source), (received, target)):
+            counts[rank][0] += 1
+            counts[rank][1] += message.nnz
+            counts[rank][2] += message.nbytes
+
+    base = 1 << (world.bit_length() - 1)
+    groups = [[rank] for rank in range(world)]
+    for extra in range(base, world):
+        send(extra, extra - base, groups[extra])
+        groups[extra - base] = groups[extra - base] + groups[extra]
+        select(groups[extra - base])
+    bit = 1
+    while bit < base:
+        pairs = [(low, low ^ bit) for low in range(base) if low < low ^ bit]
+        for low, high in pairs:  # every pair exchanges before any merges
+            send(low, high, groups[low])
+            send(high, low, groups[high])
+        for low, high in pairs:
+            groups[low] = groups[high] = groups[low] + groups[high]
+            select(groups[low])
+        bit <<= 1
+    for extra in range(base, world):
+        send(extra - base, extra, groups[extra - base])
+    union, sums = merged(list(range(world)))
+    total = SparseUpdate(union.to(payloads[0].indices.dtype), sums, payloads[0].numel)
+    return GTopK(total, kept, [(m, e, b) for m, e, b in sent], [(m, e, b) for m, e, b in received])
+
+
+class SharedPowerSGD:
+    """PowerSGD's all-reduce (Vogels et al. 2019, Algorithm 1) over the ranks' accumulators.
+
+    For every factored matrix: P = mean_w(M_w·Q), orthonormalised; Q' = mean_w(M_wᵀ·P); the
+    update is P·Q'ᵀ; dense segments are averaged. P and Q' cross the wire in the
+    compressor's value dtype. All ranks share one Q: with warm start it is the previous
+    step's Q', kept here (the ranks' own compressors' Q is not used), else the step's
+    seeded draw.
+    """
+
+    def __init__(self, compressor: PowerSGD) -> None:
+        self.compressor = compressor
+        self.q: list[torch.Tensor] | None = (
+            compressor.random_q(0) if compressor.warm_start else None
+        )
+
+    def mean(self, accumulators: Sequence[torch.Tensor], step: int) -> torch.Tensor:
+        """The shared update U as a new dense fp32 vector; with warm start replaces the
+        kept Q by this step's Q'. Reads ``accumulators`` only."""
+        spec = self.compressor
+        wire = spec.value_dtype
+        first = accumulators[0]
+        update = torch.zeros(spec.numel, dtype=torch.float32, device=first.device)
+        starts = self.q if self.q is not None else spec.random_q(step)
+        for i, (f, q) in enumerate(zip(spec.factors, starts, strict=True)):
+            end = f.offset + f.rows * f.cols
+            mats = [a[f.offset : end].view(f.rows, f.cols) for a in accumulators]
+            start = q.to(first.device)
+            p = ring_allreduce_mean([(m @ start).to(wire).reshape(-1) for m in mats])
+            p = torch.linalg.qr(p.view(f.rows, f.rank), mode="reduced").Q
+            q_next = ring_allreduce_mean([(m.T @ p).to(wire).reshape(-1) for m in mats])
+            q_next = q_next.view(f.cols, f.rank)
+            update[f.offset : end] = (p @ q_next.T).reshape(-1)
+            if self.q is not None:
+                self.q[i] = q_next
+        for offset, length in spec.segments:
+            chunk = [a[offset : offset + length].to(wire) for a in accumulators]
+            update[offset : offset + length] = ring_allreduce_mean(chunk)
+        return update
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying one step's aggregate did: whether the step was skipped (a rank's fp16
+    gradient overflowed: nothing applied), and each rank's wire bytes sent on the path."""
+
+    skipped: bool
+    sent: list[int]
+
+
+class Aggregator:
+    """Combines one synchronous step's payloads along the job's aggregation path (resolved
+    for the step's group size) and applies the result to one replica."""
+
+    def __init__(self, spec: JobSpec, update: ReplicaUpdate, compressor: Compressor) -> None:
+        self.spec = spec
+        self.update = update
+        self.k = compressor.k
+        self.powersgd = SharedPowerSGD(compressor) if isinstance(compressor, PowerSGD) else None
+
+    def path(self, world: int) -> AggregationPath:
+        """The path a step of ``world`` ranks takes (``resolve_aggregation``)."""
+        spec = self.spec
+        return resolve_aggregation(
+            spec.exchange.aggregation,
+            spec.compression,
+            memory=spec.memory,
+            mode=spec.exchange.mode,
+            transport=spec.exchange.transport,
+            world=world,
+        )
+
+    def apply(
+        self,
+        flat: torch.Tensor,
+        ranks: Sequence[tuple[WorkerState, StepOutput]],
+        lr: float,
+        step: int,
+    ) -> Applied:
+        """Aggregate the ranks' payloads (in rank order) and apply the result to ``flat``.
+
+        Mutates ``flat`` and the replica update's state (optimizer, loss scale); on the
+        gTop-k and PowerSGD paths also the ranks' memories and ledgers (see the module
+        docstring). A step with a skipped payload takes the ``allgather`` path, which
+        skips it."""
+        payloads = [out.payload for _, out in ranks]
+        path = self.path(len(payloads))
+        if path == "gtopk" and self.k is not None:
+            sparse = [p for p in payloads if isinstance(p, SparseUpdate) and p.seed is None]
+            if len(sparse) == len(payloads):
+                return self._gtopk(flat, ranks, sparse, self.k, lr)
+        elif path == "allreduce":
+            if self.powersgd is not None:
+                if all(isinstance(p, LowRankUpdate) for p in payloads):
+                    return self._powersgd(flat, ranks, self.powersgd, lr, step)
+            else:
+                mean = allreduce_mean(payloads)
+                if mean is not None:
+                    skipped = self.update.apply_mean(flat, mean, lr)
+                    return Applied(skipped, [_allreduce_bytes(len(payloads), p) for p in payloads])
+        skipped = self.update.apply(flat, payloads, lr)
+        return Applied(skipped, [allgather_traffic(len(payloads), p.nbytes).sent for p in payloads])
+
+    def _gtopk(
+        self,
+        flat: torch.Tensor,
+        ranks: Sequence[tuple[WorkerState, StepOutput]],
+        payloads: Sequence[SparseUpdate],
+        k: int,
+        lr: float,
+    ) -> Applied:
+        result = gtopk(payloads, k)
+        for (worker, _), payload, kept in zip(ranks, payloads, result.kept, strict=True):
+            dropped = ~kept
+            _give_back(worker, payload.indices[dropped].long(), payload.values[dropped])
+        world = len(payloads)
+        total = result.total
+        mean = SparseUpdate(total.indices, total.values / world, total.numel)
+        skipped = self.update.apply_mean(flat, mean, lr)
+        return Applied(skipped, [nbytes for _, _, nbytes in result.sent])
+
+    def _powersgd(
+        self,
+        flat: torch.Tensor,
+        ranks: Sequence[tuple[WorkerState, StepOutput]],
+        shared: SharedPowerSGD,
+        lr: float,
+        step: int,
+    ) -> Applied:
+        accumulators = []
+        for worker, out in ranks:
+            memory = worker.memory.residual()
+            if memory is None:
+                raise ValueError("powersgd all-reduce keeps its residual in memory; none kept")
+            accumulators.append(memory + out.payload.to_dense())
+        update = shared.mean(accumulators, step)
+        for (worker, out), acc in zip(ranks, accumulators, strict=True):
+            memory = worker.memory.residual()
+            assert memory is not None
+            memory.copy_(acc - update)
+            if worker.ledger is not None:
+                worker.ledger.sent.add_(update.double() - out.payload.to_dense().double())
+        skipped = self.update.apply_mean(flat, DenseUpdate(update), lr)
+        return Applied(skipped, [_allreduce_bytes(len(ranks), out.payload) for _, out in ranks])
+
+
+def _give_back(worker: WorkerState, indices: torch.Tensor, values: torch.Tensor) -> None:
+    """Return dropped (coordinate, value) pairs to ``worker``'s memory (if it keeps one) and
+    take them off its ledger's sent sum. Mutates both."""
+    memory = worker.memory.residual()
+    if memory is not None:
+        memory.index_add_(0, indices, values.to(memory.dtype))
+    if worker.ledger is not None:
+        worker.ledger.sent.index_add_(0, indices, values.double(), alpha=-1.0)
+
+
+def _allreduce_bytes(world: int, payload: Payload) -> int:
+    """A rank's bytes sent in a ring all-reduce of ``payload``'s values."""
+    values = (
+        payload.values if isinstance(payload, DenseUpdate | SparseUpdate | LowRankUpdate) else None
+    )
+    value_bytes = 4 if values is None else values.element_size()
+    return allreduce_traffic(world, payload.nnz, value_bytes=value_bytes).sent

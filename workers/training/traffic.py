@@ -1,0 +1,94 @@
+"""Bytes each worker sends and receives in one synchronous step, per aggregation path.
+
+Pure functions of the group size and the payload's shape, shared by the simulator's step
+metrics and the cost model (``benchmarks/scaling.py``). Conventions:
+
+- ``allgather``: a rank publishes its payload once (the Ray object store holds it and each
+  peer pulls a copy from there) and receives the W - 1 other payloads.
+- ``allreduce``: a ring all-reduce of the payload's n values: a reduce-scatter and an
+  all-gather, each W - 1 messages of ⌈n / W⌉ raw values per rank, no header.
+- ``gtopk``: recursive doubling over the largest power of two P ≤ W; rank P + i first sends
+  its vector to rank i and finally receives the result from it. Every message is an encoded
+  sparse update of at most k entries (header, indices, values). Rank r's message counts
+  are ``gtopk_messages(W)[r]``; no rank exceeds ⌈log2 W⌉ sent and ⌈log2 W⌉ received.
+- ``reduce``: the reducer transport: a rank sends its payload to the reducer and receives
+  the aggregate, sparse on the union of the W supports or dense, whichever is smaller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sparsetrain.workers.compression.wire import HEADER_NBYTES
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Wire bytes one rank sends and receives in one step."""
+
+    sent: int
+    received: int
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.received
+
+
+def sparse_nbytes(entries: int, *, index_bytes: int = 4, value_bytes: int = 4) -> int:
+    """The encoded size of a sparse update with ``entries`` (index, value) pairs."""
+    return HEADER_NBYTES + entries * (index_bytes + value_bytes)
+
+
+def dense_nbytes(numel: int, *, value_bytes: int = 4) -> int:
+    """The encoded size of a dense update of ``numel`` values."""
+    return HEADER_NBYTES + numel * value_bytes
+
+
+def allgather_traffic(world: int, payload_nbytes: int) -> Traffic:
+    """Every rank publishes ``payload_nbytes`` once and receives the W - 1 other payloads."""
+    _check_world(world)
+    return Traffic(sent=payload_nbytes, received=(world - 1) * payload_nbytes)
+
+
+def allreduce_traffic(world: int, values: int, *, value_bytes: int = 4) -> Traffic:
+    """A ring all-reduce of ``values`` values: 2·(W - 1) messages of ⌈values / W⌉ values each
+    way per rank, about 2·(W - 1)/W times the values' bytes; nothing for W = 1."""
+    _check_world(world)
+    chunk = math.ceil(values / world) * value_bytes
+    moved = 2 * (world - 1) * chunk
+    return Traffic(sent=moved, received=moved)
+
+
+def gtopk_messages(world: int) -> list[tuple[int, int]]:
+    """(messages sent, messages received) by each rank of a recursive-doubling gTop-k over
+    ``world`` ranks, in rank order (see the module docstring for the schedule)."""
+    _check_world(world)
+    base = 1 << (world.bit_length() - 1)  # largest power of two <= world
+    levels = base.bit_length() - 1
+    counts = [[levels, levels] for _ in range(base)] + [[1, 1] for _ in range(world - base)]
+    for extra in range(world - base):
+        counts[extra][0] += 1  # sends the result back to rank base + extra
+        counts[extra][1] += 1  # received rank base + extra's vector first
+    return [(sent, received) for sent, received in counts]
+
+
+def gtopk_traffic(
+    world: int, k: int, *, index_bytes: int = 4, value_bytes: int = 4
+) -> list[Traffic]:
+    """Each rank's bytes in a gTop-k step where every message carries ``k`` entries (the
+    most it can carry)."""
+    message = sparse_nbytes(k, index_bytes=index_bytes, value_bytes=value_bytes)
+    return [Traffic(s * message, r * message) for s, r in gtopk_messages(world)]
+
+
+def reduce_traffic(world: int, payload_nbytes: int, aggregate_nbytes: int) -> Traffic:
+    """A rank of the reducer transport: its payload out, the aggregate in. The reducer
+    itself receives W payloads and sends W aggregates."""
+    _check_world(world)
+    return Traffic(sent=payload_nbytes, received=aggregate_nbytes)
+
+
+def _check_world(world: int) -> None:
+    if world < 1:
+        raise ValueError(f"a group has at least one rank, got {world}")
