@@ -19,7 +19,8 @@ from sparsetrain.errors import DataError
 from sparsetrain.spec import ParquetSpec
 from sparsetrain.workers import simulate
 from sparsetrain.workers.data.datasets import Dataset, build_dataset
-from sparsetrain.workers.data.streamed import GroupSampler, StreamedTable
+from sparsetrain.workers.data.row_groups import GroupSampler
+from sparsetrain.workers.data.streamed import StreamedTable
 from sparsetrain.workers.training.elastic import Change
 from sparsetrain.workers.training.prepare import prepare
 from sparsetrain.workers.training.step import WorkerState

@@ -14,19 +14,17 @@ row groups in file order.
 
 Shards: the training row groups are dealt to the ranks by a permutation seeded by the
 membership epoch's seed (rank ``r`` of ``W`` gets ``perm[r::W]``), so a resize re-deals
-them. ``GroupSampler`` visits its groups in a seeded order every pass and shuffles the rows
-of ``window`` consecutive groups together (a window is at most half of ``stream_memory``,
-so a batch that runs into the next window still finds both in memory).
+them; each rank draws its minibatches with ``row_groups.GroupSampler`` (a window of groups
+is at most half of ``stream_memory``, so a batch that runs into the next window still finds
+both in memory).
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,108 +32,15 @@ from torch import Tensor
 
 from sparsetrain.errors import DataError
 from sparsetrain.spec.data import ParquetSpec
-from sparsetrain.workers.data.datasets import (
-    _SALT_SAMPLER,
-    _SALT_SHARD,
-    _SALT_SPLIT,
-    Dataset,
-    Sampler,
-    Split,
-    _generator,
-)
+from sparsetrain.workers.data.datasets import _SALT_SHARD, Dataset, Sampler, Split, _generator
 from sparsetrain.workers.data.files import list_files
+from sparsetrain.workers.data.row_groups import GroupCache, GroupPart, GroupSampler, part_offsets
 from sparsetrain.workers.data.tables import _EXTENSIONS, _MAX_CLASSES, _features, _labels
 from sparsetrain.workers.training.budget import configured_limit
 
 DEFAULT_STREAM_MEMORY = 256 << 20
 """``stream_memory`` when neither the spec nor the operator's worker limit sets it."""
 _LABEL_BYTES = 8
-
-Part = Literal["all", "train", "test"]
-
-
-@dataclass(frozen=True)
-class GroupPart:
-    """The rows of one Parquet row group that belong to one split."""
-
-    path: str
-    index: int
-    group_rows: int
-    number: int
-    part: Part
-    held_out: int
-    seed: int
-
-    @property
-    def count(self) -> int:
-        """Rows of the group in this part."""
-        if self.part == "all":
-            return self.group_rows
-        return self.held_out if self.part == "test" else self.group_rows - self.held_out
-
-    def local_rows(self) -> np.ndarray:
-        """Sorted row numbers (inside the group) of this part; a pure function of the part."""
-        if self.part == "all":
-            return np.arange(self.group_rows)
-        gen = _generator(_SALT_SPLIT, self.seed, self.number)
-        perm = torch.randperm(self.group_rows, generator=gen).numpy()
-        chosen = perm[: self.held_out] if self.part == "test" else perm[self.held_out :]
-        return np.sort(chosen)
-
-
-class GroupCache:
-    """Decoded parts, least recently used out, never more than ``limit`` bytes together.
-
-    ``peak`` is the most bytes it ever held. Pickles empty: a copy holds no rows.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.resident = 0
-        self.peak = 0
-        self._parts: OrderedDict[GroupPart, tuple[Tensor, Tensor]] = OrderedDict()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"limit": self.limit}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.limit, self.resident, self.peak = state["limit"], 0, 0
-        self._parts = OrderedDict()
-
-    @staticmethod
-    def _bytes(rows: tuple[Tensor, Tensor]) -> int:
-        return sum(t.numel() * t.element_size() for t in rows)
-
-    def get(
-        self, part: GroupPart, load: Callable[[], tuple[Tensor, Tensor]]
-    ) -> tuple[Tensor, Tensor]:
-        """``part``'s rows: the held copy, or ``load()``'s after evicting the least recently
-        used parts until it fits. Mutates the cache; reports a new peak on stdout (the
-        worker's log)."""
-        held = self._parts.get(part)
-        if held is not None:
-            self._parts.move_to_end(part)
-            return held
-        rows = load()
-        size = self._bytes(rows)
-        while self._parts and self.resident + size > self.limit:
-            _, old = self._parts.popitem(last=False)
-            self.resident -= self._bytes(old)
-        self._parts[part] = rows
-        self.resident += size
-        if self.resident > self.peak:
-            self.peak = self.resident
-            print(
-                f"streamed data: holding {len(self._parts)} row group(s), "
-                f"{self.resident} bytes of rows (stream_memory {self.limit})",
-                flush=True,
-            )
-        return rows
-
-
-def _offsets(parts: Sequence[GroupPart]) -> np.ndarray:
-    """``[0, c0, c0+c1, ...]``: where each part's rows start in its split's numbering."""
-    return np.concatenate([[0], np.cumsum([p.count for p in parts], dtype=np.int64)])
 
 
 @dataclass(frozen=True)
@@ -222,7 +127,7 @@ class StreamedTable(Dataset):
         """Inputs and targets of rows ``rows`` (int64) of ``split``, in that order, as new
         tensors, read through the cache (which it mutates)."""
         parts = self._parts(split)
-        offsets = _offsets(parts)
+        offsets = part_offsets(parts)
         index = rows.reshape(-1).to(torch.int64).numpy()
         if index.size and (index.min() < 0 or index.max() >= offsets[-1]):
             raise IndexError(f"row index out of range for {offsets[-1]} {split} rows")
@@ -267,90 +172,9 @@ class StreamedTable(Dataset):
         self.check_world(world)
         deal = torch.randperm(len(self.train_parts), generator=_generator(_SALT_SHARD, seed))
         mine = deal[rank::world].numpy()
-        offsets = _offsets(self.train_parts)
+        offsets = part_offsets(self.train_parts)
         counts = np.diff(offsets)
         return GroupSampler(offsets[mine], counts[mine], batch_size, seed, rank, self.window)
-
-
-class GroupSampler:
-    """Minibatches from a rank's row groups, drawn without replacement pass after pass.
-
-    Pass ``e`` visits the groups in a seeded order and, ``window`` groups at a time,
-    returns their rows in a seeded shuffle; everything is a pure function of (seed, rank,
-    pass), so ``state_dict`` is just the pass and the position in it.
-    """
-
-    def __init__(
-        self,
-        starts: np.ndarray,
-        counts: np.ndarray,
-        batch_size: int,
-        seed: int,
-        rank: int,
-        window: int,
-    ) -> None:
-        """Sample the training rows ``starts[i]..starts[i]+counts[i]-1`` of each group i."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.starts, self.counts = starts.astype(np.int64), counts.astype(np.int64)
-        self.size = int(self.counts.sum())
-        if self.size == 0:
-            raise DataError("shards", f"shard of rank {rank} is empty")
-        self.batch_size, self.seed, self.rank, self.window = batch_size, seed, rank, window
-        self.epoch = 0
-        self.position = 0
-        self._order: tuple[int, np.ndarray, np.ndarray] | None = None
-        self._rows: tuple[int, int, Tensor] | None = None
-
-    def _pass(self) -> tuple[np.ndarray, np.ndarray]:
-        """This pass's group order and where each window starts (rows; one more at the end)."""
-        if self._order is None or self._order[0] != self.epoch:
-            gen = _generator(_SALT_SAMPLER, self.seed, self.rank, self.epoch)
-            order = torch.randperm(self.counts.size, generator=gen).numpy()
-            sizes = [
-                int(self.counts[order[i : i + self.window]].sum())
-                for i in range(0, order.size, self.window)
-            ]
-            self._order = (self.epoch, order, np.concatenate([[0], np.cumsum(sizes)]))
-        return self._order[1], self._order[2]
-
-    def _window_rows(self, w: int) -> Tensor:
-        """Training rows of window ``w`` of this pass, shuffled (cached)."""
-        if self._rows is None or self._rows[:2] != (self.epoch, w):
-            order, _ = self._pass()
-            groups = order[w * self.window : (w + 1) * self.window]
-            rows = np.concatenate([self.starts[g] + np.arange(self.counts[g]) for g in groups])
-            gen = _generator(_SALT_SAMPLER, self.seed, self.rank, self.epoch, w + 1)
-            perm = torch.randperm(rows.size, generator=gen)
-            self._rows = (self.epoch, w, torch.from_numpy(rows)[perm])
-        return self._rows[2]
-
-    def next_batch(self) -> Tensor:
-        """The next ``batch_size`` training row indices (int64); advances pass/position, a
-        batch continuing into the next window or pass when this one runs out."""
-        parts, needed = [], self.batch_size
-        while needed:
-            _, bounds = self._pass()
-            w = int(np.searchsorted(bounds, self.position, side="right")) - 1
-            offset = self.position - int(bounds[w])
-            take = min(needed, int(bounds[w + 1]) - self.position)
-            parts.append(self._window_rows(w)[offset : offset + take])
-            self.position += take
-            needed -= take
-            if self.position == self.size:
-                self.epoch, self.position = self.epoch + 1, 0
-        return torch.cat(parts)
-
-    def state_dict(self) -> dict[str, int]:
-        """``{"epoch", "position"}`` (pass and rows drawn in it): enough to resume exactly."""
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume at ``state`` (from ``state_dict``); mutates pass and position."""
-        epoch, position = int(state["epoch"]), int(state["position"])
-        if epoch < 0 or not 0 <= position < self.size:
-            raise ValueError(f"invalid sampler state {state!r}")
-        self.epoch, self.position = epoch, position
 
 
 # ---- opening a table ------------------------------------------------------------------------

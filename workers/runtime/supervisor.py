@@ -19,7 +19,6 @@ import threading
 import traceback
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 
@@ -33,6 +32,7 @@ from sparsetrain.workers.runtime.collective_loop import CollectiveLoop
 from sparsetrain.workers.runtime.exchange import Exchange, build_exchange
 from sparsetrain.workers.runtime.gather import WorkersLostError
 from sparsetrain.workers.runtime.group import Member, WorkerGroup
+from sparsetrain.workers.runtime.job_checkpoints import JobCheckpoints
 from sparsetrain.workers.runtime.journal import Journal
 from sparsetrain.workers.runtime.observation import Observation
 from sparsetrain.workers.runtime.outcomes import (
@@ -48,20 +48,9 @@ from sparsetrain.workers.runtime.placement import check_resources, initial_size
 from sparsetrain.workers.runtime.results import keep_results
 from sparsetrain.workers.runtime.sync_loop import SyncLoop
 from sparsetrain.workers.runtime.telemetry import JobTelemetry
-from sparsetrain.workers.training.checkpoint import (
-    Checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-)
 from sparsetrain.workers.training.prepare import prepare
-from sparsetrain.workers.training.resume import ResumePoint, checkpoint_name, resume_point
 
-__all__ = [
-    "ResumePoint",
-    "Supervisor",
-    "check_resources",
-    "resume_point",
-]
+__all__ = ["Supervisor", "check_resources"]
 
 # The error kind a job fails with, by the exception that ended it (first match wins).
 _ERROR_KINDS: tuple[tuple[type[Exception], ErrorKind], ...] = (
@@ -99,6 +88,7 @@ class Supervisor:
         self.cluster_autoscales = cluster_autoscales
         self.steering = Steering(self.spec.workers.count if target is None else target)
         self.journal = Journal(epoch)
+        self.checkpoints = JobCheckpoints(job_id, self.spec, self.checkpoint_root, self.journal)
         self.observation = Observation(job_id, self.spec, storage, self.journal)
         self.total_steps: int | None = None
         self.group: WorkerGroup | None = None
@@ -213,23 +203,6 @@ class Supervisor:
         self.journal.set_state(state)
         self.journal.event(SupervisorEventKind.RESIZE, message, {"state": state.value, **data})
 
-    def _save(self, state: CheckpointState) -> None:
-        """Write the checkpoint of step boundary ``state.done`` atomically from the live
-        ranks' snapshots and the replicas' parameters; prune old ones."""
-        info = save_checkpoint(
-            self.checkpoint_root,
-            Checkpoint(
-                step=state.done,
-                params=torch.from_numpy(np.array(state.params)),
-                workers=[snapshot["state"] for snapshot in state.snapshots],
-                averager=state.snapshots[0]["averager"],
-                spec_json=self.spec.model_dump_json(),
-                extra={"job_id": self.job_id, "bytes_total": self.journal.bytes_total},
-            ),
-        )
-        prune_checkpoints(self.checkpoint_root, self.spec.checkpoint.keep)
-        self.journal.record_checkpoint(info.step, info.path, info.nbytes)
-
     # ---- the training run --------------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -271,7 +244,7 @@ class Supervisor:
         states: list[dict[str, Any]] | None = None
         averager: dict[str, Any] | None = None
         if spec.resume_from is not None:
-            resumed = self._resume(spec.resume_from, numel)
+            resumed = self.checkpoints.resume(spec.resume_from, numel)
             start, initial_params = resumed.step, resumed.params.numpy()
             total_bytes = resumed.extra.get("bytes_total")
             self.journal.resumed_at(start, total_bytes if isinstance(total_bytes, int) else None)
@@ -337,10 +310,10 @@ class Supervisor:
             if checkpoint_every and done % checkpoint_every == 0 and done < total:
                 state = loop.checkpoint_state(done)
                 self._take(state.happened)
-                self._save(state)
+                self.checkpoints.save(state)
         finished = loop.finish(total)
         self._take([Evaluated(finished.evaluation)])
-        self._save(finished.state)
+        self.checkpoints.save(finished.state)
         self._take(finished.happened)
         return finished.state
 
@@ -396,22 +369,6 @@ class Supervisor:
         self._take(loop.finish())
         if not self.steering.stopping():
             self._finish(ray.get(server.params.remote()), samples=server.samples.remote())
-
-    def _resume(self, source: str, numel: int) -> Checkpoint:
-        """Load the checkpoint to resume from (``resume_point``) and record, as events, the
-        one used and every newer one that was skipped, with why."""
-        found = resume_point(source, numel, self.spec.workers.max_count)
-        for path, problem in found.skipped:
-            name = checkpoint_name(path)
-            message = f"skipped checkpoint {name}: {problem}"
-            self.journal.event(SupervisorEventKind.CHECKPOINT, message, {"checkpoint": name})
-        name, step = checkpoint_name(found.path), found.checkpoint.step
-        self.journal.event(
-            SupervisorEventKind.CHECKPOINT,
-            f"resumed from checkpoint {name} (step {step})",
-            {"checkpoint": name, "step": step},
-        )
-        return found.checkpoint
 
     def _finish(
         self, params: Any, samples: Any = None, buffers: dict[str, torch.Tensor] | None = None
