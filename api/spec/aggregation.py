@@ -54,10 +54,11 @@ SCALABLE_FROM_WORKERS = 16
 TRANSPORT_PATHS: dict[str, frozenset[AggregationPath]] = {
     "allgather": frozenset({"allgather"}),
     "reduce": frozenset({"allgather"}),
-    "collective": frozenset({"allgather"}),
+    "collective": frozenset({"allgather", "gtopk"}),
 }
 """The paths each ``exchange.transport`` runs on the Ray runtime. The collective transport
-is the one that can carry ``allreduce`` and ``gtopk``; it runs neither yet."""
+is the one that can carry ``allreduce`` and ``gtopk``; it runs ``gtopk`` (bit for bit as the
+simulator does), not ``allreduce`` yet."""
 
 
 def summable(compression: object) -> bool:

@@ -162,7 +162,8 @@ class ExchangeSpec(StrictModel):
         "exact mean of all updates. allreduce: a ring all-reduce (compression 'none', "
         "'randk' with shared_seed, 'powersgd'). gtopk: recursive doubling that keeps the "
         "top-k of every merged pair (compression 'topk'). allreduce and gtopk need transport "
-        "'collective'; the Ray runtime does not run them yet (the simulator does). auto: from "
+        "'collective'; there the Ray runtime runs gtopk, not allreduce yet (the simulator "
+        "runs both). auto: from "
         "16 workers on, allreduce or gtopk where the compressor allows it and the transport "
         "runs it; else allgather.",
     )

@@ -38,7 +38,7 @@ async def test_a_forced_allreduce_off_the_collective_transport_is_refused(
 
 @pytest.mark.parametrize(
     ("aggregation", "compression"),
-    [("gtopk", {"kind": "topk", "k": 2}), ("allreduce", {"kind": "none"})],
+    [("allreduce", {"kind": "none"}), ("allreduce", {"kind": "powersgd", "rank": 1})],
 )
 async def test_a_path_the_runtime_does_not_run_is_refused(
     client: httpx.AsyncClient, aggregation: str, compression: dict[str, Any]
@@ -54,6 +54,18 @@ async def test_a_path_the_runtime_does_not_run_is_refused(
     assert "exchange.aggregation" in response.text
     assert f"'{aggregation}' is not run by transport 'collective'" in response.text
     assert "Traceback" not in response.text
+
+
+async def test_a_forced_gtopk_on_the_collective_transport_is_accepted(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = job_spec(
+        compression={"kind": "topk", "k": 2},
+        exchange={"aggregation": "gtopk", "transport": "collective"},
+    )
+    response = await client.post("/v1/jobs", json=spec)
+    assert response.status_code == 201, response.text
+    assert response.json()["spec"]["exchange"]["aggregation"] == "gtopk"
 
 
 async def test_auto_on_the_collective_transport_is_accepted(client: httpx.AsyncClient) -> None:

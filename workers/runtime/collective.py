@@ -9,6 +9,9 @@ generation replaces it without touching anything else. The gloo device binds to 
 address of the worker's own Ray node, so the group runs over the interface that carries that
 address (what ``GLOO_SOCKET_IFNAME`` would name), inside a network namespace too.
 
+Besides the all-gathers, members exchange point-to-point messages of any length (``exchange``,
+``send``, ``receive``: the length first), which gTop-k's recursive doubling uses.
+
 Every transfer is bounded by ``COLLECTIVE_TIMEOUT_S``. A peer whose process dies closes its
 sockets and every survivor's transfer fails at once (a peer that hangs or is cut off: after
 the timeout); a failure raises ``CollectiveError``, after which the group is closed and the
@@ -31,6 +34,9 @@ COLLECTIVE_TIMEOUT_S = 120.0
 """Longest wait for a peer, forming a group or in one transfer; a live peer may be at most
 this much slower in one step (evaluations run outside the collective's steps)."""
 
+
+_LENGTH_NBYTES = 8
+"""The length that goes before every point-to-point message (int64)."""
 
 _SOURCE_LOCATION = re.compile(r"^\[[^\]]*:\d+\]\s*")
 
@@ -136,6 +142,68 @@ class CollectivePeer:
             self.close()
             raise CollectiveError(f"a transfer failed: {_first_line(error)}") from None
         return headers, [r[width : width + n] for r, n in zip(received, lengths, strict=True)]
+
+    def gather_headers(self, header: np.ndarray) -> np.ndarray:
+        """Every member's ``header`` (a float64 vector, the same length on every member), in
+        rank order, as a world x len(header) array; no payload travels. Raises
+        ``CollectiveError`` (and closes the group) when the transfer fails."""
+        group = self._group
+        if group is None:
+            raise CollectiveError("no group: join a generation first")
+        mine = torch.from_numpy(np.array(header, dtype=np.float64))
+        received = [torch.empty_like(mine) for _ in range(self.world)]
+        try:
+            group.allgather([received], [mine]).wait()
+        except RuntimeError as error:
+            self.close()
+            raise CollectiveError(f"a transfer failed: {_first_line(error)}") from None
+        return np.stack([r.numpy() for r in received])
+
+    def exchange(self, partner: int, message: bytes) -> tuple[bytes, int]:
+        """Send ``message`` to member ``partner`` while receiving its message (any lengths:
+        each side sends its length first). Returns (the partner's message, the bytes this
+        member sent). Raises ``CollectiveError`` (and closes the group) when it fails."""
+        return self._point(partner, message, receive=True)
+
+    def send(self, partner: int, message: bytes) -> int:
+        """Send ``message`` (its length first) to member ``partner``, which must ``receive``
+        it; returns the bytes sent. Raises ``CollectiveError`` as ``exchange`` does."""
+        return self._point(partner, message, receive=False)[1]
+
+    def receive(self, partner: int) -> bytes:
+        """The next message member ``partner`` sends to this one. Raises
+        ``CollectiveError`` as ``exchange`` does."""
+        return self._point(partner, None, receive=True)[0]
+
+    def _point(self, partner: int, message: bytes | None, *, receive: bool) -> tuple[bytes, int]:
+        """Point-to-point transfers with ``partner``: send ``message`` (when given) and
+        receive one (when asked), lengths first, both directions in flight at once."""
+        group = self._group
+        if group is None:
+            raise CollectiveError("no group: join a generation first")
+        try:
+            mine = None if message is None else np.frombuffer(message, dtype=np.uint8)
+            length = torch.zeros(1, dtype=torch.int64)
+            works = []
+            if mine is not None:
+                works.append(group.send([torch.tensor([len(mine)])], partner, 0))
+            if receive:
+                works.append(group.recv([length], partner, 0))
+            for work in works:
+                work.wait()
+            works = []
+            if mine is not None and len(mine):
+                works.append(group.send([torch.from_numpy(mine.copy())], partner, 1))
+            theirs = torch.empty(int(length.item()) if receive else 0, dtype=torch.uint8)
+            if receive and theirs.numel():
+                works.append(group.recv([theirs], partner, 1))
+            for work in works:
+                work.wait()
+        except RuntimeError as error:
+            self.close()
+            raise CollectiveError(f"a transfer failed: {_first_line(error)}") from None
+        sent = 0 if mine is None else _LENGTH_NBYTES + len(mine)
+        return theirs.numpy().tobytes(), sent
 
     def _gather(self, group: Any, parts: list[np.ndarray], capacity: int) -> list[np.ndarray]:
         """All-gather the concatenation of ``parts``, with the last padded to ``capacity``

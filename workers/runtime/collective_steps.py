@@ -5,10 +5,12 @@ worker's ordinary ``step`` (apply the previous step's W updates, compute, compre
 one all-gather among the members (``CollectivePeer``) of every rank's encoded update and a
 small header of its ``RankStats`` (the header gives the payload lengths, and every member
 then holds every rank's stats, so a step's metrics survive a member lost later in the
-chunk). The last step's updates are applied before the call returns, so a chunk leaves the
-replica exactly where the first step of the next one (or a boundary) expects it. The same
-``step`` and the same rank-ordered mean as the object-store path keep the replicas
-bit-identical to it and to the simulator.
+chunk). On the ``gtopk`` path the payloads go through gTop-k among the members instead
+(``collective_gtopk``) and only the headers are all-gathered; the next step applies the
+reduced mean. The last step's updates are applied before the call returns, so a chunk leaves
+the replica exactly where the first step of the next one (or a boundary) expects it. The
+same ``step`` and the same aggregation as the object-store path and the simulator
+(``Aggregator``) keep the replicas bit-identical to both.
 
 When a transfer fails (a peer died) the call returns at once with its own update of the
 step it could not exchange, unapplied by anyone: the supervisor then finishes that step
@@ -25,7 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sparsetrain.workers.compression import SparseUpdate
+from sparsetrain.workers.compression.payload import decode, encode
 from sparsetrain.workers.runtime.collective import CollectiveError, Rendezvous
+from sparsetrain.workers.runtime.collective_gtopk import exchange_gtopk
+from sparsetrain.workers.training.aggregation import give_back, gtopk_mean
 from sparsetrain.workers.training.step import RankStats
 
 if TYPE_CHECKING:
@@ -92,14 +98,16 @@ def run_steps(
         report.update(formed=False, cause=str(error))
         return _NOTHING, report
     wait_s = 0.0
+    reduced = False
     for step in range(first, last):
         entered = time.perf_counter()
-        sent, info = worker.step(step, *updates, digest=digest)
+        own = rendezvous.rank
+        sent, info = worker.step(step, *updates, reduced=reduced, own=own, digest=digest)
         stats = replace(info["stats"], wait_s=wait_s, call_s=wait_s + time.perf_counter() - entered)
         info["stats"] = stats
         started = time.perf_counter()
         try:
-            table, updates = peer.all_gather(sent, pack_header(len(sent), stats))
+            table, updates, reduced = _exchange(worker, rendezvous, sent, stats)
         except CollectiveError as error:
             report["broken"] = {"step": step, "info": info, "cause": str(error)}
             return np.array(sent, copy=True), report
@@ -108,5 +116,37 @@ def run_steps(
         if digest:
             entry["digest"] = info["digest"]
         report["steps"].append(entry)
-    worker.apply_updates(updates)
+    worker.apply_updates(updates, reduced=reduced, own=rendezvous.rank)
     return _NOTHING, report
+
+
+def _exchange(
+    worker: TrainingWorker, rendezvous: Rendezvous, sent: np.ndarray, stats: RankStats
+) -> tuple[np.ndarray, list[np.ndarray], bool]:
+    """Exchange one step's update along the job's aggregation path for this group: gTop-k
+    (``collective_gtopk``) when it resolves to it and every rank's payload fits it (no rank
+    skipped the step, sparse payloads), else an all-gather of every rank's update. Returns
+    (the W x H stats table, the updates to apply next, whether they are one reduced mean).
+    On gTop-k this rank's dropped entries go back to its memory, once every rank holds the
+    result (a failed transfer leaves the memory untouched). Raises ``CollectiveError``."""
+    peer = worker.collective
+    path = worker.aggregator.path(rendezvous.world)
+    k = worker.aggregator.k
+    payload = decode(sent.tobytes()) if path == "gtopk" and k is not None else None
+    if isinstance(payload, SparseUpdate) and payload.seed is None and k is not None:
+        table = peer.gather_headers(pack_header(0, stats))
+        if not any(unpack_header(row).skipped for row in table):
+            result = exchange_gtopk(peer, rendezvous.rank, rendezvous.world, payload, k)
+            final = replace(stats, nbytes=result.nbytes)
+            table = peer.gather_headers(pack_header(0, final))
+            device = worker.setup.model.device
+            dropped = ~result.kept
+            give_back(
+                worker.state,
+                payload.indices[dropped].long().to(device),
+                payload.values[dropped].to(device),
+            )
+            mean = gtopk_mean(result.total, rendezvous.world)
+            return table, [np.frombuffer(encode(mean), dtype=np.uint8)], True
+    table, updates = peer.all_gather(sent, pack_header(len(sent), stats))
+    return table, updates, False

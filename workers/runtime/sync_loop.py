@@ -191,6 +191,7 @@ class SyncLoop(Boundaries):
                 digest=self.verify_replicas,
                 group=(world, rank, self.epoch, scale) if regroup else None,
                 flush=member in leavers,
+                own=self._own(member),
             )
             for rank, member in enumerate(members)
         ]
@@ -212,6 +213,14 @@ class SyncLoop(Boundaries):
             for rank, call in enumerate(calls)
         ]
         return calls, results
+
+    def _own(self, member: Member) -> int | None:
+        """The position of ``member``'s update among ``inputs`` (whose memory the job's
+        aggregation path may change as it applies them), or None when it has none there."""
+        if self.exchange.reduced:
+            return None
+        producers = (source[1] for source in self._sources.values())
+        return next((i for i, p in enumerate(producers) if p.slot == member.slot), None)
 
     def _drop_unreadable(
         self, step: int, unread: list[InputsLostError]
@@ -328,6 +337,7 @@ class SyncLoop(Boundaries):
                     *self.inputs,
                     reduced=self.exchange.reduced,
                     evaluate=evaluate and rank == 0,
+                    own=self._own(m),
                 )
                 for rank, m in enumerate(members)
             ]

@@ -27,6 +27,7 @@ from sparsetrain.workers.data.datasets import Dataset
 from sparsetrain.workers.runtime import collective_steps
 from sparsetrain.workers.runtime.collective import CollectivePeer, Rendezvous
 from sparsetrain.workers.runtime.staging import HostStaging
+from sparsetrain.workers.training.aggregation import Aggregator
 from sparsetrain.workers.training.apply import ReplicaUpdate
 from sparsetrain.workers.training.elastic import flush_compressor
 from sparsetrain.workers.training.evaluate import evaluate_setup
@@ -90,6 +91,8 @@ class TrainingWorker:
             chain=self.chain,
         )
         self.update = ReplicaUpdate(spec, model.numel, device)
+        # The job's aggregation path over a step's W updates (``exchange.aggregation``).
+        self.aggregator = Aggregator(spec, self.update, self.setup.compressor)
         self.lr_scale = 1.0
         # Whether this replica's buffers are the group's averaged ones (true until it trains
         # a step on a model with buffers): only then does the digest cover them.
@@ -164,10 +167,15 @@ class TrainingWorker:
             "loss_scaler": self.update.scaler_state(),
         }
 
-    def _apply(self, updates: tuple[np.ndarray, ...], reduced: bool) -> float:
-        """Apply the mean of ``updates`` (or the one already ``reduced`` aggregate) to this
-        replica, then a sampling job's noise of the step they belong to (exactly once per
-        applied step); returns the seconds it took. Mutates the replica's parameters."""
+    def _apply(
+        self, updates: tuple[np.ndarray, ...], reduced: bool, own: int | None = None
+    ) -> float:
+        """Apply the aggregate of ``updates`` along the job's aggregation path (``Aggregator``;
+        or the one already ``reduced`` aggregate) to this replica, then a sampling job's
+        noise of the step they belong to (exactly once per applied step); returns the
+        seconds it took. ``own``: the position of this rank's update among ``updates`` (None:
+        none is), whose memory and ledger the path may change (gTop-k returns what it
+        dropped). Mutates the replica's parameters, and that rank state."""
         if not updates:
             return 0.0
         started = time.perf_counter()
@@ -179,7 +187,9 @@ class TrainingWorker:
         if reduced:
             skipped = self.update.apply_mean(model.flat, payloads[0], lr)
         else:
-            skipped = self.update.apply(model.flat, payloads, lr)
+            holders = {} if own is None else {own: self.state}
+            applied = self.aggregator.apply_payloads(model.flat, payloads, holders, lr, step)
+            skipped = applied.skipped
         self.state.settle(skipped)
         if self.chain is not None and self._pending is not None:
             self.chain.after_apply(step, lr)
@@ -197,11 +207,13 @@ class TrainingWorker:
         digest: bool = False,
         group: tuple[int, int, int, float] | None = None,
         flush: bool = False,
+        own: int | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Apply the previous step's updates, then produce this rank's update for ``step``.
 
         ``updates`` are the W workers' encoded updates, or with ``reduced`` the one encoded
-        mean from the reducer. ``group`` = (world, rank, epoch, lr scale) after a membership
+        mean from the reducer; ``own`` is the position of this rank's among them (None when
+        it produced none). ``group`` = (world, rank, epoch, lr scale) after a membership
         change: the rank re-shards first. ``flush``: this rank leaves after this step and
         sends its whole accumulated vector, emptying its memory.
 
@@ -211,7 +223,7 @@ class TrainingWorker:
         """
         entered = time.perf_counter()
         self._fault("step", step)
-        exchange_s = self._apply(updates, reduced)
+        exchange_s = self._apply(updates, reduced, own)
         if group is not None:
             world, rank, epoch, self.lr_scale = group
             self.rank, self.world = rank, world
@@ -290,10 +302,12 @@ class TrainingWorker:
         (``collective_steps.run_steps`` says what it returns)."""
         return collective_steps.run_steps(self, first, last, updates, rendezvous, digest=digest)
 
-    def apply_updates(self, updates: Sequence[np.ndarray]) -> None:
-        """Apply the mean of one step's ``updates`` (every rank's, in rank order) now, as
-        the next step would. Mutates the replica."""
-        self._apply(tuple(updates), reduced=False)
+    def apply_updates(
+        self, updates: Sequence[np.ndarray], *, reduced: bool = False, own: int | None = None
+    ) -> None:
+        """Apply one step's ``updates`` (every rank's, in rank order, this rank's at ``own``;
+        or the one ``reduced`` aggregate) now, as the next step would. Mutates the replica."""
+        self._apply(tuple(updates), reduced, own)
 
     def finish(
         self,
@@ -301,11 +315,12 @@ class TrainingWorker:
         *updates: np.ndarray,
         reduced: bool = False,
         evaluate: bool = True,
+        own: int | None = None,
     ) -> dict[str, Any]:
-        """Apply the last step's updates; return the digest and, on request, the final eval
-        (a sampling job's with its samples)."""
+        """Apply the last step's updates (``own``: as for ``step``); return the digest and,
+        on request, the final eval (a sampling job's with its samples)."""
         self._fault("finish", steps)
-        self._apply(updates, reduced)
+        self._apply(updates, reduced, own)
         info: dict[str, Any] = {"digest": self.digest()}
         if evaluate:
             samples = self.chain.sample_tensor() if self.chain is not None else None

@@ -12,12 +12,14 @@ The error-feedback books. Every path keeps, for every rank, Σ sent + memory == 
 float rounding), where a rank's "sent" is its share of what the replicas applied:
 
 - gTop-k: rank w's contribution at coordinate j (its payload's value there) reaches the
-  final sum only if j survives every re-selection on w's way up the recursion; the first
+  final vector only if j survives every re-selection on w's way up the recursion; the first
   level that drops j drops the whole of w's contribution there (the group's value at j is
   the sum of its live contributions, so dropping j drops exactly those). A dropped
   contribution goes back, whole, to rank w's memory and leaves rank w's ``Ledger.sent``.
-  So Σ_w (kept contributions) is exactly the global top-k vector the replicas apply (times
-  W), and nothing is lost.
+  So Σ_w (kept contributions) is the global top-k vector the replicas apply (times W, up
+  to the rounding of the partial sums to the payloads' value dtype as they cross the wire),
+  and nothing is lost. ``gtopk_combine`` is the one merge the simulator and the Ray
+  collective transport (``sparsetrain.workers.runtime.collective_gtopk``) both run.
 - PowerSGD all-reduce: rank w's memory becomes acc_w - U, where acc_w = m_w + lr·g_w is
   its accumulator and U the shared rank-r update every replica applies; its sent share is U.
 - Dense and random-k all-reduce: the payloads are summed as they are; nothing changes.
@@ -32,7 +34,7 @@ collective's order differs only by rounding; ``ring_allreduce_mean`` models the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -90,15 +92,66 @@ def allreduce_mean(payloads: Sequence[Payload]) -> DenseUpdate | SparseUpdate | 
     return SparseUpdate(first.indices, mean, first.numel, first.seed)
 
 
+def gtopk_base(world: int) -> int:
+    """The largest power of two ≤ ``world``: the ranks below it run the recursive doubling;
+    rank ``gtopk_base(world) + i`` folds into rank i first and gets the result from it last."""
+    return 1 << (world.bit_length() - 1)
+
+
+def gtopk_message(payload: SparseUpdate) -> SparseUpdate:
+    """A rank's first gTop-k message: its payload's entries with explicit indices (a
+    shared-seed payload's too), in the payload's index and value dtypes and index coding."""
+    return SparseUpdate(
+        payload.indices, payload.values, payload.numel, index_coding=payload.index_coding
+    )
+
+
+def gtopk_combine(
+    low: SparseUpdate, high: SparseUpdate, k: int
+) -> tuple[SparseUpdate, torch.Tensor | None]:
+    """The gTop-k merge of two partners' vectors: their sum (fp32, ``low``'s entries added
+    before ``high``'s), cut to its k entries of largest magnitude when it has more. The one
+    merge both the simulator and the collective transport run, so both partners (and the
+    simulator) get the same bits from the same two messages.
+
+    Returns (the merged vector, the coordinates kept as a sorted int64 tensor, or None when
+    nothing was dropped). The merged vector lists its entries by ascending coordinate, in
+    ``low``'s index and value dtypes and index coding (its values rounded to that value
+    dtype: what goes on the wire next is what is merged next). Reads its inputs only."""
+    coordinates = torch.cat([low.indices.long(), high.indices.long()])
+    contributions = torch.cat([low.values.to(torch.float32), high.values.to(torch.float32)])
+    union, where = torch.unique(coordinates, return_inverse=True)
+    sums = torch.zeros(union.numel(), dtype=torch.float32, device=union.device)
+    sums.index_add_(0, where, contributions)
+    chosen = None
+    if union.numel() > k:
+        pick = torch.sort(torch.topk(sums.abs(), k, sorted=False).indices).values
+        union, sums = union[pick], sums[pick]
+        chosen = union
+    merged = SparseUpdate(
+        union.to(low.indices.dtype),
+        sums.to(low.values.dtype),
+        low.numel,
+        index_coding=low.index_coding,
+    )
+    return merged, chosen
+
+
+def gtopk_mean(total: SparseUpdate, world: int) -> SparseUpdate:
+    """The update every replica applies after gTop-k: the final vector over ``world``, in
+    fp32 with int64 indices."""
+    return SparseUpdate(total.indices.long(), total.values.to(torch.float32) / world, total.numel)
+
+
 @dataclass(frozen=True)
 class GTopK:
     """The outcome of one gTop-k aggregation.
 
-    ``total``: Σ of the contributions that survived, the global top-k (what the replicas
-    apply, divided by W). ``kept[w]``: which entries of rank w's payload reached it (the
-    others are what re-selection dropped). ``sent``/``received``: (messages, entries, wire
-    bytes) each rank sent and received; a message is encoded as the payloads are (their
-    value dtype and index coding).
+    ``total``: the final vector, the sum of the contributions that survived (the global
+    top-k; what the replicas apply, divided by W). ``kept[w]``: which entries of rank w's
+    payload reached it (the others are what re-selection dropped). ``sent``/``received``:
+    (messages, entries, wire bytes) each rank sent and received; a message is encoded as
+    the payloads are (their value dtype and index coding).
     """
 
     total: SparseUpdate
@@ -110,70 +163,57 @@ class GTopK:
 def gtopk(payloads: Sequence[SparseUpdate], k: int) -> GTopK:
     """gTop-k (Shi et al. 2019) over the ranks' k-sparse payloads, by recursive doubling.
 
-    With P the largest power of two ≤ W, rank P + i first sends its vector to rank i; then
-    for each bit b < P, ranks i and i XOR b exchange their vectors; after each receive both
-    partners hold the sum of the two and keep its k entries of largest magnitude; finally
-    rank i sends the result to rank P + i. Every message carries the sender's current
-    vector (at most k entries). Reads the payloads only.
+    With P = ``gtopk_base(W)``, rank P + i first sends its vector to rank i; then for each
+    bit b < P, ranks i and i XOR b exchange their vectors; after each receive both partners
+    merge the two (``gtopk_combine``, the lower rank's first); finally rank i sends the
+    result to rank P + i. Every message carries the sender's current vector (at most k
+    entries). A rank's contribution at a coordinate is dropped by the first merge of its
+    group that does not keep that coordinate. Reads the payloads only.
     """
     world = len(payloads)
     if world == 0:
         raise ValueError("nothing to aggregate")
-    indices = [p.indices.long() for p in payloads]
-    values = [p.values.to(torch.float32) for p in payloads]
+    current = [gtopk_message(p) for p in payloads]
+    own = [p.indices.long() for p in payloads]
     kept = [torch.ones(p.nnz, dtype=torch.bool, device=p.values.device) for p in payloads]
     sent = [[0, 0, 0] for _ in range(world)]
     received = [[0, 0, 0] for _ in range(world)]
-    template = payloads[0]
+    groups = [[rank] for rank in range(world)]
 
-    def merged(members: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        coordinates = torch.cat([indices[m][kept[m]] for m in members])
-        contributions = torch.cat([values[m][kept[m]] for m in members])
-        union, where = torch.unique(coordinates, return_inverse=True)
-        sums = torch.zeros(union.numel(), dtype=torch.float32, device=union.device)
-        return union, sums.index_add_(0, where, contributions)
-
-    def select(members: list[int]) -> None:
-        union, sums = merged(members)
-        if union.numel() > k:
-            chosen = union[torch.topk(sums.abs(), k, sorted=False).indices]
-            for m in members:
-                kept[m] &= torch.isin(indices[m], chosen)
-
-    def send(source: int, target: int, members: list[int]) -> None:
-        union, sums = merged(members)
-        message = SparseUpdate(
-            union.to(template.indices.dtype),
-            sums.to(template.values.dtype),
-            template.numel,
-            index_coding=template.index_coding,
-        )
+    def send(source: int, target: int) -> None:
+        message = current[source]
         for counts, rank in ((sent, source), (received, target)):
             counts[rank][0] += 1
             counts[rank][1] += message.nnz
             counts[rank][2] += message.nbytes
 
-    base = 1 << (world.bit_length() - 1)
-    groups = [[rank] for rank in range(world)]
+    def merge(low: int, high: int) -> None:
+        merged, chosen = gtopk_combine(current[low], current[high], k)
+        members = groups[low] + groups[high]
+        if chosen is not None:
+            for m in members:
+                kept[m] &= torch.isin(own[m], chosen)
+        current[low] = current[high] = merged
+        groups[low] = groups[high] = members
+
+    base = gtopk_base(world)
     for extra in range(base, world):
-        send(extra, extra - base, groups[extra])
-        groups[extra - base] = groups[extra - base] + groups[extra]
-        select(groups[extra - base])
+        send(extra, extra - base)
+        merge(extra - base, extra)
     bit = 1
     while bit < base:
         pairs = [(low, low ^ bit) for low in range(base) if low < low ^ bit]
         for low, high in pairs:  # every pair exchanges before any merges
-            send(low, high, groups[low])
-            send(high, low, groups[high])
+            send(low, high)
+            send(high, low)
         for low, high in pairs:
-            groups[low] = groups[high] = groups[low] + groups[high]
-            select(groups[low])
+            merge(low, high)
         bit <<= 1
     for extra in range(base, world):
-        send(extra - base, extra, groups[extra - base])
-    union, sums = merged(list(range(world)))
-    total = SparseUpdate(union.to(payloads[0].indices.dtype), sums, payloads[0].numel)
-    return GTopK(total, kept, [(m, e, b) for m, e, b in sent], [(m, e, b) for m, e, b in received])
+        send(extra - base, extra)
+    return GTopK(
+        current[0], kept, [(m, e, b) for m, e, b in sent], [(m, e, b) for m, e, b in received]
+    )
 
 
 class SharedPowerSGD:
@@ -262,14 +302,33 @@ class Aggregator:
         docstring). A step with a skipped payload takes the ``allgather`` path, which
         skips it."""
         payloads = [out.payload for _, out in ranks]
+        holders = {position: worker for position, (worker, _) in enumerate(ranks)}
+        return self.apply_payloads(flat, payloads, holders, lr, step)
+
+    def apply_payloads(
+        self,
+        flat: torch.Tensor,
+        payloads: Sequence[Payload],
+        holders: Mapping[int, WorkerState],
+        lr: float,
+        step: int,
+    ) -> Applied:
+        """As ``apply``, for one replica that holds the states of the ranks ``holders`` names
+        (position in ``payloads`` -> state): only their memories and ledgers change. A Ray
+        worker applying a step's W payloads holds its own rank's state (or none, having
+        produced none of them). PowerSGD's all-reduce needs every rank's memory; raises
+        ``ValueError`` without them."""
         path = self.path(len(payloads))
         if path == "gtopk" and self.k is not None:
             sparse = [p for p in payloads if isinstance(p, SparseUpdate) and p.seed is None]
             if len(sparse) == len(payloads):
-                return self._gtopk(flat, ranks, sparse, self.k, lr)
+                return self._gtopk(flat, holders, sparse, self.k, lr)
         elif path == "allreduce":
             if self.powersgd is not None:
                 if all(isinstance(p, LowRankUpdate) for p in payloads):
+                    if len(holders) != len(payloads):
+                        raise ValueError("powersgd all-reduce needs every rank's memory")
+                    ranks = [(holders[i], p) for i, p in enumerate(payloads)]
                     return self._powersgd(flat, ranks, self.powersgd, lr, step)
             else:
                 mean = allreduce_mean(payloads)
@@ -282,47 +341,45 @@ class Aggregator:
     def _gtopk(
         self,
         flat: torch.Tensor,
-        ranks: Sequence[tuple[WorkerState, StepOutput]],
+        holders: Mapping[int, WorkerState],
         payloads: Sequence[SparseUpdate],
         k: int,
         lr: float,
     ) -> Applied:
         result = gtopk(payloads, k)
-        for (worker, _), payload, kept in zip(ranks, payloads, result.kept, strict=True):
-            dropped = ~kept
-            _give_back(worker, payload.indices[dropped].long(), payload.values[dropped])
-        world = len(payloads)
-        total = result.total
-        mean = SparseUpdate(total.indices, total.values / world, total.numel)
-        skipped = self.update.apply_mean(flat, mean, lr)
+        for position, worker in holders.items():
+            dropped = ~result.kept[position]
+            payload = payloads[position]
+            give_back(worker, payload.indices[dropped].long(), payload.values[dropped])
+        skipped = self.update.apply_mean(flat, gtopk_mean(result.total, len(payloads)), lr)
         return Applied(skipped, [nbytes for _, _, nbytes in result.sent])
 
     def _powersgd(
         self,
         flat: torch.Tensor,
-        ranks: Sequence[tuple[WorkerState, StepOutput]],
+        ranks: Sequence[tuple[WorkerState, Payload]],
         shared: SharedPowerSGD,
         lr: float,
         step: int,
     ) -> Applied:
         accumulators = []
-        for worker, out in ranks:
+        for worker, payload in ranks:
             memory = worker.memory.residual()
             if memory is None:
                 raise ValueError("powersgd all-reduce keeps its residual in memory; none kept")
-            accumulators.append(memory + out.payload.to_dense())
+            accumulators.append(memory + payload.to_dense())
         update = shared.mean(accumulators, step)
-        for (worker, out), acc in zip(ranks, accumulators, strict=True):
+        for (worker, payload), acc in zip(ranks, accumulators, strict=True):
             memory = worker.memory.residual()
             assert memory is not None
             memory.copy_(acc - update)
             if worker.ledger is not None:
-                worker.ledger.sent.add_(update.double() - out.payload.to_dense().double())
+                worker.ledger.sent.add_(update.double() - payload.to_dense().double())
         skipped = self.update.apply_mean(flat, DenseUpdate(update), lr)
-        return Applied(skipped, [_allreduce_bytes(len(ranks), out.payload) for _, out in ranks])
+        return Applied(skipped, [_allreduce_bytes(len(ranks), payload) for _, payload in ranks])
 
 
-def _give_back(worker: WorkerState, indices: torch.Tensor, values: torch.Tensor) -> None:
+def give_back(worker: WorkerState, indices: torch.Tensor, values: torch.Tensor) -> None:
     """Return dropped (coordinate, value) pairs to ``worker``'s memory (if it keeps one) and
     take them off its ledger's sent sum. Mutates both."""
     memory = worker.memory.residual()
