@@ -34,7 +34,7 @@ FLOAT32, INT32, INT64 = 4, 4, 8
 # Rows per forward pass when the workers evaluate (sparsetrain.workers.training.evaluate).
 EVAL_CHUNK_ROWS = 8192
 # Bytes of one densified chunk of sparse rows (evaluation; a dense dataset's chunk is a view).
-SPARSE_CHUNK_BYTES = 64 * 2**20
+SPARSE_CHUNK_BYTES = 16 * 2**20
 # Rows, input shape and classes of the scikit-learn datasets (known without loading them).
 SKLEARN_SHAPES: dict[str, tuple[int, tuple[int, ...], int]] = {
     "digits": (1797, (1, 8, 8), 10),
