@@ -29,8 +29,11 @@ class _Slot:
 class FlatModel:
     """Holds ``module``'s parameters as one contiguous fp32 vector ``flat``.
 
-    The module itself keeps its structure (and buffers) but its parameters are only used to
-    know names and shapes; every forward pass reads from ``flat`` (or a vector passed in).
+    The module keeps its structure and buffers; its parameters become views into ``flat``, so
+    a forward pass on the model's own vector calls the module directly and the backward pass
+    accumulates straight into one flat gradient (no per-tensor copies). A pass on another
+    vector (an iterate average, a posterior sample) or with swapped-in buffers goes through
+    ``torch.func.functional_call``.
     """
 
     def __init__(self, module: nn.Module, device: torch.device | str = "cpu") -> None:
@@ -49,6 +52,10 @@ class FlatModel:
         # until the simulator swaps in a logical worker's set (``RankBuffers``).
         self.buffers = dict(module.named_buffers())
         self.buffer_layout = BufferLayout(self.buffers)
+        self._params = list(module.parameters())
+        if all(p.dtype == torch.float32 for p in self._params):
+            for slot, param in zip(self.slots, self._params, strict=True):
+                param.data = self.flat[slot.offset : slot.offset + slot.numel].view(slot.shape)
         # What rebuilds the module without the data; ``build_model`` fills it in.
         self.description: dict[str, Any] = {}
 
@@ -66,6 +73,16 @@ class FlatModel:
         source = self.flat if flat is None else flat
         return {s.name: source[s.offset : s.offset + s.numel].view(s.shape) for s in self.slots}
 
+    def _direct(self, flat: torch.Tensor | None) -> bool:
+        """True when a pass on ``flat`` may call the module itself: ``flat`` is the model's
+        own vector, which the parameters view, and the buffers are the module's own."""
+        if flat is not None and flat is not self.flat:
+            return False
+        params = self._params
+        if not params or params[0].data_ptr() != self.flat.data_ptr():
+            return False
+        return all(self.buffers.get(n) is b for n, b in self.module.named_buffers())
+
     def forward(
         self, inputs: torch.Tensor, flat: torch.Tensor | None = None, *, train: bool = False
     ) -> torch.Tensor:
@@ -73,6 +90,8 @@ class FlatModel:
         when ``train`` (dropout on, batch-norm statistics updated) and in eval mode
         otherwise. Sets the module's mode."""
         self.module.train(train)
+        if self._direct(flat):
+            return self.module(inputs)  # type: ignore[no-any-return]
         params = self.views(flat)
         return functional_call(self.module, {**params, **self.buffers}, (inputs,))
 
@@ -94,6 +113,8 @@ class FlatModel:
         again, so it comes back in true units (not finite when the scaled pass overflowed).
         ``flat`` is read, not written; the module's buffers (batch-norm statistics) update.
         """
+        if self._direct(None) and all(p.requires_grad for p in self._params):
+            return self._direct_loss_and_grad(inputs, targets, loss_fn, autocast, loss_scale)
         flat = self.flat.detach().requires_grad_(True)
         if autocast is None:
             loss = loss_fn(self.forward(inputs, flat, train=True), targets)
@@ -105,6 +126,36 @@ class FlatModel:
             (grad,) = torch.autograd.grad(loss, flat)
         else:
             (grad,) = torch.autograd.grad(loss * loss_scale, flat)
+            grad.mul_(1.0 / loss_scale)
+        return loss.detach(), grad
+
+    def _direct_loss_and_grad(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        autocast: torch.dtype | None,
+        loss_scale: float | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``loss_and_grad`` through the module itself: every parameter's ``.grad`` is a view
+        of one zeroed flat vector, which the backward pass accumulates into in place (the
+        same values as differentiating through the views, without a copy per tensor)."""
+        grad = torch.zeros(self.numel, dtype=torch.float32, device=self.device)
+        for slot, param in zip(self.slots, self._params, strict=True):
+            param.grad = grad[slot.offset : slot.offset + slot.numel].view(slot.shape)
+        try:
+            self.module.train(True)
+            if autocast is None:
+                loss = loss_fn(self.module(inputs), targets)
+            else:
+                with torch.autocast(self.device.type, dtype=autocast):
+                    loss = loss_fn(self.module(inputs), targets)
+                loss = loss.float()
+            (loss if loss_scale is None else loss * loss_scale).backward()
+        finally:
+            for param in self._params:
+                param.grad = None
+        if loss_scale is not None:
             grad.mul_(1.0 / loss_scale)
         return loss.detach(), grad
 
