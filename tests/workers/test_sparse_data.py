@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,11 @@ def test_rcv1_shaped_job_trains_without_densifying_the_rows(rcv1_like: tuple[Pat
     rows would take dense (n x d x 4 bytes, 756 MB here)."""
     path, _ = rcv1_like
     spec = rcv1_spec(path)
-    done = run_python("-c", _PEAK_SCRIPT, spec.model_dump_json(), timeout=300)
+    # A clean environment: settings other tests leave in this process's (threads, limits)
+    # must not change what the child allocates.
+    keep = ("PATH", "HOME", "PYTHONPATH", "TMPDIR", "LANG")
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    done = run_python("-c", _PEAK_SCRIPT, spec.model_dump_json(), env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     dense_bytes = 4_000 * RCV1_WIDTH * 4
