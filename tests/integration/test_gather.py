@@ -4,6 +4,7 @@ worker and from a worker's own error."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -37,6 +38,10 @@ class Rank:
         """``value``, after hanging ``stall_s`` seconds (a stalled rank)."""
         time.sleep(stall_s)
         return value
+
+    def pid(self) -> int:
+        """A cheap call: the process id (a probe that the actor is alive)."""
+        return os.getpid()
 
 
 class Owner:
@@ -112,4 +117,26 @@ def test_a_rank_that_misses_the_deadline_is_reported_and_an_exempt_one_is_awaite
     assert "did not answer step 4 within 5 s" in str(late)
     assert 8.0 <= elapsed < 60.0
     for rank in ranks:
+        ray.kill(rank, no_restart=True)
+
+
+def test_a_late_rank_is_given_more_time_while_a_rank_that_answered_is_dead() -> None:
+    """A rank that reads a dead peer's update blocks until Ray notices; the deadline must
+    not drop it for that. Probes find the peer that answered dead, and the late rank gets
+    another deadline, in which it answers; with every peer alive it is late after one."""
+    answering, slow, healthy = _remote(Rank), _remote(Rank), _remote(Rank)
+    ray.get([answering.answer.remote(0), slow.answer.remote(0), healthy.answer.remote(0)])
+    refs = [answering.answer.remote(1), slow.answer.remote(2, stall_s=6.0)]
+    ray.get(refs[0])
+    ray.kill(answering, no_restart=True)  # it answered, then its process went
+    probes = [answering.pid.remote, slow.pid.remote]
+    assert gather(refs, step=3, deadline_s=4.0, probes=probes) == [1, 2]
+
+    refs = [healthy.answer.remote(1), slow.answer.remote(2, stall_s=600.0)]
+    probes = [healthy.pid.remote, slow.pid.remote]
+    started = time.monotonic()
+    results = gather(refs, step=3, deadline_s=4.0, probes=probes)
+    assert results[0] == 1 and isinstance(results[1], StepDeadlineError)
+    assert time.monotonic() - started < 30.0
+    for rank in (slow, healthy):
         ray.kill(rank, no_restart=True)

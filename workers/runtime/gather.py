@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import ray
@@ -42,8 +42,14 @@ class InputsLostError(WorkerDiedError):
 
 
 class StepDeadlineError(WorkerDiedError):
-    """A worker had not answered a step ``deadline_s`` after the first rank did: it is
-    treated as lost (its process may be alive but stalled, or cut off from the others)."""
+    """A worker had not answered a step ``deadline_s`` after the first rank did, while every
+    rank that had answered still answered a probe: it is treated as lost (its process may
+    be alive but stalled, or cut off from the others)."""
+
+
+PROBE_ROUNDS = 8
+"""At most this many extra deadlines are waited for a late rank while its peers are found
+dead or do not answer a probe (it is likely reading a dead peer's update)."""
 
 
 class WorkersLostError(TrainingError):
@@ -58,6 +64,7 @@ def gather(
     *,
     deadline_s: float | None = None,
     unbounded: Collection[int] = (),
+    probes: Sequence[Callable[[], Any]] | None = None,
 ) -> list[Any]:
     """``ray.get`` each reference in order; ``ranks`` names the rank behind each (default
     0, 1, ...). A dead worker's result is a ``WorkerDiedError`` in its place, and a call
@@ -66,14 +73,16 @@ def gather(
 
     With ``deadline_s``, a rank that has not answered ``deadline_s`` after the first answer
     gets a ``StepDeadlineError`` in its place, except the ranks in ``unbounded`` (one doing
-    extra work, such as an evaluation), which are waited for as without a deadline."""
+    extra work, such as an evaluation), which are waited for as without a deadline.
+    ``probes`` (one per reference, each sending a cheap call to that rank's actor) make the
+    deadline fair to a rank that waits on a dead peer: see ``unanswered``."""
     order = list(ranks if ranks is not None else range(len(refs)))
     late: set[int] = set()
     if deadline_s is not None:
         bounded = {
             rank: ref for rank, ref in zip(order, refs, strict=True) if rank not in unbounded
         }
-        pending = unanswered(refs, list(bounded.values()), deadline_s)
+        pending = unanswered(refs, list(bounded.values()), deadline_s, probes)
         late = {rank for rank, ref in bounded.items() if ref in pending}
     results: list[Any] = []
     for rank, ref in zip(order, refs, strict=True):
@@ -99,17 +108,68 @@ def gather(
     return results
 
 
-def unanswered(refs: Sequence[Any], bounded: Sequence[Any], deadline_s: float) -> list[Any]:
+def unanswered(
+    refs: Sequence[Any],
+    bounded: Sequence[Any],
+    deadline_s: float,
+    probes: Sequence[Callable[[], Any]] | None = None,
+) -> list[Any]:
     """The references of ``bounded`` (a subset of ``refs``) still pending ``deadline_s``
     after the first of ``refs`` is ready (a failure counts as an answer). Blocks until then,
-    or until every one of ``bounded`` is ready."""
+    or until every one of ``bounded`` is ready.
+
+    With ``probes`` (aligned with ``refs``), a late rank is only called late once every
+    rank that answered also answers a probe: a rank that reads a peer's update blocks until
+    Ray has noticed that the peer's node is gone, which can take longer than the deadline.
+    While a probed rank is found dead or does not answer within ``deadline_s``, the late
+    ranks get another ``deadline_s`` (at most ``PROBE_ROUNDS`` times)."""
     if not bounded:
         return []
     ray.wait(list(refs), num_returns=1)
-    pending, until = list(bounded), time.monotonic() + deadline_s
-    while pending and (left := until - time.monotonic()) > 0:
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=left)
+    pending = _still_pending(list(bounded), deadline_s)
+    if probes is None:
+        return pending
+    dead: set[int] = set()
+    for _ in range(PROBE_ROUNDS):
+        if not pending:
+            break
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        answered = [i for i, ref in enumerate(refs) if ref in ready and i not in dead]
+        found = _probe([probes[i] for i in answered], deadline_s)
+        dead |= {i for i, ok in zip(answered, found, strict=True) if ok is False}
+        if all(found):
+            return _still_pending(pending, 0.0)
+        pending = _still_pending(pending, deadline_s)
     return pending
+
+
+def _still_pending(refs: list[Any], wait_s: float) -> list[Any]:
+    """Those of ``refs`` not ready after waiting at most ``wait_s`` for all of them."""
+    pending, until = refs, time.monotonic() + wait_s
+    while pending:
+        left = max(until - time.monotonic(), 0.0)
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=left)
+        if left == 0.0:
+            break
+    return pending
+
+
+def _probe(probes: Sequence[Callable[[], Any]], timeout_s: float) -> list[bool | None]:
+    """Send every probe and wait at most ``timeout_s`` for them: per probe, True (its actor
+    answered), False (it is dead) or None (no answer yet)."""
+    refs = [probe() for probe in probes]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    found: list[bool | None] = []
+    for ref in refs:
+        if ref not in ready:
+            found.append(None)
+            continue
+        try:
+            ray.get(ref)
+            found.append(True)
+        except (RayActorError, ObjectLostError, RayTaskError):
+            found.append(False)
+    return found
 
 
 def lost_objects(error: BaseException) -> list[ObjectLostError]:

@@ -177,7 +177,11 @@ class SyncLoop(Boundaries):
         calls' (update, info) references (None for a member already known to be dead, which
         is not asked) and their gathered results in rank order. A member that has not
         answered ``exchange.step_timeout_s`` after the first one (rank 0 evaluating is
-        exempt) counts as dead (``StepDeadlineError``)."""
+        exempt) counts as dead (``StepDeadlineError``), unless a member that answered is
+        found dead or unresponsive then (the late one may be reading its update): the
+        deadline is extended. A member whose own last update no member could read is gone
+        with it (the update lived in its node's store): its answer becomes a
+        ``WorkerDiedError``."""
         world = len(members)
         scale = lr_scale(self.spec, world)
         calls: list[Any] = [
@@ -203,6 +207,7 @@ class SyncLoop(Boundaries):
                 ranks=asked,
                 deadline_s=self.spec.exchange.step_timeout_s,
                 unbounded=(0,) if evaluate else (),
+                probes=[members[rank].actor.pid.remote for rank in asked],
             )
         )
         gone = "it was found gone at the last boundary"
@@ -212,7 +217,22 @@ class SyncLoop(Boundaries):
             else WorkerDiedError(f"worker {rank} died", step=step, rank=rank, cause=gone)
             for rank, call in enumerate(calls)
         ]
-        return calls, results
+        return calls, self._blame_producers(members, results, step)
+
+    def _blame_producers(self, members: list[Member], results: list[Any], step: int) -> list[Any]:
+        """``results`` with the answer of every member whose update of step - 1 some member
+        could not read replaced by a ``WorkerDiedError``: an update is lost only with the
+        node that held it, which was its producer's, so an answer the producer sent just
+        before its node died must not keep it in the group."""
+        unreadable = {o for r in results if isinstance(r, InputsLostError) for o in r.objects}
+        producers = {self._sources[o][1].slot for o in unreadable if o in self._sources}
+        cause = "its last update could not be read: its node is gone"
+        return [
+            WorkerDiedError(f"worker {rank} died", step=step, rank=rank, cause=cause)
+            if member.slot in producers and not isinstance(result, WorkerDiedError)
+            else result
+            for rank, (member, result) in enumerate(zip(members, results, strict=True))
+        ]
 
     def _own(self, member: Member) -> int | None:
         """The position of ``member``'s update among ``inputs`` (whose memory the job's
@@ -341,7 +361,7 @@ class SyncLoop(Boundaries):
                 )
                 for rank, m in enumerate(members)
             ]
-            results = gather(refs, done)
+            results = self._blame_producers(members, gather(refs, done), done)
             unread = [r for r in results if isinstance(r, InputsLostError)]
             if not unread or any(not isinstance(r, WorkerDiedError) for r in results):
                 break
