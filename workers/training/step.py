@@ -226,7 +226,9 @@ def compute_update(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         # Dropout and other random layers draw from the global generator: seed it per
         # (rank, membership epoch, step) so every run of the same spec draws the same masks.
-        torch.manual_seed(worker_seed(salted_seed(state.seed, state.epoch), state.rank) + step)
+        seed_random_layers(
+            worker_seed(salted_seed(state.seed, state.epoch), state.rank) + step, device
+        )
         if state.accumulation_steps == 1:
             inputs, targets = draw(rows)
             loss, grad = model.loss_and_grad(
@@ -355,3 +357,14 @@ class MeanApplier:
 def apply_update(flat: torch.Tensor, update: torch.Tensor) -> None:
     """x ← x - update (mutates ``flat`` in place)."""
     flat.sub_(update)
+
+
+def seed_random_layers(seed: int, device: torch.device) -> None:
+    """Seed the generator that random layers on ``device`` draw from (the CPU's default
+    generator, and on CUDA that device's too), and no other: ``torch.manual_seed`` would
+    also queue a seed for every CUDA device, capturing a stack trace each step while CUDA
+    is not initialised (about a millisecond inside a Ray actor)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
