@@ -189,6 +189,12 @@ def test_sampled_topk_selects_exactly_the_topk_set(d: int, ratio: float) -> None
         _same_set(top_magnitudes(x, k), x, k)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_sampled_topk_selects_exactly_the_topk_set_in_other_dtypes(dtype: torch.dtype) -> None:
+    x = torch.randn(301_000, generator=torch.Generator().manual_seed(4)).to(dtype)
+    _same_set(top_magnitudes(x, 3010), x, 3010)
+
+
 def test_sampled_topk_of_none_or_all() -> None:
     x = torch.randn(SAMPLED_MIN_NUMEL)
     assert top_magnitudes(x, 0).numel() == 0

@@ -30,6 +30,7 @@ from sparsetrain.workers.training.memory import ErrorFeedback
 from sparsetrain.workers.training.prepare import prepare
 from sparsetrain.workers.training.step import (
     WorkerState,
+    all_finite,
     apply_update,
     compute_update,
     mean_update,
@@ -226,3 +227,13 @@ def test_worker_seed_is_pure_and_distinct() -> None:
     assert len(seeds) == 32
     assert all(0 <= s < 2**63 for s in seeds)
     assert 0 <= worker_seed(2**63 - 1, 1023) < 2**63
+
+
+def test_the_finite_check_is_exact_when_the_sum_overflows() -> None:
+    big = torch.full((4,), 3e38)  # every entry finite; their sum is not
+    assert all_finite(big)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        x = torch.randn(100_000)
+        x[77] = bad
+        assert not all_finite(x)
+    assert all_finite(torch.randn(100_000))

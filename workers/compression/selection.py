@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 SAMPLED_MIN_NUMEL = 1 << 15
@@ -46,11 +47,21 @@ def top_magnitudes(x: torch.Tensor, k: int) -> torch.Tensor:
     rank = min(sample.numel(), math.ceil(expected + _SIGMAS * math.sqrt(expected)) + 1)
     threshold = torch.topk(sample, rank, sorted=False).values.min()
     # ``~(m < t)`` keeps NaNs, which ``torch.topk`` ranks above every number.
-    candidates = torch.nonzero(~(magnitude < threshold), as_tuple=True)[0]
+    candidates = _reaching(magnitude, threshold)
     if candidates.numel() < k or 2 * candidates.numel() > d:
         return _full(magnitude, k)
     chosen = torch.topk(magnitude[candidates], k, sorted=False).indices
     return candidates[chosen]
+
+
+def _reaching(magnitude: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """The ascending positions (int64) of the entries of the CPU vector ``magnitude`` not
+    below ``threshold``, NaNs included: numpy's compare and compaction are several times
+    faster than torch's on a CPU."""
+    if magnitude.dtype not in (torch.float32, torch.float64):  # numpy has no bfloat16
+        return torch.nonzero(~(magnitude < threshold), as_tuple=True)[0]
+    values = magnitude.numpy()
+    return torch.from_numpy(np.flatnonzero(~(values < values.dtype.type(threshold.item()))))
 
 
 def _full(magnitude: torch.Tensor, k: int) -> torch.Tensor:
