@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from sparsetrain.spec.compression import IndexCoding
@@ -103,7 +104,7 @@ class SparseCompressor:
         the indices cast to ``index_dtype`` after the gather. Delta-coded payloads list their
         entries by ascending index (as a receiver decodes them). Does not mutate ``x``."""
         if self.index_coding == "delta" and seed is None:
-            indices = torch.sort(indices).values
+            indices = ascending(indices)
         values = x.detach()[indices]
         if scale != 1.0:
             values = values * scale
@@ -114,3 +115,11 @@ class SparseCompressor:
             seed,
             self.index_coding if seed is None else "plain",
         )
+
+
+def ascending(indices: torch.Tensor) -> torch.Tensor:
+    """``indices`` (distinct integers) sorted ascending; on a CPU by numpy, several times
+    faster there than ``torch.sort``. Returns a new tensor."""
+    if indices.device.type != "cpu":
+        return torch.sort(indices).values
+    return torch.from_numpy(np.sort(indices.numpy()))
