@@ -81,7 +81,7 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 TARGET = 0.95
 """Test accuracy the MLP reaches on digits within a few hundred steps by every method."""
-EVAL_EVERY = 25
+EVAL_EVERY = 10
 WARMUP_STEPS = 20
 LR = 0.05
 MOMENTUM = 0.9
