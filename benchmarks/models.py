@@ -11,11 +11,15 @@ with W workers, the same seed, data, batch and number of steps:
   noise (``examples/make_shapes.py``, written to a temporary folder); headline metric:
   validation accuracy.
 
-and for each, three runs:
+and for each, four runs:
 
 - ``adamw_dense``: AdamW, every coordinate sent in fp32 (the baseline);
 - ``adamw_topk_ef``: AdamW in gradient mode on the mean of top-1% compressed gradients with
   error feedback, after a dense warm-up of 0.5% of the steps (its bytes counted);
+- ``adamw_topk2.5_fp16``: the same AdamW on top-2.5% with fp16 values and no dense warm-up:
+  the largest budget that keeps the whole run under 2% of dense's bytes (about 1.9%: 2-byte
+  values, about 1-byte delta-coded indices); at top-1% the warm-up's dense steps would be
+  spent instead on coordinates;
 - ``sgd_memsgd_topk``: MEM-SGD: SGD with momentum in update mode, top-1% with error feedback
   from the first step.
 
@@ -31,7 +35,7 @@ The corpus is small (3.8 KB): past about 1,000 steps the dense GPT overfits and 
 validation loss rises, so longer runs flatter the compressed ones; GPT runs stop there.
 
     python -m benchmarks.models --quick --out results/models.json  # 1,000 GPT and 300 ResNet-8
-    # steps, 2 workers: about 2.5 min of one core (8 min on 2 shared, busy cores)
+    # steps, 2 workers: about 3.5 min of one core (194 s measured on a busy 2-core machine)
     python -m benchmarks.models --out results/models.json  # 4 workers, ResNet-20, 600 steps:
     # estimated 25 min of one core
 """
@@ -48,15 +52,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmarks._common import (
+    Curve,
     Progress,
     benchmark_parser,
     machine,
     parse_args,
+    plot_loss_rows,
     print_targets,
-    save_figure,
+    target,
     write_json,
 )
 from sparsetrain.spec import JobSpec
@@ -66,7 +70,7 @@ from sparsetrain.workers.training.simulator import simulate
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 QUALITY_TARGET = 0.05  # within 5% of dense on the headline metric
 BYTES_TARGET = 0.02
-COMPRESSED = ("adamw_topk_ef", "sgd_memsgd_topk")
+COMPRESSED = ("adamw_topk_ef", "adamw_topk2.5_fp16", "sgd_memsgd_topk")
 HEADLINE = {"gpt": "perplexity", "resnet": "accuracy"}
 
 
@@ -127,6 +131,7 @@ LEARNING_RATES = {"gpt": {"adamw": 0.003, "sgd": 0.5}, "resnet": {"adamw": 0.003
 LR_WARMUP = 20  # linear learning-rate warm-up steps of every run's cosine schedule
 BATCH = {"gpt": 16, "resnet": 32}
 TOPK = {"kind": "topk", "ratio": 0.01}
+TOPK_FP16 = {"kind": "topk", "ratio": 0.025, "value_dtype": "float16"}
 
 
 def runs(task: str, size: Size) -> dict[str, dict[str, Any]]:
@@ -147,6 +152,12 @@ def runs(task: str, size: Size) -> dict[str, dict[str, Any]]:
         "adamw_topk_ef": {
             "optimizer": {**adamw, "dense_warmup_steps": size.warmup(task)},
             "compression": TOPK,
+            "memory": "error_feedback",
+            "schedule": schedule(lr["adamw"]),
+        },
+        "adamw_topk2.5_fp16": {
+            "optimizer": adamw,
+            "compression": TOPK_FP16,
             "memory": "error_feedback",
             "schedule": schedule(lr["adamw"]),
         },
@@ -206,8 +217,10 @@ def task_data(size: Size, seed: int) -> Iterator[dict[str, Path]]:
         yield {"gpt": EXAMPLES / "corpus" / "lighthouse.txt", "resnet": images}
 
 
-def train(spec: JobSpec, dataset: Dataset, label: str, warmup: int) -> dict[str, Any]:
-    """Train ``spec`` on ``dataset``; its final validation metrics, bytes and curves."""
+def train(spec: JobSpec, dataset: Dataset, label: str) -> dict[str, Any]:
+    """Train ``spec`` on ``dataset``; its final validation metrics, bytes (whole run and after
+    its dense warm-up) and curves."""
+    warmup = spec.optimizer.dense_warmup_steps
     progress = Progress(label, spec.steps or 0)
     started = time.perf_counter()
     result = simulate(
@@ -276,39 +289,33 @@ def targets(tasks: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 else quality >= 1 - QUALITY_TARGET
             )
             bound = f"<= {1 + QUALITY_TARGET:g}" if metric == "perplexity" else ">= 0.95"
-            found[f"{task}/{run}"] = {
-                "value": {
+            found[f"{task}/{run}"] = target(
+                {
                     f"{metric}_ratio": None if quality is None else round(quality, 4),
                     "bytes_ratio": None if sent is None else round(sent, 5),
                 },
-                "target": f"{metric} ratio {bound}, bytes ratio <= {BYTES_TARGET:g}",
-                "met": within and sent is not None and sent <= BYTES_TARGET,
-            }
+                f"{metric} ratio {bound}, bytes ratio <= {BYTES_TARGET:g}",
+                within and sent is not None and sent <= BYTES_TARGET,
+            )
     return found
 
 
 def plot(tasks: dict[str, Any], path: Path) -> None:
     """Validation loss against steps and against bytes sent, one row per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.8 * len(tasks)), squeeze=False)
-    for row, (task, report) in enumerate(tasks.items()):
+    rows: dict[str, list[Curve]] = {}
+    for task, report in tasks.items():
+        rows[task] = []
         for name, result in report["runs"].items():
             points = [p for p in result["curve"] if p["test_loss"] is not None]
-            losses = [p["test_loss"] for p in points]
-            axes[row][0].plot([p["step"] for p in points], losses, "o-", ms=3, label=name)
-            sent = [(p["bytes"], loss) for p, loss in zip(points, losses, strict=True) if p["step"]]
-            axes[row][1].plot(*zip(*sent, strict=True), "o-", ms=3, label=name)
-        axes[row][0].set(title=f"{task}: validation loss", xlabel="step", ylabel="loss")
-        axes[row][1].set(title=f"{task}: validation loss against bytes", xlabel="bytes sent")
-        axes[row][1].set_xscale("log")
-        for axis in axes[row]:
-            axis.grid(alpha=0.3)
-            axis.legend(fontsize=8)
-    save_figure(fig, path)
+            rows[task].append(
+                Curve(
+                    name,
+                    [p["step"] for p in points],
+                    [p["test_loss"] for p in points],
+                    [p["bytes"] for p in points],
+                )
+            )
+    plot_loss_rows(rows, path, loss="validation loss")
 
 
 def measure(size: Size, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -320,12 +327,7 @@ def measure(size: Size, seed: int, log: Callable[[str], None]) -> dict[str, Any]
             dataset = build_dataset(first.data, seed)
             log(f"{task}: {dataset.n_train} training rows, {dataset.n_test} held out")
             results = {
-                run: train(
-                    job_spec(task, run, size, path, seed),
-                    dataset,
-                    f"{task}/{run}",
-                    size.warmup(task),
-                )
+                run: train(job_spec(task, run, size, path, seed), dataset, f"{task}/{run}")
                 for run in runs(task, size)
             }
             tasks[task] = {
@@ -344,13 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(
         "models",
         __doc__,
-        quick="1,000 GPT / 300 ResNet-8 steps, 2 workers (about 2.5 min of one core)",
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (default 1: shared cores)"
+        quick="1,000 GPT / 300 ResNet-8 steps, 2 workers (about 3.5 min of one core)",
+        threads=True,
     )
     args = parse_args(parser, argv)
-    torch.set_num_threads(args.threads)
     size = SIZES[args.mode]
     started = time.perf_counter()
     tasks = measure(size, args.seed, lambda line: print(line, file=sys.stderr, flush=True))
@@ -365,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": BATCH,
             "learning_rates": LEARNING_RATES,
             "schedule": f"cosine to 0 after a linear warm-up of {LR_WARMUP} steps",
-            "dense_warmup_steps": {task: size.warmup(task) for task in tasks},
+            "dense_warmup_steps": {
+                task: {run: r["optimizer"]["dense_warmup_steps"] for run, r in item["runs"].items()}
+                for task, item in tasks.items()
+            },
             "image_noise": IMAGE_NOISE,
             "shapes": list(SHAPES),
         },
@@ -378,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in item["ratios"].items():
             final = item["runs"][name]["final"]
             print(
-                f"{task:<7}{name:<17} loss {final['test_loss']:.4f} "
+                f"{task:<7}{name:<19} loss {final['test_loss']:.4f} "
                 f"acc {final['test_accuracy']:.4f}  loss x{r['loss']:.3f} "
                 f"{HEADLINE[task]} x{r[HEADLINE[task]]:.3f}  bytes x{r['bytes']:.4f}"
             )

@@ -19,7 +19,12 @@ def test_models_benchmark_smoke(tmp_path: Path) -> None:
     assert set(report["tasks"]) == {"gpt", "resnet"}
     for name, task in report["tasks"].items():
         runs = task["runs"]
-        assert set(runs) == {"adamw_dense", "adamw_topk_ef", "sgd_memsgd_topk"}
+        assert set(runs) == {
+            "adamw_dense",
+            "adamw_topk_ef",
+            "adamw_topk2.5_fp16",
+            "sgd_memsgd_topk",
+        }
         assert task["model"]["kind"] == name
         dense = runs["adamw_dense"]
         for run, result in runs.items():
@@ -45,9 +50,17 @@ def test_models_benchmark_smoke(tmp_path: Path) -> None:
         assert task["ratios"]["sgd_memsgd_topk"]["bytes"] < 0.1
         topk = runs["adamw_topk_ef"]
         assert topk["optimizer"]["dense_warmup_steps"] == size.warmup(name)
+        # Top-2.5% in fp16 has no dense warm-up: all its bytes are compressed ones, more
+        # than top-1%'s after the warm-up and still a small fraction of dense's.
+        wide = task["ratios"]["adamw_topk2.5_fp16"]
+        assert runs["adamw_topk2.5_fp16"]["optimizer"]["dense_warmup_steps"] == 0
+        assert wide["bytes"] == wide["bytes_after_warmup"]
+        assert task["ratios"]["adamw_topk_ef"]["bytes_after_warmup"] < wide["bytes"] < 0.1
     targets = report["targets"]
     assert set(targets) == {
-        f"{t}/{r}" for t in ("gpt", "resnet") for r in ("adamw_topk_ef", "sgd_memsgd_topk")
+        f"{t}/{r}"
+        for t in ("gpt", "resnet")
+        for r in ("adamw_topk_ef", "adamw_topk2.5_fp16", "sgd_memsgd_topk")
     }
     assert all(isinstance(t["met"], bool) for t in targets.values())
     assert report["machine"]["torch"]
