@@ -32,10 +32,16 @@ the steps are bound by compute and noisy. Writes JSON with every run and ratio, 
 of time-to-accuracy against bandwidth (and the per-step breakdown).
 
     sudo .venv/bin/python -m benchmarks.network --quick --out results/network.json
+    sudo .venv/bin/python -m benchmarks.network --quick --models mlp_wide \\
+        --rates 1gbit 10gbit --out results/network_wide.json
+
+``--models``, ``--rates`` and ``--worlds`` replace the plan's (``mlp_wide``: a 4.3M-parameter
+MLP, where the links, not the compute, bound DDP's step).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -77,6 +83,11 @@ MODELS: dict[str, dict[str, Any]] = {
         "model": {"kind": "mlp", "hidden": [512, 512], "activation": "relu"},
         "data": {"kind": "sklearn", "name": "digits"},
         "describe": "mlp 64-512-512-10 (301,066 parameters) on scikit-learn digits",
+    },
+    "mlp_wide": {
+        "model": {"kind": "mlp", "hidden": [2048, 2048], "activation": "relu"},
+        "data": {"kind": "sklearn", "name": "digits"},
+        "describe": "mlp 64-2048-2048-10 (4,349,962 parameters) on scikit-learn digits",
     },
 }
 TARGET = 0.95
@@ -422,12 +433,23 @@ def main(argv: list[str] | None = None) -> int:
         quick="the MLP, W = 2, the three rates, 250 steps (under 10 minutes on 2 cores)",
         seed=False,
     )
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), help="override the plan's")
+    parser.add_argument("--rates", nargs="+", choices=RATES, help="override the plan's")
+    parser.add_argument("--worlds", nargs="+", type=int, help="override the plan's W")
     args = parse_args(parser, argv)
+    if args.worlds is not None and any(world < 2 or world > 8 for world in args.worlds):
+        parser.error("--worlds: each W must be between 2 and 8")
     reason = unavailable_reason()
     if reason is not None:
         print(f"network benchmark unavailable: {reason}", file=sys.stderr)
         return 2
     plan = PLANS[args.mode]
+    plan = dataclasses.replace(
+        plan,
+        models=tuple(args.models or plan.models),
+        rates=tuple(args.rates or plan.rates),
+        worlds=tuple(args.worlds or plan.worlds),
+    )
     load_before, started = _load(), time.perf_counter()
     rows = measure(plan)
     ratios, targets = ratios_and_targets(rows, plan)
