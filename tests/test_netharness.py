@@ -174,7 +174,14 @@ def test_teardown_leaves_nothing_even_when_the_body_fails() -> None:
     before = _host_links()
     with pytest.raises(RuntimeError, match="the body failed"), Network(nodes=3) as net:
         sleepers = [net.run_in(node, ["sleep", "600"]) for node in net.nodes]
-        pids = [pid for node in net.nodes for pid in netns.pids(node.namespace)]
+        # A started process enters its namespace a moment later (``ip netns exec`` forks
+        # first): poll, bounded, until every namespace holds its sleeper.
+        deadline = time.monotonic() + 30
+        while True:
+            pids = [pid for node in net.nodes for pid in netns.pids(node.namespace)]
+            if len(pids) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         tag, workdir = net.tag, net.workdir
         assert len(pids) == 3 and len(_ours(tag)) == 4 and workdir.is_dir()
         raise RuntimeError("the body failed")
