@@ -16,12 +16,13 @@
 - ``auto``: ``resolve_aggregation`` below: the scalable path the compressor allows, from
   ``SCALABLE_FROM_WORKERS`` workers on, where the job's transport runs it.
 
-Which transport runs which path on the Ray runtime (``TRANSPORT_PATHS``): the object-store
-transports (``allgather``, ``reduce``) combine every step's updates into their exact mean,
-the ``allgather`` semantics, and nothing else; ``allreduce`` and ``gtopk`` replace that
-exchange among the workers and so need the ``collective`` transport. The simulator runs
-every path; the Ray runtime refuses a job whose path its transport does not run
-(``runtime_problem``) rather than run another path, whose result would differ.
+Which transport runs which path on the Ray runtime (``TRANSPORT_PATHS``, less PowerSGD's
+all-reduce: ``runtime_paths``): the object-store transports (``allgather``, ``reduce``)
+combine every step's updates into their exact mean, the ``allgather`` semantics, and nothing
+else; ``allreduce`` and ``gtopk`` replace that exchange among the workers and so need the
+``collective`` transport. The simulator runs every path; the Ray runtime refuses a job
+whose path its transport does not run (``runtime_problem``) rather than run another path,
+whose result would differ.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "AggregationPath",
     "aggregation_problem",
     "resolve_aggregation",
+    "runtime_paths",
     "runtime_problem",
     "summable",
 ]
@@ -54,11 +56,30 @@ SCALABLE_FROM_WORKERS = 16
 TRANSPORT_PATHS: dict[str, frozenset[AggregationPath]] = {
     "allgather": frozenset({"allgather"}),
     "reduce": frozenset({"allgather"}),
-    "collective": frozenset({"allgather", "gtopk"}),
+    "collective": frozenset({"allgather", "allreduce", "gtopk"}),
 }
 """The paths each ``exchange.transport`` runs on the Ray runtime. The collective transport
-is the one that can carry ``allreduce`` and ``gtopk``; it runs ``gtopk`` (bit for bit as the
-simulator does), not ``allreduce`` yet."""
+is the one that can carry ``allreduce`` and ``gtopk``; it runs both bit for bit as the
+simulator does, ``allreduce`` for dense and shared-seed random-k payloads only
+(``runtime_paths``)."""
+
+POWERSGD_ALLREDUCE_PROBLEM = (
+    "'allreduce' with 'powersgd' is not run on this runtime: its shared factors are "
+    "computed from every rank's accumulator, and at a boundary step (a join, a leave, an "
+    "evaluation, a lost worker) no single worker holds them all; the simulator runs it. Use "
+    "aggregation 'auto' or 'allgather'"
+)
+"""Why the Ray runtime refuses PowerSGD's all-reduce on every transport."""
+
+
+def runtime_paths(transport: str, compression: object) -> frozenset[AggregationPath]:
+    """The paths ``transport`` runs on the Ray runtime for ``compression``:
+    ``TRANSPORT_PATHS[transport]`` (none for an unknown transport), without ``allreduce``
+    for PowerSGD (``POWERSGD_ALLREDUCE_PROBLEM``)."""
+    runs = TRANSPORT_PATHS.get(transport, frozenset())
+    if isinstance(compression, PowerSGDSpec):
+        return runs - {"allreduce"}
+    return runs
 
 
 def summable(compression: object) -> bool:
@@ -116,7 +137,7 @@ def resolve_aggregation(
     ``auto`` takes ``allgather`` in async mode and below ``SCALABLE_FROM_WORKERS`` workers
     (where every rank receiving every payload is cheap and the mean is exact, summed in rank
     order). From there on it takes the scalable path the compressor allows, if ``carried``
-    (default: ``TRANSPORT_PATHS[transport]``, what the transport runs) holds it:
+    (default: ``runtime_paths(transport, compression)``, what the transport runs) holds it:
     ``allreduce`` for dense and shared-seed random-k, and for PowerSGD with error-feedback
     memory; ``gtopk`` for top-k. Else ``allgather``.
     """
@@ -129,16 +150,17 @@ def resolve_aggregation(
     if mode != "sync" or world < SCALABLE_FROM_WORKERS:
         return "allgather"
     scalable = _scalable(compression, memory)
-    runs = TRANSPORT_PATHS.get(transport, frozenset()) if carried is None else carried
+    runs = runtime_paths(transport, compression) if carried is None else carried
     return scalable if scalable in runs else "allgather"
 
 
 def runtime_problem(spec: JobSpec) -> str | None:
     """Why the Ray runtime cannot run ``spec``'s aggregation, or None when it can: a path
     that a group of 1 to ``workers.max`` workers resolves to (``resolve_aggregation``) and
-    that its transport does not run (``TRANSPORT_PATHS``). Reads ``spec`` only."""
+    that its transport does not run for its compressor (``runtime_paths``). Reads ``spec``
+    only."""
     exchange = spec.exchange
-    runs = TRANSPORT_PATHS.get(exchange.transport, frozenset())
+    runs = runtime_paths(exchange.transport, spec.compression)
     for world in range(1, spec.workers.max_count + 1):
         path = resolve_aggregation(
             exchange.aggregation,
@@ -149,6 +171,8 @@ def runtime_problem(spec: JobSpec) -> str | None:
             world=world,
         )
         if path not in runs:
+            if path == "allreduce" and isinstance(spec.compression, PowerSGDSpec):
+                return POWERSGD_ALLREDUCE_PROBLEM
             known = ", ".join(f"'{p}'" for p in sorted(runs))
             return (
                 f"'{path}' is not run by transport '{exchange.transport}' on this runtime (it "

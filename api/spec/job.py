@@ -162,10 +162,11 @@ class ExchangeSpec(StrictModel):
         "exact mean of all updates. allreduce: a ring all-reduce (compression 'none', "
         "'randk' with shared_seed, 'powersgd'). gtopk: recursive doubling that keeps the "
         "top-k of every merged pair (compression 'topk'). allreduce and gtopk need transport "
-        "'collective'; there the Ray runtime runs gtopk, not allreduce yet (the simulator "
-        "runs both). auto: from "
-        "16 workers on, allreduce or gtopk where the compressor allows it and the transport "
-        "runs it; else allgather.",
+        "'collective'; there the Ray runtime runs both, allreduce for 'none' and 'randk' with "
+        "shared_seed but not for 'powersgd' (its shared factors need every rank's "
+        "accumulator at boundary steps; the simulator runs it). auto: from 16 workers on, "
+        "allreduce or gtopk where the compressor allows it and the transport runs it; else "
+        "allgather.",
     )
     step_timeout_s: Annotated[float, Field(gt=0.0, le=86_400.0)] | None = Field(
         default=30.0,

@@ -164,9 +164,10 @@ def test_allreduce_of_shared_seed_randk_is_the_allgather_mean(value_dtype: str) 
     gathered = simulate(spec(exchange={"aggregation": "allgather"}))
     reduced = simulate(spec(exchange={"aggregation": "allreduce", "transport": "collective"}))
     torch.testing.assert_close(reduced.params, gathered.params, rtol=1e-5, atol=1e-6)
-    value_bytes = 4 if value_dtype == "float32" else 2
-    ring = 2 * (world - 1) * math.ceil(k / world) * value_bytes
-    assert reduced.steps[0].bytes_per_worker == [ring] * world
+    # The ring ships fp32 partial sums whatever the value dtype; k = 7 cuts into chunks of
+    # 2, 2, 1, 1, 1 and rank r sends every chunk but r + 1, then every chunk but r + 2.
+    ring = [(2 * k - skip) * 4 for skip in (3, 2, 2, 3, 4)]
+    assert reduced.steps[0].bytes_per_worker == ring
 
 
 def test_allreduce_of_dense_is_the_allgather_mean() -> None:
@@ -336,6 +337,39 @@ def test_auto_resolves_to_a_path_the_transport_runs(transport: str, compression:
         )
         assert path in TRANSPORT_PATHS[transport]
     assert TRANSPORT_PATHS["allgather"] == TRANSPORT_PATHS["reduce"] == {"allgather"}
+
+
+@pytest.mark.parametrize(
+    ("compression", "expected"),
+    [(DenseSpec(), "allreduce"), (RandKSpec(k=2, shared_seed=True), "allreduce"),
+     (PowerSGDSpec(), "allgather"), (TopKSpec(k=2), "gtopk")],
+)  # fmt: skip
+def test_auto_on_the_collective_transport_takes_the_paths_it_runs(
+    compression: object, expected: str
+) -> None:
+    """The collective transport runs the dense and shared-seed random-k all-reduce, and
+    gTop-k; not PowerSGD's all-reduce, so ``auto`` keeps PowerSGD on ``allgather`` there."""
+    path = resolve_aggregation(
+        "auto", compression, memory="error_feedback", mode="sync", transport="collective",
+        world=16,
+    )  # fmt: skip
+    assert path == expected
+
+
+def test_runtime_problem_refuses_powersgds_allreduce_and_says_why() -> None:
+    """Dense and shared-seed random-k all-reduce run on the collective transport; PowerSGD's
+    does not (it needs every rank's accumulator at a boundary step), on any transport."""
+    exchange = {"aggregation": "allreduce", "transport": "collective"}
+    for compression in ({"kind": "none"}, {"kind": "randk", "k": 2, "shared_seed": True}):
+        spec = _spec(compression=compression, exchange=exchange, workers={"count": 32})
+        assert runtime_problem(spec) is None
+    powersgd = _spec(compression={"kind": "powersgd", "rank": 1}, exchange=exchange)
+    problem = runtime_problem(powersgd)
+    assert problem is not None
+    assert "'allreduce' with 'powersgd' is not run" in problem and "accumulator" in problem
+    auto = {"aggregation": "auto", "transport": "collective"}
+    many = _spec(compression={"kind": "powersgd", "rank": 1}, exchange=auto, workers={"count": 32})
+    assert runtime_problem(many) is None  # auto keeps PowerSGD on allgather here
 
 
 def test_runtime_problem_names_a_path_the_transport_does_not_run() -> None:

@@ -10,7 +10,9 @@ address of the worker's own Ray node, so the group runs over the interface that 
 address (what ``GLOO_SOCKET_IFNAME`` would name), inside a network namespace too.
 
 Besides the all-gathers, members exchange point-to-point messages of any length (``exchange``,
-``send``, ``receive``: the length first), which gTop-k's recursive doubling uses.
+``send``, ``receive``: the length first), which gTop-k's recursive doubling uses, and
+tensors whose length both sides know (``send_receive``: no length), which the ring
+all-reduce uses.
 
 Every transfer is bounded by ``COLLECTIVE_TIMEOUT_S``. A peer whose process dies closes its
 sockets and every survivor's transfer fails at once (a peer that hangs or is cut off: after
@@ -37,6 +39,9 @@ this much slower in one step (evaluations run outside the collective's steps).""
 
 _LENGTH_NBYTES = 8
 """The length that goes before every point-to-point message (int64)."""
+
+_RING_TAG = 2
+"""The tag of ``send_receive``'s transfers (``_point`` uses 0 for lengths, 1 for bodies)."""
 
 _SOURCE_LOCATION = re.compile(r"^\[[^\]]*:\d+\]\s*")
 
@@ -174,6 +179,30 @@ class CollectivePeer:
         """The next message member ``partner`` sends to this one. Raises
         ``CollectiveError`` as ``exchange`` does."""
         return self._point(partner, None, receive=True)[0]
+
+    def send_receive(
+        self, target: int, message: torch.Tensor, source: int, into: torch.Tensor
+    ) -> int:
+        """Send ``message`` (a contiguous CPU tensor) to member ``target`` while receiving
+        member ``source``'s into ``into``, whose length and dtype both sides know (no length
+        goes first; an empty tensor is not sent). Returns the bytes sent. Raises
+        ``CollectiveError`` (and closes the group) when it fails."""
+        group = self._group
+        if group is None:
+            raise CollectiveError("no group: join a generation first")
+        try:
+            works = []
+            outgoing = message.contiguous()  # alive until the send completes
+            if outgoing.numel():
+                works.append(group.send([outgoing], target, _RING_TAG))
+            if into.numel():
+                works.append(group.recv([into], source, _RING_TAG))
+            for work in works:
+                work.wait()
+        except RuntimeError as error:
+            self.close()
+            raise CollectiveError(f"a transfer failed: {_first_line(error)}") from None
+        return message.numel() * message.element_size()
 
     def _point(self, partner: int, message: bytes | None, *, receive: bool) -> tuple[bytes, int]:
         """Point-to-point transfers with ``partner``: send ``message`` (when given) and

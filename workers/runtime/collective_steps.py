@@ -6,11 +6,12 @@ one all-gather among the members (``CollectivePeer``) of every rank's encoded up
 small header of its ``RankStats`` (the header gives the payload lengths, and every member
 then holds every rank's stats, so a step's metrics survive a member lost later in the
 chunk). On the ``gtopk`` path the payloads go through gTop-k among the members instead
-(``collective_gtopk``) and only the headers are all-gathered; the next step applies the
-reduced mean. The last step's updates are applied before the call returns, so a chunk leaves
-the replica exactly where the first step of the next one (or a boundary) expects it. The
-same ``step`` and the same aggregation as the object-store path and the simulator
-(``Aggregator``) keep the replicas bit-identical to both.
+(``collective_gtopk``), on the ``allreduce`` path (dense and shared-seed random-k) through a
+ring all-reduce (``collective_allreduce``), and only the headers are all-gathered; the next
+step applies the reduced mean. The last step's updates are applied before the call returns,
+so a chunk leaves the replica exactly where the first step of the next one (or a boundary)
+expects it. The same ``step`` and the same aggregation as the object-store path and the
+simulator (``Aggregator``) keep the replicas bit-identical to both.
 
 When a transfer fails (a peer died) the call returns at once with its own update of the
 step it could not exchange, unapplied by anyone: the supervisor then finishes that step
@@ -27,9 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sparsetrain.workers.compression import SparseUpdate
+from sparsetrain.workers.compression import DenseUpdate, SparseUpdate
 from sparsetrain.workers.compression.payload import decode, encode
 from sparsetrain.workers.runtime.collective import CollectiveError, Rendezvous
+from sparsetrain.workers.runtime.collective_allreduce import (
+    exchange_allreduce,
+    ring_descriptor,
+    ring_fits,
+)
 from sparsetrain.workers.runtime.collective_gtopk import exchange_gtopk
 from sparsetrain.workers.training.aggregation import give_back, gtopk_mean
 from sparsetrain.workers.training.step import RankStats
@@ -125,17 +131,26 @@ def _exchange(
 ) -> tuple[np.ndarray, list[np.ndarray], bool]:
     """Exchange one step's update along the job's aggregation path for this group: gTop-k
     (``collective_gtopk``) when it resolves to it and every rank's payload fits it (no rank
-    skipped the step, sparse payloads), else an all-gather of every rank's update. Returns
-    (the W x H stats table, the updates to apply next, whether they are one reduced mean).
-    On gTop-k this rank's dropped entries go back to its memory, once every rank holds the
-    result (a failed transfer leaves the memory untouched). Raises ``CollectiveError``."""
+    skipped the step, sparse payloads), the ring all-reduce (``_allreduce``) when it
+    resolves to ``allreduce`` and every rank's payload fits that, else an all-gather of
+    every rank's update. Returns (the W x H stats table, the updates to apply next, whether
+    they are one reduced mean). On gTop-k this rank's dropped entries go back to its memory,
+    once every rank holds the result (a failed transfer leaves the memory untouched).
+    Raises ``CollectiveError``."""
     peer = worker.collective
     path = worker.aggregator.path(rendezvous.world)
+    if path == "allreduce" and worker.aggregator.powersgd is None:
+        reduced = _allreduce(worker, rendezvous, sent, stats)
+        if reduced is not None:
+            return reduced
     k = worker.aggregator.k
-    payload = decode(sent.tobytes()) if path == "gtopk" and k is not None else None
-    if isinstance(payload, SparseUpdate) and payload.seed is None and k is not None:
-        table = peer.gather_headers(pack_header(0, stats))
-        if not any(unpack_header(row).skipped for row in table):
+    if path == "gtopk" and k is not None:
+        payload = decode(sent.tobytes())
+        # Every rank on this path swaps whether its payload fits, so all take one branch
+        # (a rank that skipped the step sends no sparse payload).
+        fits = isinstance(payload, SparseUpdate) and payload.seed is None
+        table = peer.gather_headers(np.array([1.0 if fits else 0.0]))
+        if table.all() and isinstance(payload, SparseUpdate):
             result = exchange_gtopk(peer, rendezvous.rank, rendezvous.world, payload, k)
             final = replace(stats, nbytes=result.nbytes)
             table = peer.gather_headers(pack_header(0, final))
@@ -150,3 +165,24 @@ def _exchange(
             return table, [np.frombuffer(encode(mean), dtype=np.uint8)], True
     table, updates = peer.all_gather(sent, pack_header(len(sent), stats))
     return table, updates, False
+
+
+def _allreduce(
+    worker: TrainingWorker, rendezvous: Rendezvous, sent: np.ndarray, stats: RankStats
+) -> tuple[np.ndarray, list[np.ndarray], bool] | None:
+    """The ring all-reduce of one step's payloads, when every rank's fits it (``ring_fits``:
+    all dense or all shared-seed random-k of one seed; a skipped step or a mix does not):
+    (the stats table, the encoded mean, True). None when they do not fit: then every rank
+    all-gathers the updates and its ``Aggregator`` takes the path the simulator takes for
+    them. Every rank of the group calls this on the same step (the path depends on the
+    group size only), so all take the same branch. Raises ``CollectiveError``."""
+    peer = worker.collective
+    payload = decode(sent.tobytes())
+    header = pack_header(0, stats)
+    table = peer.gather_headers(np.concatenate([header, ring_descriptor(payload)]))
+    if not ring_fits(table[:, len(header) :]):
+        return None
+    assert isinstance(payload, DenseUpdate | SparseUpdate)  # ring_descriptor's kinds
+    result = exchange_allreduce(peer, rendezvous.rank, rendezvous.world, payload)
+    table = peer.gather_headers(pack_header(0, replace(stats, nbytes=result.nbytes)))
+    return table, [np.frombuffer(encode(result.mean), dtype=np.uint8)], True

@@ -4,8 +4,9 @@ replica applies (``exchange.aggregation``; the paths are described in
 
 - ``allgather``: the exact mean of the payloads (``ReplicaUpdate.apply``).
 - ``allreduce``: ``ring_allreduce_mean`` of the payloads' values (dense, or shared-seed
-  random-k's k values on their common support); for PowerSGD, ``SharedPowerSGD``: the
-  paper's power iteration with P and Q all-reduced in turn.
+  random-k's k values on their common support), the summation the Ray collective transport
+  runs rank by rank (``sparsetrain.workers.runtime.collective_allreduce``); for PowerSGD,
+  ``SharedPowerSGD``: the paper's power iteration with P and Q all-reduced in turn.
 - ``gtopk``: ``gtopk`` below.
 
 The error-feedback books. Every path keeps, for every rank, Σ sent + memory == Σ lr·g (up to
@@ -27,9 +28,11 @@ float rounding), where a rank's "sent" is its share of what the replicas applied
 In the simulator the ranks' steps run unchanged (each compresses its own accumulator, as
 for ``allgather``); a path that needs more (PowerSGD's shared factors) rebuilds each
 accumulator as memory + payload, exact up to rounding, and recomputes from it. A step whose
-payloads do not fit the path (a dense warm-up step, a leaving rank's dense flush) falls back
-to the exact mean, the ``allgather`` semantics. Summation follows rank order where a real
-collective's order differs only by rounding; ``ring_allreduce_mean`` models the ring's.
+payloads do not fit the path (a dense warm-up step on the gTop-k or PowerSGD path, a leaving
+rank's dense flush among sparse payloads) falls back to the exact mean, the ``allgather``
+semantics; dense payloads on every rank fit the dense all-reduce. Summation follows rank
+order where a real collective's order differs only by rounding; ``ring_allreduce_mean`` is
+the ring's.
 """
 
 from __future__ import annotations
@@ -334,7 +337,8 @@ class Aggregator:
                 mean = allreduce_mean(payloads)
                 if mean is not None:
                     skipped = self.update.apply_mean(flat, mean, lr)
-                    return Applied(skipped, [_allreduce_bytes(len(payloads), p) for p in payloads])
+                    world = len(payloads)
+                    return Applied(skipped, [ring_bytes(world, r, mean) for r in range(world)])
         skipped = self.update.apply(flat, payloads, lr)
         return Applied(skipped, [allgather_traffic(len(payloads), p.nbytes).sent for p in payloads])
 
@@ -389,8 +393,17 @@ def give_back(worker: WorkerState, indices: torch.Tensor, values: torch.Tensor) 
         worker.ledger.sent.index_add_(0, indices, values.double(), alpha=-1.0)
 
 
+def ring_bytes(world: int, rank: int, payload: DenseUpdate | SparseUpdate) -> int:
+    """Rank ``rank``'s bytes sent in the ring all-reduce of ``world`` payloads with
+    ``payload``'s support (dense, or shared-seed sparse): its chunks' fp32 partial sums and
+    totals, whatever the payloads' value dtype (the ring sums in fp32, and what crosses the
+    wire is what it sums)."""
+    return allreduce_traffic(world, payload.nnz, value_bytes=4, rank=rank).sent
+
+
 def _allreduce_bytes(world: int, payload: Payload) -> int:
-    """A rank's bytes sent in a ring all-reduce of ``payload``'s values."""
+    """A rank's bytes sent in a ring all-reduce of ``payload``'s values (PowerSGD's factors,
+    counted in their wire dtype, each message ⌈n / W⌉ values)."""
     values = (
         payload.values if isinstance(payload, DenseUpdate | SparseUpdate | LowRankUpdate) else None
     )

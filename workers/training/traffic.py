@@ -5,8 +5,11 @@ metrics and the cost model (``benchmarks/scaling.py``). Conventions:
 
 - ``allgather``: a rank publishes its payload once (the Ray object store holds it and each
   peer pulls a copy from there) and receives the W - 1 other payloads.
-- ``allreduce``: a ring all-reduce of the payload's n values: a reduce-scatter and an
-  all-gather, each W - 1 messages of ⌈n / W⌉ raw values per rank, no header.
+- ``allreduce``: a ring all-reduce of the payload's n values, cut into W chunks as
+  ``torch.tensor_split`` cuts them: a reduce-scatter and an all-gather, each W - 1 messages
+  of one chunk's raw values per rank, no header. The values cross the wire as the ring sums
+  them: the dense and random-k paths ship fp32 partial sums whatever the payload's value
+  dtype (``value_bytes`` 4), so every rank gets the simulator's sums bit for bit.
 - ``gtopk``: recursive doubling over the largest power of two P ≤ W; rank P + i first sends
   its vector to rank i and finally receives the result from it. Every message is an encoded
   sparse update of at most k entries (header, indices, values). Rank r's message counts
@@ -51,13 +54,40 @@ def allgather_traffic(world: int, payload_nbytes: int) -> Traffic:
     return Traffic(sent=payload_nbytes, received=(world - 1) * payload_nbytes)
 
 
-def allreduce_traffic(world: int, values: int, *, value_bytes: int = 4) -> Traffic:
-    """A ring all-reduce of ``values`` values: 2·(W - 1) messages of ⌈values / W⌉ values each
-    way per rank, about 2·(W - 1)/W times the values' bytes; nothing for W = 1."""
+def ring_chunks(world: int, values: int) -> list[int]:
+    """The lengths of the W chunks a ring all-reduce cuts ``values`` values into, as
+    ``torch.tensor_split`` cuts them: the first ``values % W`` are one longer."""
     _check_world(world)
-    chunk = math.ceil(values / world) * value_bytes
-    moved = 2 * (world - 1) * chunk
-    return Traffic(sent=moved, received=moved)
+    base, longer = divmod(values, world)
+    return [base + (1 if chunk < longer else 0) for chunk in range(world)]
+
+
+def allreduce_traffic(
+    world: int, values: int, *, value_bytes: int = 4, rank: int | None = None
+) -> Traffic:
+    """A ring all-reduce of ``values`` values: 2·(W - 1) messages of one chunk each way per
+    rank, about 2·(W - 1)/W times the values' bytes; nothing for W = 1.
+
+    Without ``rank``: the bound for the busiest rank, every message ⌈values / W⌉ values (the
+    cost model's figure). With ``rank``: exactly what that rank moves. It sends every chunk
+    but chunk rank + 1 in the reduce-scatter (the one whose total it ends with) and every
+    chunk but rank + 2 in the all-gather; it receives every chunk but its own, then every
+    chunk but rank + 1 (chunks mod W)."""
+    _check_world(world)
+    if rank is None:
+        moved = 2 * (world - 1) * math.ceil(values / world) * value_bytes
+        return Traffic(sent=moved, received=moved)
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in a group of {world}")
+    if world == 1:
+        return Traffic(sent=0, received=0)
+    chunks = ring_chunks(world, values)
+    skipped_sent = chunks[(rank + 1) % world] + chunks[(rank + 2) % world]
+    skipped_received = chunks[rank] + chunks[(rank + 1) % world]
+    return Traffic(
+        sent=(2 * values - skipped_sent) * value_bytes,
+        received=(2 * values - skipped_received) * value_bytes,
+    )
 
 
 def gtopk_messages(world: int) -> list[tuple[int, int]]:
