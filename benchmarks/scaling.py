@@ -87,12 +87,14 @@ def model_point(
     payload: dict[str, Any], path: str, world: int, d: int, alpha: float, beta: float
 ) -> dict[str, Any]:
     """Per-rank bytes (the busiest rank) and modelled step time of one (compressor, path, W)."""
-    p, n, v = payload["p"], payload["n"], payload["v"]
+    p, n = payload["p"], payload["n"]
     if path == "allgather":
         traffic = allgather_traffic(world, p)
         seconds = (world - 1) * (alpha + p * beta)
     elif path == "allreduce":
-        traffic = allreduce_traffic(world, n, value_bytes=v)
+        # The ring's partial sums cross the wire in fp32 whatever the payload's value dtype
+        # (the runtime keeps the simulator's fp32 summation).
+        traffic = allreduce_traffic(world, n, value_bytes=4)
         seconds = 2 * (world - 1) * alpha + traffic.received * beta
     elif path == "gtopk":
         traffic = max(gtopk_traffic(world, payload["k"]), key=lambda t: t.total)
