@@ -7,7 +7,7 @@ import torch
 
 from sparsetrain.spec import RandKSpec, ThresholdSpec, TopKSpec, WangniSpec
 from sparsetrain.workers.compression import SparseUpdate, build_compressor, decode, encode
-from sparsetrain.workers.compression.payload import HEADER_NBYTES, index_dtype
+from sparsetrain.workers.compression.payload import HEADER_NBYTES, decode_view, index_dtype
 from sparsetrain.workers.compression.selection import SAMPLED_MIN_NUMEL, top_magnitudes
 from sparsetrain.workers.compression.varint import decode_gaps, encoded_gaps
 
@@ -220,3 +220,17 @@ def test_sampled_topk_ranks_nan_first_as_torch_does() -> None:
     ours = top_magnitudes(x, k)
     assert {17, 40_001, 299_999} <= set(ours.tolist())
     _same_set(ours, torch.nan_to_num(x, nan=1e30), k)
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_a_decoded_delta_update_keeps_its_wire_form(copy: bool) -> None:
+    """The receiver's byte count comes from the wire form it decoded, without re-encoding,
+    and is what encoding again would give."""
+    sent = _random_update(301_066, 3011, seed=9, dtype=torch.float16)
+    wire = encode(sent)
+    received = decode(wire, copy=copy) if copy else decode_view(wire)
+    assert isinstance(received, SparseUpdate) and "delta_form" in received.__dict__
+    assert received.nbytes == len(wire) == sent.nbytes
+    fresh = SparseUpdate(received.indices, received.values, received.numel, index_coding="delta")
+    assert torch.equal(received.delta_form[1], fresh.delta_form[1])
+    assert received.to("cpu") is received

@@ -188,6 +188,8 @@ class SparseUpdate:
         return dense
 
     def to(self, device: torch.device | str) -> SparseUpdate:
+        if self.values.device == torch.device(device) == self.indices.device:
+            return self  # frozen: the same update, its cached delta form kept
         return SparseUpdate(
             self.indices.to(device),
             self.values.to(device),
@@ -287,7 +289,10 @@ def decode(buffer: bytes | bytearray | memoryview, *, copy: bool = True) -> Upda
         start = offset + nnz * value_size
         coded = _from_bytes(buffer, torch.uint8, len(buffer) - start, start, copy=False)
         indices = decode_gaps(coded, nnz, numel, _CODE_DTYPES[index_code])
-        return SparseUpdate(indices, values, numel, index_coding="delta")
+        update = SparseUpdate(indices, values, numel, index_coding="delta")
+        # The wire form is the delta form: keep it rather than re-encode it for ``nbytes``.
+        update.__dict__["delta_form"] = (values, coded.clone() if copy else coded)
+        return update
     index_dtype_ = _CODE_DTYPES[index_code]
     indices = _from_bytes(buffer, index_dtype_, nnz, offset, copy=copy)
     index_bytes = nnz * indices.element_size()

@@ -10,6 +10,8 @@ of ``stream_memory``, so a batch that runs into the next window still finds both
 
 from __future__ import annotations
 
+import functools
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -174,3 +176,18 @@ class GroupSampler(PassSampler):
         offset = self.position - int(bounds[w])
         take = min(needed, int(bounds[w + 1]) - self.position)
         return self._window_rows(w)[offset : offset + take]
+
+
+def parquet_file(path: str) -> Any:
+    """The ``pyarrow.parquet.ParquetFile`` at ``path``, opened once per process and version
+    of the file (its footer, with every row group's metadata, is parsed once rather than at
+    every row-group read). Raises ``OSError`` when the file cannot be read."""
+    status = os.stat(path)
+    return _open_parquet(path, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _open_parquet(path: str, mtime_ns: int, size: int) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path)

@@ -34,7 +34,13 @@ from sparsetrain.errors import DataError
 from sparsetrain.spec.data import ParquetSpec
 from sparsetrain.workers.data.datasets import _SALT_SHARD, Dataset, Sampler, Split, _generator
 from sparsetrain.workers.data.files import list_files
-from sparsetrain.workers.data.row_groups import GroupCache, GroupPart, GroupSampler, part_offsets
+from sparsetrain.workers.data.row_groups import (
+    GroupCache,
+    GroupPart,
+    GroupSampler,
+    parquet_file,
+    part_offsets,
+)
 from sparsetrain.workers.data.tables import _EXTENSIONS, _MAX_CLASSES, _features, _labels
 from sparsetrain.workers.training.budget import configured_limit
 
@@ -95,13 +101,10 @@ class StreamedTable(Dataset):
     def _decode(self, part: GroupPart) -> tuple[Tensor, Tensor]:
         """Read ``part``'s rows from its file: standardised float32 features, targets."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         names = list(self.preprocessing["features"])
         try:
-            table = pq.ParquetFile(part.path).read_row_group(
-                part.index, columns=[*names, self.label]
-            )
+            table = parquet_file(part.path).read_row_group(part.index, columns=[*names, self.label])
         except (pa.ArrowException, OSError) as error:
             raise DataError(part.path, f"cannot read row group {part.index}: {error}") from None
         local = part.local_rows()
@@ -291,7 +294,6 @@ def _scan(
     """Validate every row group, one at a time (a group's train and test parts share one
     read), keeping only the training rows' moments and both splits' label values."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     stats = _Statistics(len(names))
     by_group: dict[tuple[str, int], list[tuple[GroupPart, bool]]] = {}
@@ -299,7 +301,7 @@ def _scan(
         by_group.setdefault((part.path, part.index), []).append((part, is_test))
     for (path, index), group in by_group.items():
         try:
-            table = pq.ParquetFile(path).read_row_group(index, columns=[*names, spec.label])
+            table = parquet_file(path).read_row_group(index, columns=[*names, spec.label])
         except (pa.ArrowException, OSError) as error:
             raise DataError(path, f"cannot read row group {index}: {error}") from None
         x, labels = _features(path, table, names), _labels(path, table, spec)
