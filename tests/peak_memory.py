@@ -9,10 +9,14 @@ GB as its own peak. ``reset_peak`` starts ``VmHWM`` again from the current resid
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sparsetrain.spec import JobSpec
+from tests.specs import job_spec_model
 
 LABEL_BYTES = 8
 """Bytes of one decoded label (int64) beside a row's float32 features."""
@@ -54,3 +58,23 @@ def reset_peak(pid: int | str) -> None:
     ``clear_refs``; the process must be this user's)."""
     with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
+
+
+def streamed_logistic_job(
+    data: dict[str, Any], *, batch_size: int, steps: int, max_rows: int
+) -> JobSpec:
+    """Logistic regression on a Parquet ``data`` spec (a table ``write_float_table`` wrote)
+    by 2 workers, constant lr 0.5, seed 1, evaluated only at the end on at most
+    ``max_rows`` rows."""
+    return job_spec_model(
+        {
+            "data": data,
+            "model": {"kind": "logistic_regression"},
+            "schedule": {"kind": "constant", "lr": 0.5},
+            "workers": {"count": 2},
+            "batch_size": batch_size,
+            "steps": steps,
+            "eval": {"every": 0, "max_rows": max_rows},
+            "seed": 1,
+        }
+    )

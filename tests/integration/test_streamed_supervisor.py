@@ -16,8 +16,12 @@ import ray
 from sparsetrain.supervision import SupervisorState
 from sparsetrain.workers.runtime.names import NAMESPACE, supervisor_name
 from sparsetrain.workers.runtime.supervisor import Supervisor
-from tests.peak_memory import reset_peak, status_bytes, write_float_table
-from tests.specs import job_spec_model
+from tests.peak_memory import (
+    reset_peak,
+    status_bytes,
+    streamed_logistic_job,
+    write_float_table,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -49,18 +53,7 @@ def test_the_supervisor_of_a_streamed_job_never_holds_the_table(tmp_path: Path) 
         "stream": True,
         "stream_memory": CAP,
     }
-    spec = job_spec_model(
-        {
-            "data": data,
-            "model": {"kind": "logistic_regression"},
-            "schedule": {"kind": "constant", "lr": 0.5},
-            "workers": {"count": 2},
-            "batch_size": 256,
-            "steps": 30,
-            "eval": {"every": 0, "max_rows": 20_000},
-            "seed": 1,
-        }
-    )
+    spec = streamed_logistic_job(data, batch_size=256, steps=30, max_rows=20_000)
     job_id = "streamedsupervisor"
     # The actor ``start_job`` creates, created here apart from its start, so that what its
     # process holds before it sees the job is known: imports, Ray's own threads.

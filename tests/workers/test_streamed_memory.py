@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.peak_memory import write_float_table
+from tests.peak_memory import streamed_logistic_job, write_float_table
 from tests.run_python import run_python
-from tests.specs import job_spec_model
 
 WIDTH, GROUP_ROWS, GROUPS = 64, 5_000, 120
 CAP = 16 << 20  # stream_memory: 12 decoded row groups of the table's 120
@@ -48,18 +47,7 @@ def _spec_json(root: Path, table: str, stream: bool) -> str:
         "stream": stream,
         "stream_memory": CAP,
     }
-    spec = job_spec_model(
-        {
-            "data": data,
-            "model": {"kind": "logistic_regression"},
-            "schedule": {"kind": "constant", "lr": 0.5},
-            "workers": {"count": 2},
-            "batch_size": 1024,
-            "steps": 40,
-            "eval": {"every": 0, "max_rows": 100_000},
-            "seed": 1,
-        }
-    )
+    spec = streamed_logistic_job(data, batch_size=1024, steps=40, max_rows=100_000)
     return spec.model_dump_json()
 
 
