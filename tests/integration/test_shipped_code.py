@@ -73,10 +73,15 @@ from sparsetrain.spec import JobSpec
 from sparsetrain.workers.runtime.launch import run_job
 
 spec_json, storage, timeout_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+# Each node unpacks runtime environments into a folder of its own, as separate machines do:
+# sharing one, the nodes' agents install the same wheel into it at once and trip each other.
+cluster = Cluster(
+    initialize_head=True,
+    head_node_args={"num_cpus": 0, "runtime_env_dir_name": "runtime_resources_head"},
+)
 try:
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
+    for index in range(2):
+        cluster.add_node(num_cpus=1, runtime_env_dir_name=f"runtime_resources_{index}")
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace="sparsetrain", log_to_driver=False)
     result = run_job(JobSpec.model_validate_json(spec_json), storage=storage, timeout_s=timeout_s)
