@@ -1,7 +1,9 @@
 """Typed errors shared by the SDK, the control plane and the workers.
 
 Every error a user can cause carries enough context to fix it: the field path of a bad
-spec value, the file and line of a malformed data file, the step of a diverged run.
+spec value, the file and line of a malformed data file, the step of a diverged run. They
+pickle with that context (``__reduce__``), so an error a worker raises reaches the
+supervisor, across Ray, as itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class SpecError(SparsetrainError, ValueError):
         self.message = message
         super().__init__(f"{self.path}: {message}" if self.loc else message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.loc, self.message)
+
     @property
     def path(self) -> str:
         """The field path in dotted form, e.g. ``compression.k``."""
@@ -49,6 +54,9 @@ class DataError(SparsetrainError, ValueError):
         self.line = line
         self.message = message
         super().__init__(f"{_where(source, line)}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.source, self.message, self.line)
 
 
 class CheckpointError(SparsetrainError, ValueError):
@@ -157,6 +165,9 @@ class TransportError(SparsetrainError):
         self.message = message
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.url, self.message)
+
 
 class SpecFileError(SparsetrainError, ValueError):
     """A job spec file that cannot be parsed: missing, malformed YAML/JSON, or not a mapping.
@@ -169,3 +180,6 @@ class SpecFileError(SparsetrainError, ValueError):
         self.line = line
         self.message = message
         super().__init__(f"{_where(path, line)}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.message, self.line)
