@@ -90,7 +90,9 @@ def test_a_streamed_table_ten_times_the_cap_trains_in_about_the_cap(
     big = _peak_growth(_spec_json(tables["root"], "big.parquet", stream=True))
     data_growth = big["growth"] - control["growth"]
     assert data_growth <= CAP + SLACK, (data_growth, control, big)
-    assert big["growth"] < tables["table_bytes"] / 2, (big, tables["table_bytes"])
+    # Far below the table: what the data adds, not the whole growth (a fresh process's own
+    # start-up growth varies by tens of MB between machines and runs).
+    assert data_growth < tables["table_bytes"] / 4, (data_growth, tables["table_bytes"])
     assert big["accuracy"] > 0.8, big  # it learned the planted model
 
 
