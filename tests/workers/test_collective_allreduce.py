@@ -6,10 +6,8 @@ payloads fit one ring."""
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ import torch
 from sparsetrain.workers.compression import DenseUpdate, Payload, SparseUpdate
 from sparsetrain.workers.compression.payload import shared_indices
 from sparsetrain.workers.compression.skipped import SkippedUpdate
-from sparsetrain.workers.runtime.collective import CollectivePeer, Rendezvous
+from sparsetrain.workers.runtime.collective import CollectivePeer
 from sparsetrain.workers.runtime.collective_allreduce import (
     exchange_allreduce,
     ring_allreduce,
@@ -27,9 +25,7 @@ from sparsetrain.workers.runtime.collective_allreduce import (
 )
 from sparsetrain.workers.training.aggregation import allreduce_mean, ring_allreduce_mean
 from sparsetrain.workers.training.traffic import allreduce_traffic, ring_chunks
-
-LOOPBACK = "127.0.0.1"
-DEADLINE_S = 60.0
+from tests.gloo_group import DEADLINE_S, run_group
 
 
 class _MemoryRing:
@@ -160,34 +156,16 @@ def _payloads(case: str) -> list[DenseUpdate | SparseUpdate]:
     return [_shared(NUMEL, K, 99, v.to(torch.float16)) for v in vectors]
 
 
-def _member(rank: int, ports: Any, results: Any) -> None:
-    peer = CollectivePeer(timeout_s=DEADLINE_S, address=LOOPBACK)
-    if rank == 0:
-        _, port = peer.open(1)
-        for _ in range(WORLD - 1):
-            ports.put(port)
-    else:
-        port = ports.get(timeout=DEADLINE_S)
-    peer.join(Rendezvous(LOOPBACK, port, 1, WORLD, rank))
+def _member(peer: CollectivePeer, rank: int) -> list[tuple[str, torch.Tensor, int]]:
+    out = []
     for case in ("dense", "randk"):
         result = exchange_allreduce(peer, rank, WORLD, _payloads(case)[rank])
-        results.put((rank, case, result.mean.to_dense(), result.nbytes))
-    peer.close()
+        out.append((case, result.mean.to_dense(), result.nbytes))
+    return out
 
 
 def test_every_rank_of_a_gloo_group_ends_with_the_simulators_mean() -> None:
-    context = multiprocessing.get_context("spawn")
-    ports, results = context.Queue(), context.Queue()
-    members = [context.Process(target=_member, args=(r, ports, results)) for r in range(WORLD)]
-    for member in members:
-        member.start()
-    try:
-        got = [results.get(timeout=DEADLINE_S) for _ in range(WORLD * 2)]
-    finally:
-        for member in members:
-            member.join(timeout=DEADLINE_S)
-            if member.is_alive():
-                member.kill()
+    got = [(rank, *row) for rank, rows in enumerate(run_group(WORLD, _member)) for row in rows]
     for rank, case, mean, nbytes in got:
         expected = allreduce_mean(_payloads(case))
         assert expected is not None and torch.equal(mean, expected.to_dense())

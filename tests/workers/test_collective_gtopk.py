@@ -4,19 +4,17 @@ and counts the bytes it sent."""
 
 from __future__ import annotations
 
-import multiprocessing
 from typing import Any
 
 import pytest
 import torch
 
 from sparsetrain.workers.compression import SparseUpdate
-from sparsetrain.workers.runtime.collective import CollectivePeer, Rendezvous
+from sparsetrain.workers.runtime.collective import CollectivePeer
 from sparsetrain.workers.runtime.collective_gtopk import exchange_gtopk
 from sparsetrain.workers.training.aggregation import gtopk, gtopk_base
+from tests.gloo_group import run_group
 
-LOOPBACK = "127.0.0.1"
-DEADLINE_S = 60.0
 WORLD = 5  # a power of two (4) and one rank that folds into rank 0
 NUMEL, K = 60, 8
 CASES = [("plain", torch.float32), ("delta", torch.float16)]
@@ -35,36 +33,17 @@ def _payloads(case: int) -> list[SparseUpdate]:
     return payloads
 
 
-def _member(rank: int, ports: Any, results: Any) -> None:
-    peer = CollectivePeer(timeout_s=DEADLINE_S, address=LOOPBACK)
-    if rank == 0:
-        _, port = peer.open(1)
-        for _ in range(WORLD - 1):
-            ports.put(port)
-    else:
-        port = ports.get(timeout=DEADLINE_S)
-    peer.join(Rendezvous(LOOPBACK, port, 1, WORLD, rank))
+def _member(peer: CollectivePeer, rank: int) -> list[tuple[int, Any, Any, Any, int]]:
+    out = []
     for case in range(len(CASES)):
-        mine = _payloads(case)[rank]
-        result = exchange_gtopk(peer, rank, WORLD, mine, K)
+        result = exchange_gtopk(peer, rank, WORLD, _payloads(case)[rank], K)
         total = result.total
-        results.put((rank, case, total.indices, total.values, result.kept, result.nbytes))
-    peer.close()
+        out.append((case, total.indices, total.values, result.kept, result.nbytes))
+    return out
 
 
 def test_every_rank_ends_with_the_simulators_gtopk_bit_for_bit() -> None:
-    context = multiprocessing.get_context("spawn")
-    ports, results = context.Queue(), context.Queue()
-    members = [context.Process(target=_member, args=(r, ports, results)) for r in range(WORLD)]
-    for member in members:
-        member.start()
-    try:
-        got = [results.get(timeout=DEADLINE_S) for _ in range(WORLD * len(CASES))]
-    finally:
-        for member in members:
-            member.join(timeout=DEADLINE_S)
-            if member.is_alive():
-                member.kill()
+    got = [(rank, *row) for rank, rows in enumerate(run_group(WORLD, _member)) for row in rows]
     base = gtopk_base(WORLD)
     for rank, case, indices, values, kept, nbytes in got:
         payloads = _payloads(case)

@@ -168,17 +168,25 @@ class CollectivePeer:
         """Send ``message`` to member ``partner`` while receiving its message (any lengths:
         each side sends its length first). Returns (the partner's message, the bytes this
         member sent). Raises ``CollectiveError`` (and closes the group) when it fails."""
-        return self._point(partner, message, receive=True)
+        return self._point(partner, message, partner)
+
+    def shift(self, target: int, message: bytes, source: int) -> tuple[bytes, int]:
+        """Send ``message`` to member ``target`` while receiving member ``source``'s next
+        message (lengths first, both in flight at once): one round of a shift schedule,
+        where every member sends to rank + s and receives from rank - s. Returns (the
+        source's message, the bytes this member sent). Raises ``CollectiveError`` as
+        ``exchange`` does."""
+        return self._point(target, message, source)
 
     def send(self, partner: int, message: bytes) -> int:
         """Send ``message`` (its length first) to member ``partner``, which must ``receive``
         it; returns the bytes sent. Raises ``CollectiveError`` as ``exchange`` does."""
-        return self._point(partner, message, receive=False)[1]
+        return self._point(partner, message, None)[1]
 
     def receive(self, partner: int) -> bytes:
         """The next message member ``partner`` sends to this one. Raises
         ``CollectiveError`` as ``exchange`` does."""
-        return self._point(partner, None, receive=True)[0]
+        return self._point(partner, None, partner)[0]
 
     def send_receive(
         self, target: int, message: torch.Tensor, source: int, into: torch.Tensor
@@ -204,9 +212,9 @@ class CollectivePeer:
             raise CollectiveError(f"a transfer failed: {_first_line(error)}") from None
         return message.numel() * message.element_size()
 
-    def _point(self, partner: int, message: bytes | None, *, receive: bool) -> tuple[bytes, int]:
-        """Point-to-point transfers with ``partner``: send ``message`` (when given) and
-        receive one (when asked), lengths first, both directions in flight at once."""
+    def _point(self, target: int, message: bytes | None, source: int | None) -> tuple[bytes, int]:
+        """Point-to-point transfers: send ``message`` (when given) to ``target`` and receive
+        one from ``source`` (when given), lengths first, both directions in flight at once."""
         group = self._group
         if group is None:
             raise CollectiveError("no group: join a generation first")
@@ -214,18 +222,19 @@ class CollectivePeer:
             mine = None if message is None else np.frombuffer(message, dtype=np.uint8)
             length = torch.zeros(1, dtype=torch.int64)
             works = []
+            receive = source is not None
             if mine is not None:
-                works.append(group.send([torch.tensor([len(mine)])], partner, 0))
-            if receive:
-                works.append(group.recv([length], partner, 0))
+                works.append(group.send([torch.tensor([len(mine)])], target, 0))
+            if source is not None:
+                works.append(group.recv([length], source, 0))
             for work in works:
                 work.wait()
             works = []
             if mine is not None and len(mine):
-                works.append(group.send([torch.from_numpy(mine.copy())], partner, 1))
+                works.append(group.send([torch.from_numpy(mine.copy())], target, 1))
             theirs = torch.empty(int(length.item()) if receive else 0, dtype=torch.uint8)
-            if receive and theirs.numel():
-                works.append(group.recv([theirs], partner, 1))
+            if source is not None and theirs.numel():
+                works.append(group.recv([theirs], source, 1))
             for work in works:
                 work.wait()
         except RuntimeError as error:

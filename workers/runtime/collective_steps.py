@@ -6,12 +6,14 @@ one all-gather among the members (``CollectivePeer``) of every rank's encoded up
 small header of its ``RankStats`` (the header gives the payload lengths, and every member
 then holds every rank's stats, so a step's metrics survive a member lost later in the
 chunk). On the ``gtopk`` path the payloads go through gTop-k among the members instead
-(``collective_gtopk``), on the ``allreduce`` path (dense and shared-seed random-k) through a
-ring all-reduce (``collective_allreduce``), and only the headers are all-gathered; the next
-step applies the reduced mean. The last step's updates are applied before the call returns,
-so a chunk leaves the replica exactly where the first step of the next one (or a boundary)
-expects it. The same ``step`` and the same aggregation as the object-store path and the
-simulator (``Aggregator``) keep the replicas bit-identical to both.
+(``collective_gtopk``), on the ``partitioned`` path through the hashed owners'
+reduce-scatter and all-gather (``collective_partitioned``), on the ``allreduce`` path
+(dense and shared-seed random-k) through a ring all-reduce (``collective_allreduce``), and
+only the headers are all-gathered; the next step applies the reduced mean. The last step's
+updates are applied before the call returns, so a chunk leaves the replica exactly where
+the first step of the next one (or a boundary) expects it. The same ``step`` and the same
+aggregation as the object-store path and the simulator (``Aggregator``) keep the replicas
+bit-identical to both.
 
 When a transfer fails (a peer died) the call returns at once with its own update of the
 step it could not exchange, unapplied by anyone: the supervisor then finishes that step
@@ -36,7 +38,11 @@ from sparsetrain.workers.runtime.collective_allreduce import (
     ring_descriptor,
     ring_fits,
 )
-from sparsetrain.workers.runtime.collective_gtopk import exchange_gtopk
+from sparsetrain.workers.runtime.collective_gtopk import RankGTopK, exchange_gtopk
+from sparsetrain.workers.runtime.collective_partitioned import (
+    RankPartitioned,
+    exchange_partitioned,
+)
 from sparsetrain.workers.training.aggregation import give_back, gtopk_mean
 from sparsetrain.workers.training.step import RankStats
 
@@ -130,12 +136,13 @@ def _exchange(
     worker: TrainingWorker, rendezvous: Rendezvous, sent: np.ndarray, stats: RankStats
 ) -> tuple[np.ndarray, list[np.ndarray], bool]:
     """Exchange one step's update along the job's aggregation path for this group: gTop-k
-    (``collective_gtopk``) when it resolves to it and every rank's payload fits it (no rank
-    skipped the step, sparse payloads), the ring all-reduce (``_allreduce``) when it
+    (``collective_gtopk``) or the partitioned exchange (``collective_partitioned``) when it
+    resolves to one and every rank's payload fits it (no rank skipped the step, sparse
+    payloads), the ring all-reduce (``_allreduce``) when it
     resolves to ``allreduce`` and every rank's payload fits that, else an all-gather of
     every rank's update. Returns (the W x H stats table, the updates to apply next, whether
-    they are one reduced mean). On gTop-k this rank's dropped entries go back to its memory,
-    once every rank holds the result (a failed transfer leaves the memory untouched).
+    they are one reduced mean). On those two paths this rank's dropped entries go back to
+    its memory once every rank holds the result (a failed transfer leaves it untouched).
     Raises ``CollectiveError``."""
     peer = worker.collective
     path = worker.aggregator.path(rendezvous.world)
@@ -144,14 +151,19 @@ def _exchange(
         if reduced is not None:
             return reduced
     k = worker.aggregator.k
-    if path == "gtopk" and k is not None:
+    if path in ("gtopk", "partitioned") and k is not None:
         payload = decode(sent.tobytes())
         # Every rank on this path swaps whether its payload fits, so all take one branch
         # (a rank that skipped the step sends no sparse payload).
         fits = isinstance(payload, SparseUpdate) and payload.seed is None
         table = peer.gather_headers(np.array([1.0 if fits else 0.0]))
         if table.all() and isinstance(payload, SparseUpdate):
-            result = exchange_gtopk(peer, rendezvous.rank, rendezvous.world, payload, k)
+            rank, world = rendezvous.rank, rendezvous.world
+            result: RankGTopK | RankPartitioned = (
+                exchange_gtopk(peer, rank, world, payload, k)
+                if path == "gtopk"
+                else exchange_partitioned(peer, rank, world, payload, k)
+            )
             final = replace(stats, nbytes=result.nbytes)
             table = peer.gather_headers(pack_header(0, final))
             device = worker.setup.model.device

@@ -8,6 +8,8 @@ replica applies (``exchange.aggregation``; the paths are described in
   runs rank by rank (``sparsetrain.workers.runtime.collective_allreduce``); for PowerSGD,
   ``SharedPowerSGD``: the paper's power iteration with P and Q all-reduced in turn.
 - ``gtopk``: ``gtopk`` below.
+- ``partitioned``: ``sparsetrain.workers.training.partitioned`` (a sparse reduce-scatter to
+  hashed owners, a per-owner top selection, an all-gather of the selections).
 
 The error-feedback books. Every path keeps, for every rank, Σ sent + memory == Σ lr·g (up to
 float rounding), where a rank's "sent" is its share of what the replicas applied:
@@ -21,6 +23,8 @@ float rounding), where a rank's "sent" is its share of what the replicas applied
   to the rounding of the partial sums to the payloads' value dtype as they cross the wire),
   and nothing is lost. ``gtopk_combine`` is the one merge the simulator and the Ray
   collective transport (``sparsetrain.workers.runtime.collective_gtopk``) both run.
+- Partitioned: rank w's contribution at j is kept exactly when its owner selects j; the
+  others go back, whole, to rank w's memory, as on gTop-k.
 - PowerSGD all-reduce: rank w's memory becomes acc_w - U, where acc_w = m_w + lr·g_w is
   its accumulator and U the shared rank-r update every replica applies; its sent share is U.
 - Dense and random-k all-reduce: the payloads are summed as they are; nothing changes.
@@ -28,7 +32,7 @@ float rounding), where a rank's "sent" is its share of what the replicas applied
 In the simulator the ranks' steps run unchanged (each compresses its own accumulator, as
 for ``allgather``); a path that needs more (PowerSGD's shared factors) rebuilds each
 accumulator as memory + payload, exact up to rounding, and recomputes from it. A step whose
-payloads do not fit the path (a dense warm-up step on the gTop-k or PowerSGD path, a leaving
+payloads do not fit the path (a dense warm-up step on a top-k or PowerSGD path, a leaving
 rank's dense flush among sparse payloads) falls back to the exact mean, the ``allgather``
 semantics; dense payloads on every rank fit the dense all-reduce. Summation follows rank
 order where a real collective's order differs only by rounding; ``ring_allreduce_mean`` is
@@ -48,6 +52,7 @@ from sparsetrain.workers.compression import Compressor, DenseUpdate, Payload, Sp
 from sparsetrain.workers.compression.lowrank import LowRankUpdate
 from sparsetrain.workers.compression.powersgd import PowerSGD
 from sparsetrain.workers.training.apply import ReplicaUpdate
+from sparsetrain.workers.training.partitioned import partitioned
 from sparsetrain.workers.training.step import StepOutput, WorkerState
 from sparsetrain.workers.training.traffic import (
     allgather_traffic,
@@ -322,10 +327,10 @@ class Aggregator:
         produced none of them). PowerSGD's all-reduce needs every rank's memory; raises
         ``ValueError`` without them."""
         path = self.path(len(payloads))
-        if path == "gtopk" and self.k is not None:
+        if path in ("gtopk", "partitioned") and self.k is not None:
             sparse = [p for p in payloads if isinstance(p, SparseUpdate) and p.seed is None]
             if len(sparse) == len(payloads):
-                return self._gtopk(flat, holders, sparse, self.k, lr)
+                return self._sparse(flat, holders, sparse, self.k, lr, path)
         elif path == "allreduce":
             if self.powersgd is not None:
                 if all(isinstance(p, LowRankUpdate) for p in payloads):
@@ -342,15 +347,16 @@ class Aggregator:
         skipped = self.update.apply(flat, payloads, lr)
         return Applied(skipped, [allgather_traffic(len(payloads), p.nbytes).sent for p in payloads])
 
-    def _gtopk(
+    def _sparse(
         self,
         flat: torch.Tensor,
         holders: Mapping[int, WorkerState],
         payloads: Sequence[SparseUpdate],
         k: int,
         lr: float,
+        path: AggregationPath,
     ) -> Applied:
-        result = gtopk(payloads, k)
+        result = gtopk(payloads, k) if path == "gtopk" else partitioned(payloads, k)
         for position, worker in holders.items():
             dropped = ~result.kept[position]
             payload = payloads[position]

@@ -14,6 +14,12 @@ metrics and the cost model (``benchmarks/scaling.py``). Conventions:
   its vector to rank i and finally receives the result from it. Every message is an encoded
   sparse update of at most k entries (header, indices, values). Rank r's message counts
   are ``gtopk_messages(W)[r]``; no rank exceeds ⌈log2 W⌉ sent and ⌈log2 W⌉ received.
+- ``partitioned``: a sparse reduce-scatter to hashed owners and an all-gather of their
+  selections (``sparsetrain.workers.training.partitioned``): a rank sends each of the
+  W - 1 other owners the entries of its payload they own and each of them its own
+  selection of at most ``quota(W, k)`` entries; it receives as many messages. The model
+  counts a balanced rank (the hash spreads k entries evenly: k·(W - 1)/W of them leave a
+  rank) with full selections.
 - ``reduce``: the reducer transport: a rank sends its payload to the reducer and receives
   the aggregate, sparse on the union of the W supports or dense, whichever is smaller.
 """
@@ -110,6 +116,21 @@ def gtopk_traffic(
     most it can carry)."""
     message = sparse_nbytes(k, index_bytes=index_bytes, value_bytes=value_bytes)
     return [Traffic(s * message, r * message) for s, r in gtopk_messages(world)]
+
+
+def partitioned_traffic(
+    world: int, k: int, quota: int, *, index_bytes: int = 4, value_bytes: int = 4
+) -> Traffic:
+    """A balanced rank's bytes in a partitioned step: 2·(W - 1) messages each way, carrying
+    ⌈k·(W - 1)/W⌉ of its payload's entries and W - 1 copies of its ``quota``-entry
+    selection (received: the same). Nothing for W = 1."""
+    _check_world(world)
+    if world == 1:
+        return Traffic(sent=0, received=0)
+    entry = index_bytes + value_bytes
+    entries = math.ceil(k * (world - 1) / world) + (world - 1) * quota
+    moved = 2 * (world - 1) * HEADER_NBYTES + entries * entry
+    return Traffic(sent=moved, received=moved)
 
 
 def reduce_traffic(world: int, payload_nbytes: int, aggregate_nbytes: int) -> Traffic:
