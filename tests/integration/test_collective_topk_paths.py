@@ -2,7 +2,8 @@
 ``collective`` transport, on a real local Ray cluster: the workers run the path among
 themselves over gloo, and the run equals the simulator bit for bit (parameters and every
 worker's error-feedback memory), with 2 workers and with 3 (on gTop-k a rank folds into
-rank 0; on the partitioned path three owners), through boundaries and a lost worker."""
+rank 0; on the partitioned path three owners), through boundaries, a lost worker and the
+replacement that joins."""
 
 from __future__ import annotations
 
@@ -73,15 +74,17 @@ def test_two_workers_equal_the_simulator_and_count_their_wire_bytes(path: str) -
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_three_workers_survive_a_worker_lost_inside_a_chunk(path: str) -> None:
-    """Slot 1 dies at the start of step 7, inside a chunk of 3-worker steps on the path;
-    step 7 is finished through the object store with the survivors' aggregation on the same
-    path, the pair goes on in a new group, and the run equals its replay in the
-    simulator."""
-    spec = _on(path, workers={"count": 3, "min": 2, "max": 3}, eval={"every": 0})
+def test_three_workers_survive_a_loss_and_a_join(path: str) -> None:
+    """Three workers that must stay three: slot 1 dies at the start of step 7, inside a
+    chunk of steps on the path; step 7 is finished through the object store with the
+    survivors' aggregation on the same path, a replacement joins, the three go on in a new
+    group, and the run equals its replay in the simulator."""
+    spec = _on(path, workers={"count": 3, "min": 3, "max": 3}, eval={"every": 0})
     faults = [{"slot": 1, "where": "step", "step": 7}]
     result = run_job(spec, faults=faults, verify_replicas=True, timeout_s=DEADLINE_S)
-    assert result.changes[0] == Change(7, "lost", rank=1)  # a replacement may join later
+    lost, joined = result.changes
+    assert lost == Change(7, "lost", rank=1) and joined.kind == "join"
     assert [m.workers for m in result.steps[5:8]] == [3, 3, 2]
+    assert result.steps[-1].workers == 3
     assert [m.step for m in result.steps] == list(range(40))
     _same_state(result, simulate(spec, changes=result.changes))

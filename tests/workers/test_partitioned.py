@@ -14,7 +14,14 @@ import torch
 from sparsetrain.workers.compression import SparseUpdate
 from sparsetrain.workers.runtime.collective import CollectivePeer
 from sparsetrain.workers.runtime.collective_partitioned import exchange_partitioned
-from sparsetrain.workers.training.partitioned import budget, owners, partitioned, quota
+from sparsetrain.workers.training.partitioned import (
+    budget,
+    owners,
+    part_sizes,
+    partitioned,
+    quota,
+    split_by_owner,
+)
 from sparsetrain.workers.training.traffic import HEADER_NBYTES, partitioned_traffic
 from tests.gloo_group import run_group
 
@@ -65,6 +72,15 @@ def test_quota_and_budget() -> None:
     for world in (2, 5, 16, 64, 1024):
         levels = max(1, math.ceil(math.log2(world)) - 1)
         assert 100 * levels <= budget(world, 100) < 100 * levels + world
+
+
+@pytest.mark.parametrize("coding", ["plain", "delta"])
+@pytest.mark.parametrize("world", [1, 3, 16, 64])
+def test_part_sizes_are_the_split_messages_sizes(world: int, coding: str) -> None:
+    for numel in (50, 300_000):  # short gaps, and gaps of several varint bytes
+        payload = _payloads(1, numel, 40, seed=world, dtype=torch.float16, coding=coding)[0]
+        parts = split_by_owner(payload, world)
+        assert part_sizes(payload, world) == ([p.nnz for p in parts], [p.nbytes for p in parts])
 
 
 @pytest.mark.parametrize("world", [2, 3, 5, 8, 16])

@@ -31,6 +31,11 @@ def sort_entries(indices: torch.Tensor, values: torch.Tensor) -> tuple[torch.Ten
     return indices[order], values[order]
 
 
+def varint_lengths(gaps: torch.Tensor) -> torch.Tensor:
+    """How many bytes each non-negative int64 gap takes as a varint (1 to 9)."""
+    return torch.bucketize(gaps, _BOUNDS.to(gaps.device), right=True) + 1
+
+
 def encoded_gaps(indices: torch.Tensor) -> torch.Tensor:
     """The varint bytes (uint8, on ``indices``' device) of strictly increasing, non-negative
     ``indices``; raises ``ValueError`` when they are not. Mutates nothing."""
@@ -40,7 +45,7 @@ def encoded_gaps(indices: torch.Tensor) -> torch.Tensor:
     gaps = torch.diff(wide, prepend=wide.new_full((1,), -1)) - 1
     if int(gaps.min()) < 0:
         raise ValueError("delta coding needs strictly increasing, non-negative indices")
-    lengths = torch.bucketize(gaps, _BOUNDS.to(gaps.device), right=True) + 1
+    lengths = varint_lengths(gaps)
     ends = torch.cumsum(lengths, 0)
     starts = ends - lengths
     out = torch.empty(int(ends[-1]), dtype=torch.uint8, device=indices.device)
