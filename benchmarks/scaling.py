@@ -2,9 +2,10 @@
 W = 2 ... 1,024, convergence of each scalable path against the all-gather path, and
 measured bytes at W = 2, 4.
 
-Cost model (alpha: per-message latency, beta: seconds per byte; the defaults below stand in for
-the network harness's measurements until they are taken, and the report records which were
-used). For a payload of n values of v bytes (p bytes encoded) and k top-k entries:
+Cost model (alpha: per-message latency, beta: seconds per byte; measured on the network
+harness by ``benchmarks.alphabeta`` and read with ``--alpha-beta``, else the defaults below;
+the report records which were used). For a payload of n values of v bytes (p bytes
+encoded) and k top-k entries:
 
 - allgather: each rank receives W - 1 payloads: time (W - 1)·alpha + (W - 1)·p·beta.
 - allreduce (ring): 2·(W - 1) messages of ⌈n / W⌉ values each way: 2(W - 1)·alpha +
@@ -51,6 +52,7 @@ from benchmarks._common import (
     save_figure,
     write_json,
 )
+from benchmarks.alphabeta import measured as measured_alpha_beta
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.training.partitioned import quota
 from sparsetrain.workers.training.simulator import simulate
@@ -408,7 +410,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--alpha", type=float, default=ALPHA_S, help="seconds per message")
     parser.add_argument("--beta", type=float, default=BETA_S_PER_BYTE, help="seconds per byte")
+    parser.add_argument(
+        "--alpha-beta",
+        type=Path,
+        default=None,
+        help="take alpha and beta from this benchmarks.alphabeta report (its largest W at "
+        "--rate) instead of --alpha/--beta",
+    )
+    parser.add_argument("--rate", default="10gbit", help="the rate read from --alpha-beta")
     args = parse_args(parser, argv)
+    if args.alpha_beta is not None:
+        args.alpha, args.beta, source = measured_alpha_beta(args.alpha_beta, args.rate)
+    elif (args.alpha, args.beta) == (ALPHA_S, BETA_S_PER_BYTE):
+        source = "defaults (not measured): 50 us a message, 10 Gbit/s"
+    else:
+        source = "given on the command line"
     started = time.perf_counter()
     conv_worlds, steps, pairs, meas_worlds, meas_steps = MODES[args.mode]
     model = cost_model(MODEL_D, args.alpha, args.beta)
@@ -424,9 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "cost_model": {
             "alpha_s": args.alpha,
             "beta_s_per_byte": args.beta,
-            "alpha_beta_source": "defaults (not yet measured on the network harness)"
-            if (args.alpha, args.beta) == (ALPHA_S, BETA_S_PER_BYTE)
-            else "given on the command line",
+            "alpha_beta_source": source,
             "d": MODEL_D,
             "worlds": WORLDS,
             "table": model,
