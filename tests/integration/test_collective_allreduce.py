@@ -18,6 +18,7 @@ from sparsetrain.workers import simulate
 from sparsetrain.workers.runtime.launch import run_job
 from sparsetrain.workers.training.elastic import Change
 from sparsetrain.workers.training.result import TrainResult
+from tests.same_state import assert_same_state
 from tests.specs import job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
@@ -36,17 +37,6 @@ ALLREDUCE_JOB: dict[str, Any] = {
     "seed": 11,
 }
 _spec = partial(job_spec_model, ALLREDUCE_JOB)
-
-
-def _same_state(ray_run: TrainResult, simulated: TrainResult) -> None:
-    """Parameters and every live worker's memory agree bit for bit."""
-    assert ray_run.params is not None and simulated.params is not None
-    assert torch.equal(ray_run.params, simulated.params)
-    assert len(ray_run.memories) == len(simulated.memories)
-    for ours, theirs in zip(ray_run.memories, simulated.memories, strict=True):
-        assert (ours is None) == (theirs is None)
-        if ours is not None and theirs is not None:
-            assert torch.equal(ours, theirs.cpu())
 
 
 def _ring_steps(ray_run: TrainResult, simulated: TrainResult, gathered: TrainResult) -> list[int]:
@@ -73,7 +63,7 @@ def test_dense_allreduce_on_two_workers_equals_the_simulator_and_counts_its_wire
     spec = _spec()
     result = run_job(spec, verify_replicas=True, timeout_s=DEADLINE_S)
     simulated = simulate(spec)
-    _same_state(result, simulated)
+    assert_same_state(result, simulated)
     assert result.params is not None
     # A ring of 2 sends each rank's half twice (partials, then totals) in raw fp32 values.
     assert simulated.steps[0].bytes_per_worker == [result.params.numel() * 4] * 2
@@ -99,7 +89,7 @@ def test_shared_randk_allreduce_on_three_workers_survives_a_loss_and_a_join() ->
     assert [m.workers for m in result.steps[5:8]] == [3, 3, 2]
     assert result.steps[-1].workers == 3
     replay = simulate(spec, changes=result.changes)
-    _same_state(result, replay)
+    assert_same_state(result, replay)
     exact = _allgather(spec, result.changes)
     # The ring's order of summation shows: the exact mean gives other bits.
     assert exact.params is not None and replay.params is not None

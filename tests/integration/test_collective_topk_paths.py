@@ -16,7 +16,7 @@ import torch
 from sparsetrain.workers import simulate
 from sparsetrain.workers.runtime.launch import run_job
 from sparsetrain.workers.training.elastic import Change
-from sparsetrain.workers.training.result import TrainResult
+from tests.same_state import assert_same_state
 from tests.specs import job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
@@ -43,21 +43,12 @@ def _on(path: str, **fields: Any) -> Any:
     return _spec(exchange={"transport": "collective", "aggregation": path}, **fields)
 
 
-def _same_state(ray_run: TrainResult, simulated: TrainResult) -> None:
-    """Parameters and every live worker's memory agree bit for bit."""
-    assert ray_run.params is not None and torch.equal(ray_run.params, simulated.params)
-    assert len(ray_run.memories) == len(simulated.memories)
-    for ours, theirs in zip(ray_run.memories, simulated.memories, strict=True):
-        assert ours is not None and theirs is not None
-        assert torch.equal(ours, theirs.cpu())
-
-
 @pytest.mark.parametrize("path", PATHS)
 def test_two_workers_equal_the_simulator_and_count_their_wire_bytes(path: str) -> None:
     spec = _on(path)
     result = run_job(spec, verify_replicas=True, timeout_s=DEADLINE_S)
     simulated = simulate(spec)
-    _same_state(result, simulated)
+    assert_same_state(result, simulated)
     allgather = simulate(_spec(exchange={"transport": "collective", "aggregation": "allgather"}))
     assert not torch.equal(simulated.params, allgather.params)  # the path did run
     # On a collective step each of the 2 workers sends a fixed number of messages: what the
@@ -87,4 +78,4 @@ def test_three_workers_survive_a_loss_and_a_join(path: str) -> None:
     assert [m.workers for m in result.steps[5:8]] == [3, 3, 2]
     assert result.steps[-1].workers == 3
     assert [m.step for m in result.steps] == list(range(40))
-    _same_state(result, simulate(spec, changes=result.changes))
+    assert_same_state(result, simulate(spec, changes=result.changes))

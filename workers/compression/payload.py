@@ -243,6 +243,15 @@ def encode(payload: Payload) -> bytes:
     return prefix + b"".join(_raw_bytes(tensor) for tensor in tensors)
 
 
+def decode_sparse(buffer: bytes) -> SparseUpdate:
+    """``decode`` for a message that must hold a sparse update (a top-k path's); raises
+    ``ValueError`` when it holds another kind."""
+    update = decode(buffer)
+    if not isinstance(update, SparseUpdate):
+        raise ValueError(f"expected a sparse update, got a {type(update).__name__}")
+    return update
+
+
 def decode(buffer: bytes | bytearray | memoryview, *, copy: bool = True) -> Update:
     """Parse the wire form written by ``encode``; raises ``ValueError`` on a malformed buffer.
 

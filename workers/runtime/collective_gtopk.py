@@ -17,31 +17,25 @@ import numpy as np
 import torch
 
 from sparsetrain.workers.compression import SparseUpdate
-from sparsetrain.workers.compression.payload import decode, encode
+from sparsetrain.workers.compression.payload import decode_sparse, encode
 from sparsetrain.workers.runtime.collective import CollectivePeer
 from sparsetrain.workers.training.aggregation import gtopk_base, gtopk_combine, gtopk_message
 
 
 @dataclass(frozen=True)
-class RankGTopK:
-    """One rank's outcome: the final vector (the same on every rank), which entries of its
-    own payload reached it, and the bytes it sent."""
+class RankTopK:
+    """One rank's outcome of a top-k path (gTop-k or partitioned): the final vector (the
+    same on every rank; the replicas apply it over W), which entries of its own payload
+    reached it, and the bytes it sent."""
 
     total: SparseUpdate
     kept: torch.Tensor
     nbytes: int
 
 
-def _decoded(message: bytes) -> SparseUpdate:
-    update = decode(message)
-    if not isinstance(update, SparseUpdate):
-        raise ValueError(f"a gTop-k message decoded to a {type(update).__name__}")
-    return update
-
-
 def exchange_gtopk(
     peer: CollectivePeer, rank: int, world: int, payload: SparseUpdate, k: int
-) -> RankGTopK:
+) -> RankTopK:
     """Run rank ``rank``'s part of gTop-k over ``peer``'s group of ``world`` with its
     ``payload`` (``k``: the compressor's). Reads the payload only; raises
     ``CollectiveError`` when a transfer fails."""
@@ -53,16 +47,16 @@ def exchange_gtopk(
     if rank >= base:
         message = encode(current)
         nbytes += peer.send(rank - base, message)
-        total = _decoded(peer.receive(rank - base))
+        total = decode_sparse(peer.receive(rank - base))
         mask = torch.from_numpy(np.frombuffer(peer.receive(rank - base), dtype=np.uint8).copy())
         # The mask follows the entries as rank - base decoded them (an index coding may
         # reorder them): keep by coordinate.
-        reached = _decoded(message).indices.long()[mask.bool()]
-        return RankGTopK(total, torch.isin(own, reached), nbytes)
+        reached = decode_sparse(message).indices.long()[mask.bool()]
+        return RankTopK(total, torch.isin(own, reached), nbytes)
     extra: torch.Tensor | None = None  # the coordinates of rank + base's payload
     extra_kept = torch.zeros(0, dtype=torch.bool)
     if rank + base < world:
-        theirs = _decoded(peer.receive(rank + base))
+        theirs = decode_sparse(peer.receive(rank + base))
         extra = theirs.indices.long()
         extra_kept = torch.ones(theirs.nnz, dtype=torch.bool)
         current, chosen = gtopk_combine(current, theirs, k)
@@ -74,7 +68,7 @@ def exchange_gtopk(
         partner = rank ^ bit
         message, sent = peer.exchange(partner, encode(current))
         nbytes += sent
-        theirs = _decoded(message)
+        theirs = decode_sparse(message)
         low, high = (current, theirs) if rank < partner else (theirs, current)
         current, chosen = gtopk_combine(low, high, k)
         if chosen is not None:
@@ -85,4 +79,4 @@ def exchange_gtopk(
     if extra is not None:
         nbytes += peer.send(rank + base, encode(current))
         nbytes += peer.send(rank + base, extra_kept.numpy().astype(np.uint8).tobytes())
-    return RankGTopK(current, kept, nbytes)
+    return RankTopK(current, kept, nbytes)

@@ -11,13 +11,13 @@ simulator sum, select and apply the same bits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 from sparsetrain.workers.compression import SparseUpdate
-from sparsetrain.workers.compression.payload import decode, encode
+from sparsetrain.workers.compression.payload import decode_sparse, encode
+from sparsetrain.workers.runtime.collective_gtopk import RankTopK
 from sparsetrain.workers.training.partitioned import (
     assemble,
     quota,
@@ -35,23 +35,6 @@ class ShiftPeer(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class RankPartitioned:
-    """One rank's outcome: the selected sums (the same on every rank; the replicas apply
-    them over W), which entries of its own payload were selected, and the bytes it sent."""
-
-    total: SparseUpdate
-    kept: torch.Tensor
-    nbytes: int
-
-
-def _decoded(message: bytes) -> SparseUpdate:
-    update = decode(message)
-    if not isinstance(update, SparseUpdate):
-        raise ValueError(f"a partitioned message decoded to a {type(update).__name__}")
-    return update
-
-
 def _shifted(
     peer: ShiftPeer, rank: int, world: int, messages: list[SparseUpdate]
 ) -> tuple[list[SparseUpdate], int]:
@@ -60,19 +43,19 @@ def _shifted(
     sent). The own message is passed through its wire form too, so it is what the others
     would decode."""
     received: list[SparseUpdate | None] = [None] * world
-    received[rank] = _decoded(encode(messages[rank]))
+    received[rank] = decode_sparse(encode(messages[rank]))
     nbytes = 0
     for shift in range(1, world):
         target, source = (rank + shift) % world, (rank - shift) % world
         message, sent = peer.shift(target, encode(messages[target]), source)
         nbytes += sent
-        received[source] = _decoded(message)
+        received[source] = decode_sparse(message)
     return [m for m in received if m is not None], nbytes
 
 
 def exchange_partitioned(
     peer: ShiftPeer, rank: int, world: int, payload: SparseUpdate, k: int
-) -> RankPartitioned:
+) -> RankTopK:
     """Run rank ``rank``'s part of the partitioned aggregation over ``peer``'s group of
     ``world`` with its ``payload`` (``k``: the compressor's). Reads the payload only; raises
     ``CollectiveError`` when a transfer fails."""
@@ -81,4 +64,4 @@ def exchange_partitioned(
     selections, gathered = _shifted(peer, rank, world, [mine] * world)
     total = assemble(selections)
     kept = torch.isin(payload.indices.long(), total.indices)
-    return RankPartitioned(total, kept, scattered + gathered)
+    return RankTopK(total, kept, scattered + gathered)

@@ -38,11 +38,8 @@ from sparsetrain.workers.runtime.collective_allreduce import (
     ring_descriptor,
     ring_fits,
 )
-from sparsetrain.workers.runtime.collective_gtopk import RankGTopK, exchange_gtopk
-from sparsetrain.workers.runtime.collective_partitioned import (
-    RankPartitioned,
-    exchange_partitioned,
-)
+from sparsetrain.workers.runtime.collective_gtopk import RankTopK, exchange_gtopk
+from sparsetrain.workers.runtime.collective_partitioned import exchange_partitioned
 from sparsetrain.workers.training.aggregation import give_back, gtopk_mean
 from sparsetrain.workers.training.step import RankStats
 
@@ -159,7 +156,7 @@ def _exchange(
         table = peer.gather_headers(np.array([1.0 if fits else 0.0]))
         if table.all() and isinstance(payload, SparseUpdate):
             rank, world = rendezvous.rank, rendezvous.world
-            result: RankGTopK | RankPartitioned = (
+            result: RankTopK = (
                 exchange_gtopk(peer, rank, world, payload, k)
                 if path == "gtopk"
                 else exchange_partitioned(peer, rank, world, payload, k)
