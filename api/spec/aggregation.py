@@ -24,13 +24,12 @@
 - ``auto``: ``resolve_aggregation`` below: the scalable path the compressor allows, from
   ``SCALABLE_FROM_WORKERS`` workers on, where the job's transport runs it.
 
-Which transport runs which path on the Ray runtime (``TRANSPORT_PATHS``, less PowerSGD's
-all-reduce: ``runtime_paths``): the object-store transports (``allgather``, ``reduce``)
-combine every step's updates into their exact mean, the ``allgather`` semantics, and nothing
-else; ``allreduce``, ``gtopk`` and ``partitioned`` replace that exchange among the workers
-and so need the ``collective`` transport. The simulator runs every path; the Ray runtime
-refuses a job whose path its transport does not run (``runtime_problem``) rather than run
-another path, whose result would differ.
+Which transport runs which path on the Ray runtime (``TRANSPORT_PATHS``): the object-store
+transports (``allgather``, ``reduce``) combine every step's updates into their exact mean,
+the ``allgather`` semantics, and nothing else; ``allreduce``, ``gtopk`` and ``partitioned``
+replace that exchange among the workers and so need the ``collective`` transport. The
+simulator runs every path; the Ray runtime refuses a job whose path its transport does not
+run (``runtime_problem``) rather than run another path, whose result would differ.
 """
 
 from __future__ import annotations
@@ -68,26 +67,17 @@ TRANSPORT_PATHS: dict[str, frozenset[AggregationPath]] = {
 }
 """The paths each ``exchange.transport`` runs on the Ray runtime. The collective transport
 is the one that can carry ``allreduce``, ``gtopk`` and ``partitioned``; it runs them bit for
-bit as the simulator does, ``allreduce`` for dense and shared-seed random-k payloads only
-(``runtime_paths``)."""
-
-POWERSGD_ALLREDUCE_PROBLEM = (
-    "'allreduce' with 'powersgd' is not run on this runtime: its shared factors are "
-    "computed from every rank's accumulator, and at a boundary step (a join, a leave, an "
-    "evaluation, a lost worker) no single worker holds them all; the simulator runs it. Use "
-    "aggregation 'auto' or 'allgather'"
-)
-"""Why the Ray runtime refuses PowerSGD's all-reduce on every transport."""
+bit as the simulator does (PowerSGD's all-reduce too: each worker's update carries its
+accumulator, so a step that goes through the object store at a boundary computes the same
+shared factors)."""
 
 
 def runtime_paths(transport: str, compression: object) -> frozenset[AggregationPath]:
     """The paths ``transport`` runs on the Ray runtime for ``compression``:
-    ``TRANSPORT_PATHS[transport]`` (none for an unknown transport), without ``allreduce``
-    for PowerSGD (``POWERSGD_ALLREDUCE_PROBLEM``)."""
-    runs = TRANSPORT_PATHS.get(transport, frozenset())
-    if isinstance(compression, PowerSGDSpec):
-        return runs - {"allreduce"}
-    return runs
+    ``TRANSPORT_PATHS[transport]`` (none for an unknown transport), whatever the
+    compressor."""
+    del compression  # every compressor's paths run where the transport carries them
+    return TRANSPORT_PATHS.get(transport, frozenset())
 
 
 def summable(compression: object) -> bool:
@@ -181,8 +171,6 @@ def runtime_problem(spec: JobSpec) -> str | None:
             world=world,
         )
         if path not in runs:
-            if path == "allreduce" and isinstance(spec.compression, PowerSGDSpec):
-                return POWERSGD_ALLREDUCE_PROBLEM
             known = ", ".join(f"'{p}'" for p in sorted(runs))
             return (
                 f"'{path}' is not run by transport '{exchange.transport}' on this runtime (it "

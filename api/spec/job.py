@@ -165,10 +165,9 @@ class ExchangeSpec(StrictModel):
         "owner sums the workers' entries and keeps its share of the k*max(1, ceil(log2 W)-1) "
         "largest, then every worker gathers the owners' selections (compression 'topk'). "
         "allreduce, gtopk and partitioned need transport 'collective'; there the Ray runtime "
-        "runs them, allreduce for 'none' and 'randk' with shared_seed but not for 'powersgd' "
-        "(its shared factors need every rank's accumulator at boundary steps; the simulator "
-        "runs it). auto: from 16 workers on, allreduce (none, shared-seed randk, powersgd) or "
-        "partitioned (topk) where the transport runs it; else allgather.",
+        "runs them. auto: from 16 workers on, allreduce (none, shared-seed randk, powersgd "
+        "with error feedback) or partitioned (topk) where the transport runs it; else "
+        "allgather.",
     )
     step_timeout_s: Annotated[float, Field(gt=0.0, le=86_400.0)] | None = Field(
         default=30.0,

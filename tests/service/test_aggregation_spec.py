@@ -36,23 +36,13 @@ async def test_a_forced_allreduce_off_the_collective_transport_is_refused(
     assert "exchange.aggregation" in response.text and "transport 'collective'" in response.text
 
 
-async def test_a_path_the_runtime_does_not_run_is_refused(client: httpx.AsyncClient) -> None:
-    """A spec the simulator runs but the Ray runtime does not (PowerSGD's all-reduce) is a
-    422 that says why, never a job that runs another path."""
-    spec = job_spec(
-        compression={"kind": "powersgd", "rank": 1},
-        exchange={"aggregation": "allreduce", "transport": "collective"},
-    )
-    response = await client.post("/v1/jobs", json=spec)
-    assert response.status_code == 422
-    assert "exchange.aggregation" in response.text
-    assert "'allreduce' with 'powersgd' is not run" in response.text
-    assert "accumulator" in response.text
-    assert "Traceback" not in response.text
-
-
 @pytest.mark.parametrize(
-    "compression", [{"kind": "none"}, {"kind": "randk", "k": 2, "shared_seed": True}]
+    "compression",
+    [
+        {"kind": "none"},
+        {"kind": "randk", "k": 2, "shared_seed": True},
+        {"kind": "powersgd", "rank": 1},
+    ],
 )
 async def test_a_forced_allreduce_on_the_collective_transport_is_accepted(
     client: httpx.AsyncClient, compression: dict[str, Any]

@@ -347,13 +347,13 @@ def test_auto_resolves_to_a_path_the_transport_runs(transport: str, compression:
 @pytest.mark.parametrize(
     ("compression", "expected"),
     [(DenseSpec(), "allreduce"), (RandKSpec(k=2, shared_seed=True), "allreduce"),
-     (PowerSGDSpec(), "allgather"), (TopKSpec(k=2), "partitioned")],
+     (PowerSGDSpec(), "allreduce"), (TopKSpec(k=2), "partitioned")],
 )  # fmt: skip
 def test_auto_on_the_collective_transport_takes_the_paths_it_runs(
     compression: object, expected: str
 ) -> None:
-    """The collective transport runs the dense and shared-seed random-k all-reduce and the
-    top-k paths; not PowerSGD's all-reduce, so ``auto`` keeps PowerSGD on ``allgather``."""
+    """The collective transport runs every path, so ``auto`` takes each compressor's
+    scalable one there."""
     path = resolve_aggregation(
         "auto", compression, memory="error_feedback", mode="sync", transport="collective",
         world=16,
@@ -361,20 +361,20 @@ def test_auto_on_the_collective_transport_takes_the_paths_it_runs(
     assert path == expected
 
 
-def test_runtime_problem_refuses_powersgds_allreduce_and_says_why() -> None:
-    """Dense and shared-seed random-k all-reduce run on the collective transport; PowerSGD's
-    does not (it needs every rank's accumulator at a boundary step), on any transport."""
+def test_runtime_problem_accepts_every_allreduce_on_the_collective_transport() -> None:
+    """Dense, shared-seed random-k and PowerSGD all-reduce all run on the collective
+    transport, forced or taken by ``auto``."""
     exchange = {"aggregation": "allreduce", "transport": "collective"}
-    for compression in ({"kind": "none"}, {"kind": "randk", "k": 2, "shared_seed": True}):
+    for compression in (
+        {"kind": "none"},
+        {"kind": "randk", "k": 2, "shared_seed": True},
+        {"kind": "powersgd", "rank": 1},
+    ):
         spec = _spec(compression=compression, exchange=exchange, workers={"count": 32})
         assert runtime_problem(spec) is None
-    powersgd = _spec(compression={"kind": "powersgd", "rank": 1}, exchange=exchange)
-    problem = runtime_problem(powersgd)
-    assert problem is not None
-    assert "'allreduce' with 'powersgd' is not run" in problem and "accumulator" in problem
     auto = {"aggregation": "auto", "transport": "collective"}
     many = _spec(compression={"kind": "powersgd", "rank": 1}, exchange=auto, workers={"count": 32})
-    assert runtime_problem(many) is None  # auto keeps PowerSGD on allgather here
+    assert runtime_problem(many) is None
 
 
 def test_runtime_problem_names_a_path_the_transport_does_not_run() -> None:

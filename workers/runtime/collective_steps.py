@@ -29,18 +29,26 @@ from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from sparsetrain.workers.compression import DenseUpdate, SparseUpdate
 from sparsetrain.workers.compression.payload import decode, encode
+from sparsetrain.workers.runtime.accumulated import unbundle
 from sparsetrain.workers.runtime.collective import CollectiveError, Rendezvous
 from sparsetrain.workers.runtime.collective_allreduce import (
     exchange_allreduce,
+    ring_allreduce,
     ring_descriptor,
     ring_fits,
 )
 from sparsetrain.workers.runtime.collective_gtopk import RankTopK, exchange_gtopk
 from sparsetrain.workers.runtime.collective_partitioned import exchange_partitioned
-from sparsetrain.workers.training.aggregation import give_back, gtopk_mean
+from sparsetrain.workers.training.aggregation import (
+    SharedPowerSGD,
+    give_back,
+    gtopk_mean,
+    settle_powersgd,
+)
 from sparsetrain.workers.training.step import RankStats
 
 if TYPE_CHECKING:
@@ -147,6 +155,10 @@ def _exchange(
         reduced = _allreduce(worker, rendezvous, sent, stats)
         if reduced is not None:
             return reduced
+    if path == "allreduce" and worker.aggregator.powersgd is not None:
+        reduced = _powersgd(worker, rendezvous, sent, stats, worker.aggregator.powersgd)
+        if reduced is not None:
+            return reduced
     k = worker.aggregator.k
     if path in ("gtopk", "partitioned") and k is not None:
         payload = decode(sent.tobytes())
@@ -195,3 +207,38 @@ def _allreduce(
     result = exchange_allreduce(peer, rendezvous.rank, rendezvous.world, payload)
     table = peer.gather_headers(pack_header(0, replace(stats, nbytes=result.nbytes)))
     return table, [np.frombuffer(encode(result.mean), dtype=np.uint8)], True
+
+
+def _powersgd(
+    worker: TrainingWorker,
+    rendezvous: Rendezvous,
+    sent: np.ndarray,
+    stats: RankStats,
+    shared: SharedPowerSGD,
+) -> tuple[np.ndarray, list[np.ndarray], bool] | None:
+    """PowerSGD's all-reduce among the members, when every rank's update carries its
+    accumulator (``accumulated``: all payloads low-rank; a leaver's flush or an fp16 skip
+    does not): each rank runs the power iteration's ring all-reduces on its own
+    accumulator (``SharedPowerSGD.rank_mean``), sets its memory to the accumulator less
+    the shared update, and returns (the stats table, the encoded update, True). None when
+    a rank's does not fit: every rank then all-gathers the updates. Raises
+    ``CollectiveError``."""
+    peer = worker.collective
+    payload_wire, accumulated = unbundle(sent)
+    fits = 1.0 if accumulated is not None else 0.0
+    if not peer.gather_headers(np.array([fits])).all() or accumulated is None:
+        return None
+    rank, world = rendezvous.rank, rendezvous.world
+    nbytes = 0
+
+    def allreduce(vector: torch.Tensor) -> torch.Tensor:
+        nonlocal nbytes
+        mean, moved = ring_allreduce(peer, rank, world, vector.detach().cpu())
+        nbytes += moved
+        return mean
+
+    device = worker.setup.model.device
+    update = shared.rank_mean(accumulated.to(device), allreduce, worker.pending_step())
+    settle_powersgd(worker.state, accumulated, decode(payload_wire.tobytes()), update)
+    table = peer.gather_headers(pack_header(0, replace(stats, nbytes=nbytes)))
+    return table, [np.frombuffer(encode(DenseUpdate(update.cpu())), dtype=np.uint8)], True

@@ -16,6 +16,7 @@ import signal
 import time
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,13 @@ import ray
 import torch
 
 from sparsetrain.spec import JobSpec
+from sparsetrain.workers.compression.lowrank import LowRankUpdate
 from sparsetrain.workers.data.datasets import Dataset
 from sparsetrain.workers.runtime import collective_steps
+from sparsetrain.workers.runtime.accumulated import bundle, unbundle
 from sparsetrain.workers.runtime.collective import CollectivePeer, Rendezvous
 from sparsetrain.workers.runtime.staging import HostStaging
-from sparsetrain.workers.training.aggregation import Aggregator
+from sparsetrain.workers.training.aggregation import Aggregator, accumulator
 from sparsetrain.workers.training.apply import ReplicaUpdate
 from sparsetrain.workers.training.elastic import flush_compressor
 from sparsetrain.workers.training.evaluate import evaluate_setup
@@ -102,6 +105,8 @@ class TrainingWorker:
         self.averager = build_averager(spec, model.flat)
         if state is not None:
             self.state.load_state_dict(state)
+            if self.aggregator.powersgd is not None:
+                self.aggregator.powersgd.load_state_dict(state.get("powersgd_q"))
             self.update.load_state_dict(state.get("optimizer"))
             self.update.load_scaler_state(state.get("loss_scaler"))
             if state.get("buffers") is not None:  # checkpoints before format 4 have none
@@ -146,6 +151,8 @@ class TrainingWorker:
         self._pending = None if pending is None else (int(pending[0]), float(pending[1]))
         self.update.load_state_dict(shared.get("optimizer"))
         self.update.load_scaler_state(shared.get("loss_scaler"))
+        if self.aggregator.powersgd is not None:
+            self.aggregator.powersgd.load_state_dict(shared.get("powersgd_q"))
         if self.state.velocity is not None and shared["velocity"] is not None:
             self.state.velocity.copy_(shared["velocity"])
         if self.averager is not None and shared["averager"] is not None:
@@ -154,9 +161,12 @@ class TrainingWorker:
     def shared_state(self) -> dict[str, Any]:
         """What a joiner copies from this rank: parameters, buffers (averaged over the group
         just before), momentum buffer, optimizer state, fp16's loss scale, iterate average,
-        the step whose updates are still pending and, for a sampling job, the chain."""
+        the step whose updates are still pending, PowerSGD all-reduce's shared warm-start Q
+        and, for a sampling job, the chain."""
         velocity = self.state.velocity
+        shared = self.aggregator.powersgd
         return {
+            "powersgd_q": None if shared is None else shared.state_dict(),
             "params": self.parameters(),
             "buffers": self.setup.model.buffer_state(),
             "velocity": None if velocity is None else velocity.detach().cpu().clone(),
@@ -166,6 +176,15 @@ class TrainingWorker:
             "optimizer": self.update.state_dict(),
             "loss_scaler": self.update.scaler_state(),
         }
+
+    def pending_step(self) -> int:
+        """The step whose updates this replica has not applied yet (-1: none)."""
+        return -1 if self._pending is None else self._pending[0]
+
+    def _shares_subspace(self, world: int) -> bool:
+        """Whether a step of ``world`` ranks takes PowerSGD's all-reduce, whose updates
+        carry the ranks' accumulators (``accumulated``)."""
+        return self.aggregator.powersgd is not None and self.aggregator.path(world) == "allreduce"
 
     def _apply(
         self, updates: tuple[np.ndarray, ...], reduced: bool, own: int | None = None
@@ -180,6 +199,12 @@ class TrainingWorker:
             return 0.0
         started = time.perf_counter()
         model = self.setup.model
+        accumulators = None
+        if not reduced and self._shares_subspace(len(updates)):
+            parts = [unbundle(update) for update in updates]
+            updates = tuple(payload for payload, _ in parts)
+            if all(acc is not None for _, acc in parts):
+                accumulators = [acc.to(model.device) for _, acc in parts if acc is not None]
         payloads = self.staging.receive(updates)
         if self._pending is None and self.update.optimizer is not None:
             raise RuntimeError("updates arrived for a step whose learning rate is unknown")
@@ -188,7 +213,9 @@ class TrainingWorker:
             skipped = self.update.apply_mean(model.flat, payloads[0], lr)
         else:
             holders = {} if own is None else {own: self.state}
-            applied = self.aggregator.apply_payloads(model.flat, payloads, holders, lr, step)
+            applied = self.aggregator.apply_payloads(
+                model.flat, payloads, holders, lr, step, accumulators
+            )
             skipped = applied.skipped
         self.state.settle(skipped)
         if self.chain is not None and self._pending is not None:
@@ -251,8 +278,13 @@ class TrainingWorker:
         self.buffers_synced = self.setup.model.buffer_layout.empty
         info["lr"] = lr
         sent = self.staging.send(output.payload)
+        if self._shares_subspace(self.world) and isinstance(output.payload, LowRankUpdate):
+            sent = bundle(sent, accumulator(self.state, output.payload))
         call_s = time.perf_counter() - entered
-        info["stats"] = RankStats.of(self.rank, output, exchange_s, call_s=call_s)
+        stats = RankStats.of(self.rank, output, exchange_s, call_s=call_s)
+        # A bundle publishes the accumulator too: count what goes through the object store
+        # (a collective step replaces the count with its ring's bytes).
+        info["stats"] = replace(stats, nbytes=len(sent)) if len(sent) > stats.nbytes else stats
         return sent, info
 
     def compute_at(
@@ -339,6 +371,8 @@ class TrainingWorker:
         if scaler is not None:
             state["loss_scaler"] = scaler
         state["buffers"] = self.setup.model.buffer_state()
+        if self.aggregator.powersgd is not None:
+            state["powersgd_q"] = self.aggregator.powersgd.state_dict()
         return {
             "state": state,
             "averager": self.averager.state_dict() if self.averager is not None else None,

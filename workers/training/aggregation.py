@@ -41,7 +41,7 @@ the ring's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +49,7 @@ import torch
 from sparsetrain.spec import JobSpec
 from sparsetrain.spec.aggregation import AggregationPath, resolve_aggregation
 from sparsetrain.workers.compression import Compressor, DenseUpdate, Payload, SparseUpdate
-from sparsetrain.workers.compression.lowrank import LowRankUpdate
+from sparsetrain.workers.compression.lowrank import Factor, LowRankUpdate
 from sparsetrain.workers.compression.powersgd import PowerSGD
 from sparsetrain.workers.training.apply import ReplicaUpdate
 from sparsetrain.workers.training.partitioned import partitioned
@@ -241,28 +241,68 @@ class SharedPowerSGD:
         )
 
     def mean(self, accumulators: Sequence[torch.Tensor], step: int) -> torch.Tensor:
-        """The shared update U as a new dense fp32 vector; with warm start replaces the
-        kept Q by this step's Q'. Reads ``accumulators`` only."""
+        """The shared update U as a new dense fp32 vector, from every rank's accumulator
+        (one process holding them all: the simulator, or a replica at a boundary step);
+        with warm start replaces the kept Q by this step's Q'. Reads ``accumulators``
+        only."""
+
+        def reduce(part: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+            return ring_allreduce_mean([part(a) for a in accumulators])
+
+        return self._shared(reduce, accumulators[0].device, step)
+
+    def rank_mean(
+        self,
+        accumulator: torch.Tensor,
+        allreduce: Callable[[torch.Tensor], torch.Tensor],
+        step: int,
+    ) -> torch.Tensor:
+        """``mean`` as one rank of a group runs it, holding only its own ``accumulator``:
+        ``allreduce`` maps this rank's vector to the ring mean over the group's (as
+        ``ring_allreduce_mean`` computes it; ``collective_allreduce.ring_allreduce``), so
+        every rank gets ``mean``'s bits. Same state change as ``mean``."""
+        return self._shared(lambda part: allreduce(part(accumulator)), accumulator.device, step)
+
+    def _shared(
+        self,
+        reduce: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor],
+        device: torch.device,
+        step: int,
+    ) -> torch.Tensor:
+        """The power iteration, with ``reduce(part)``: the ring mean over the ranks of
+        ``part(accumulator)``, the vector each rank puts on the wire."""
         spec = self.compressor
         wire = spec.value_dtype
-        first = accumulators[0]
-        update = torch.zeros(spec.numel, dtype=torch.float32, device=first.device)
+        update = torch.zeros(spec.numel, dtype=torch.float32, device=device)
         starts = self.q if self.q is not None else spec.random_q(step)
         for i, (f, q) in enumerate(zip(spec.factors, starts, strict=True)):
             end = f.offset + f.rows * f.cols
-            mats = [a[f.offset : end].view(f.rows, f.cols) for a in accumulators]
-            start = q.to(first.device)
-            p = ring_allreduce_mean([(m @ start).to(wire).reshape(-1) for m in mats])
+            start = q.to(device)
+
+            def matrix(a: torch.Tensor, f: Factor = f, end: int = end) -> torch.Tensor:
+                return a[f.offset : end].view(f.rows, f.cols)
+
+            p = reduce(lambda a, s=start: (matrix(a) @ s).to(wire).reshape(-1)).to(device)
             p = torch.linalg.qr(p.view(f.rows, f.rank), mode="reduced").Q
-            q_next = ring_allreduce_mean([(m.T @ p).to(wire).reshape(-1) for m in mats])
+            q_next = reduce(lambda a, p=p: (matrix(a).T @ p).to(wire).reshape(-1)).to(device)
             q_next = q_next.view(f.cols, f.rank)
             update[f.offset : end] = (p @ q_next.T).reshape(-1)
             if self.q is not None:
                 self.q[i] = q_next
         for offset, length in spec.segments:
-            chunk = [a[offset : offset + length].to(wire) for a in accumulators]
-            update[offset : offset + length] = ring_allreduce_mean(chunk)
+            chunk = reduce(lambda a, o=offset, n=length: a[o : o + n].to(wire)).to(device)
+            update[offset : offset + length] = chunk
         return update
+
+    def state_dict(self) -> list[torch.Tensor] | None:
+        """The warm-start Q every rank shares (CPU copies; None without warm start)."""
+        return None if self.q is None else [q.detach().cpu().clone() for q in self.q]
+
+    def load_state_dict(self, state: list[torch.Tensor] | None) -> None:
+        """Take the shared Q of ``state_dict`` (a joiner's or a resumed rank's). Mutates
+        the kept Q; nothing without warm start or without a state."""
+        if self.q is not None and state is not None:
+            self.q = [q.clone() for q in state]
 
 
 @dataclass(frozen=True)
@@ -320,12 +360,15 @@ class Aggregator:
         holders: Mapping[int, WorkerState],
         lr: float,
         step: int,
+        accumulators: Sequence[torch.Tensor] | None = None,
     ) -> Applied:
         """As ``apply``, for one replica that holds the states of the ranks ``holders`` names
         (position in ``payloads`` -> state): only their memories and ledgers change. A Ray
         worker applying a step's W payloads holds its own rank's state (or none, having
-        produced none of them). PowerSGD's all-reduce needs every rank's memory; raises
-        ``ValueError`` without them."""
+        produced none of them). PowerSGD's all-reduce needs every rank's accumulator
+        (``accumulator``): given in ``accumulators`` (rank order; what the Ray workers
+        publish with their payloads), else rebuilt from every rank's memory; raises
+        ``ValueError`` without either."""
         path = self.path(len(payloads))
         if path in ("gtopk", "partitioned") and self.k is not None:
             sparse = [p for p in payloads if isinstance(p, SparseUpdate) and p.seed is None]
@@ -334,10 +377,13 @@ class Aggregator:
         elif path == "allreduce":
             if self.powersgd is not None:
                 if all(isinstance(p, LowRankUpdate) for p in payloads):
-                    if len(holders) != len(payloads):
-                        raise ValueError("powersgd all-reduce needs every rank's memory")
-                    ranks = [(holders[i], p) for i, p in enumerate(payloads)]
-                    return self._powersgd(flat, ranks, self.powersgd, lr, step)
+                    if accumulators is None:
+                        if len(holders) != len(payloads):
+                            raise ValueError("powersgd all-reduce needs every rank's memory")
+                        accumulators = [accumulator(holders[i], p) for i, p in enumerate(payloads)]
+                    return self._powersgd(
+                        flat, holders, payloads, accumulators, self.powersgd, lr, step
+                    )
             else:
                 mean = allreduce_mean(payloads)
                 if mean is not None:
@@ -367,26 +413,42 @@ class Aggregator:
     def _powersgd(
         self,
         flat: torch.Tensor,
-        ranks: Sequence[tuple[WorkerState, Payload]],
+        holders: Mapping[int, WorkerState],
+        payloads: Sequence[Payload],
+        accumulators: Sequence[torch.Tensor],
         shared: SharedPowerSGD,
         lr: float,
         step: int,
     ) -> Applied:
-        accumulators = []
-        for worker, payload in ranks:
-            memory = worker.memory.residual()
-            if memory is None:
-                raise ValueError("powersgd all-reduce keeps its residual in memory; none kept")
-            accumulators.append(memory + payload.to_dense())
         update = shared.mean(accumulators, step)
-        for (worker, payload), acc in zip(ranks, accumulators, strict=True):
-            memory = worker.memory.residual()
-            assert memory is not None
-            memory.copy_(acc - update)
-            if worker.ledger is not None:
-                worker.ledger.sent.add_(update.double() - payload.to_dense().double())
+        for position, worker in holders.items():
+            settle_powersgd(worker, accumulators[position], payloads[position], update)
         skipped = self.update.apply_mean(flat, DenseUpdate(update), lr)
-        return Applied(skipped, [_allreduce_bytes(len(ranks), payload) for _, payload in ranks])
+        return Applied(skipped, [_allreduce_bytes(len(payloads), p) for p in payloads])
+
+
+def accumulator(worker: WorkerState, payload: Payload) -> torch.Tensor:
+    """Rank ``worker``'s accumulator of the step it sent ``payload`` for: its memory (what
+    its compressor left) plus the payload, as a new fp32 vector. Raises ``ValueError`` when
+    it keeps no memory."""
+    memory = worker.memory.residual()
+    if memory is None:
+        raise ValueError("powersgd all-reduce keeps its residual in memory; none kept")
+    return memory + payload.to_dense().to(memory.device)
+
+
+def settle_powersgd(
+    worker: WorkerState, accumulated: torch.Tensor, payload: Payload, update: torch.Tensor
+) -> None:
+    """After PowerSGD's all-reduce: ``worker``'s memory becomes its accumulator less the
+    shared update, and its ledger's sent share the shared update instead of its payload.
+    Mutates both."""
+    memory = worker.memory.residual()
+    if memory is None:
+        raise ValueError("powersgd all-reduce keeps its residual in memory; none kept")
+    memory.copy_(accumulated.to(memory.device) - update.to(memory.device))
+    if worker.ledger is not None:
+        worker.ledger.sent.add_(update.double() - payload.to_dense().double())
 
 
 def give_back(worker: WorkerState, indices: torch.Tensor, values: torch.Tensor) -> None:
