@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -278,20 +279,16 @@ class SharedPowerSGD:
         for i, (f, q) in enumerate(zip(spec.factors, starts, strict=True)):
             end = f.offset + f.rows * f.cols
             start = q.to(device)
-
-            def matrix(a: torch.Tensor, f: Factor = f, end: int = end) -> torch.Tensor:
-                return a[f.offset : end].view(f.rows, f.cols)
-
-            p = reduce(lambda a, s=start: (matrix(a) @ s).to(wire).reshape(-1)).to(device)
+            p = reduce(partial(_times, factor=f, right=start, wire=wire)).to(device)
             p = torch.linalg.qr(p.view(f.rows, f.rank), mode="reduced").Q
-            q_next = reduce(lambda a, p=p: (matrix(a).T @ p).to(wire).reshape(-1)).to(device)
+            q_next = reduce(partial(_transposed_times, factor=f, left=p, wire=wire)).to(device)
             q_next = q_next.view(f.cols, f.rank)
             update[f.offset : end] = (p @ q_next.T).reshape(-1)
             if self.q is not None:
                 self.q[i] = q_next
         for offset, length in spec.segments:
-            chunk = reduce(lambda a, o=offset, n=length: a[o : o + n].to(wire)).to(device)
-            update[offset : offset + length] = chunk
+            chunk = reduce(partial(_segment, offset=offset, length=length, wire=wire))
+            update[offset : offset + length] = chunk.to(device)
         return update
 
     def state_dict(self) -> list[torch.Tensor] | None:
@@ -303,6 +300,32 @@ class SharedPowerSGD:
         the kept Q; nothing without warm start or without a state."""
         if self.q is not None and state is not None:
             self.q = [q.clone() for q in state]
+
+
+def _matrix(accumulated: torch.Tensor, factor: Factor) -> torch.Tensor:
+    end = factor.offset + factor.rows * factor.cols
+    return accumulated[factor.offset : end].view(factor.rows, factor.cols)
+
+
+def _times(
+    accumulated: torch.Tensor, factor: Factor, right: torch.Tensor, wire: torch.dtype
+) -> torch.Tensor:
+    """M·Q of one factored matrix M of ``accumulated``, flat, in the wire dtype."""
+    return (_matrix(accumulated, factor) @ right).to(wire).reshape(-1)
+
+
+def _transposed_times(
+    accumulated: torch.Tensor, factor: Factor, left: torch.Tensor, wire: torch.dtype
+) -> torch.Tensor:
+    """Mᵀ·P of one factored matrix M of ``accumulated``, flat, in the wire dtype."""
+    return (_matrix(accumulated, factor).T @ left).to(wire).reshape(-1)
+
+
+def _segment(
+    accumulated: torch.Tensor, offset: int, length: int, wire: torch.dtype
+) -> torch.Tensor:
+    """A dense segment of ``accumulated`` in the wire dtype."""
+    return accumulated[offset : offset + length].to(wire)
 
 
 @dataclass(frozen=True)
