@@ -6,7 +6,6 @@ payloads fit one ring."""
 
 from __future__ import annotations
 
-import queue
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -26,35 +25,7 @@ from sparsetrain.workers.runtime.collective_allreduce import (
 from sparsetrain.workers.training.aggregation import allreduce_mean, ring_allreduce_mean
 from sparsetrain.workers.training.traffic import allreduce_traffic, ring_chunks
 from tests.gloo_group import DEADLINE_S, run_group
-
-
-class _MemoryRing:
-    """W ranks' ``RingPeer``s over one queue per directed pair; counts what each receives."""
-
-    def __init__(self, world: int) -> None:
-        self.links: dict[tuple[int, int], queue.Queue[torch.Tensor]] = {
-            (source, target): queue.Queue() for source in range(world) for target in range(world)
-        }
-        self.received = [0] * world
-
-    def peer(self, rank: int) -> _MemoryPeer:
-        return _MemoryPeer(self, rank)
-
-
-class _MemoryPeer:
-    def __init__(self, ring: _MemoryRing, rank: int) -> None:
-        self.ring, self.rank = ring, rank
-
-    def send_receive(
-        self, target: int, message: torch.Tensor, source: int, into: torch.Tensor
-    ) -> int:
-        self.ring.links[(self.rank, target)].put(message.clone())
-        got = self.ring.links[(source, self.rank)].get(timeout=DEADLINE_S)
-        # A real wire carries raw bytes: a dtype or length mismatch would be garbage there.
-        assert got.dtype == into.dtype and got.shape == into.shape
-        into.copy_(got)
-        self.ring.received[self.rank] += got.numel() * got.element_size()
-        return message.numel() * message.element_size()
+from tests.memory_ring import MemoryRing
 
 
 def _vectors(world: int, numel: int, dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
@@ -69,7 +40,7 @@ def _vectors(world: int, numel: int, dtype: torch.dtype, seed: int) -> list[torc
 def _run_ring(vectors: list[torch.Tensor]) -> tuple[list[tuple[torch.Tensor, int]], list[int]]:
     """Every rank's (mean, bytes sent) and bytes received, each rank on its own thread."""
     world = len(vectors)
-    ring = _MemoryRing(world)
+    ring = MemoryRing(world)
     with ThreadPoolExecutor(max_workers=world) as pool:
         futures = [
             pool.submit(ring_allreduce, ring.peer(rank), rank, world, vectors[rank])
