@@ -6,6 +6,7 @@ each returned, in rank order. No member outlives the call."""
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,9 @@ def _member(rank: int, world: int, work: Work, ports: Any, results: Any) -> None
         port = ports.get(timeout=DEADLINE_S)
     try:
         peer.join(Rendezvous(LOOPBACK, port, 1, world, rank))
-        results.put((rank, work(peer, rank)))
+        # Plain pickle bytes: a queue would hand tensors over as file descriptors served by
+        # this process, which may have exited by the time the parent reads them.
+        results.put((rank, pickle.dumps(work(peer, rank))))
     finally:
         peer.close()
 
@@ -47,10 +50,11 @@ def run_group(world: int, work: Work) -> list[Any]:
         member.start()
     try:
         got = dict(results.get(timeout=DEADLINE_S) for _ in range(world))
+        answers = {rank: pickle.loads(data) for rank, data in got.items()}
     finally:
         for member in members:
             member.join(timeout=DEADLINE_S)
             if member.is_alive():
                 member.kill()
                 member.join()
-    return [got[rank] for rank in range(world)]
+    return [answers[rank] for rank in range(world)]
