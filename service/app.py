@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -44,28 +45,34 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             head_data_dir=settings.data_dir,
             head_host=settings.ray_host,
         )
-        dashboard = await run_in_threadpool(chosen.start)
-        if dashboard:
-            log.info("Ray dashboard at %s", dashboard)
-        state = AppState(
-            settings=settings,
-            layout=layout,
-            store=store,
-            launcher=chosen,
-            monitor=Monitor(store, chosen),
-            tokens=TokenTable.from_settings(settings.api_tokens, settings.api_tokens_file),
-            dashboard_url=dashboard,
-        )
-        app.state.sparsetrain = state
-        task = asyncio.create_task(_monitor_loop(state))
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await run_in_threadpool(chosen.shutdown)
-            store.close()
+        # ray.init with address "local" forks the head's processes with PR_SET_PDEATHSIG,
+        # which fires when the forking *thread* ends. A pool thread may be retired while
+        # idle (and take the head with it), so Ray is started and stopped on one thread
+        # that lives as long as the app.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-driver") as driver:
+            loop = asyncio.get_running_loop()
+            dashboard = await loop.run_in_executor(driver, chosen.start)
+            if dashboard:
+                log.info("Ray dashboard at %s", dashboard)
+            state = AppState(
+                settings=settings,
+                layout=layout,
+                store=store,
+                launcher=chosen,
+                monitor=Monitor(store, chosen),
+                tokens=TokenTable.from_settings(settings.api_tokens, settings.api_tokens_file),
+                dashboard_url=dashboard,
+            )
+            app.state.sparsetrain = state
+            task = asyncio.create_task(_monitor_loop(state))
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await loop.run_in_executor(driver, chosen.shutdown)
+                store.close()
 
     app = FastAPI(
         title="sparsetrain",
