@@ -43,15 +43,16 @@ only it) is all-reduced uncompressed."""
 
 
 def _test_accuracy(setup: JobSetup, module: nn.Module) -> float:
-    """Fraction of the test rows ``module`` classifies correctly (eval mode, no grad);
-    sets the module back to train mode."""
+    """Fraction of the test rows (a language model's: tokens) ``module`` classifies
+    correctly, as sparsetrain's evaluation counts them (eval mode, no grad); sets the
+    module back to train mode."""
     dataset = setup.dataset
     inputs, targets = dataset.rows(0, dataset.n_test, split="test")
     module.eval()
     with torch.no_grad():
         correct = setup.objective.correct(module(inputs), targets)
     module.train()
-    return correct / max(1, dataset.n_test)
+    return correct / max(1, targets.numel())
 
 
 def _register_hook(model: DistributedDataParallel, hook: str, spec: JobSpec) -> Any:

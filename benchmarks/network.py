@@ -35,12 +35,19 @@ of time-to-accuracy against bandwidth (and the per-step breakdown).
     sudo .venv/bin/python -m benchmarks.network --quick --models mlp_wide \\
         --rates 1gbit 10gbit --out results/network_wide.json
 
-``--models``, ``--rates`` and ``--worlds`` replace the plan's (``mlp_wide``: a 4.3M-parameter
-MLP, where the links, not the compute, bound DDP's step).
+``--models``, ``--rates``, ``--worlds`` and ``--configs`` replace the plan's (``mlp_wide``:
+a 4.3M-parameter MLP, where the links, not the compute, bound DDP's step). ``resnet`` and
+``gpt`` are the models of ``benchmarks.models --quick`` on its data (generated shapes, the
+example corpus), each with its own steps, learning rate, batch and accuracy target
+(``TASKS``; the GPT's accuracy is of the next byte):
+
+    sudo .venv/bin/python -m benchmarks.network --quick --models resnet gpt --configs lean \\
+        --out results/network_models.json
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -62,9 +69,12 @@ from benchmarks._common import (
     save_figure,
     write_json,
 )
+from benchmarks.models import SIZES, task_data, task_fields
 from benchmarks.netharness import Cluster, Driver, DriverError, Link, unavailable_reason
 from benchmarks.netharness.cluster import ROOT
 
+MODEL_SIZE = SIZES["quick"]
+"""The ResNet and GPT of ``benchmarks.models --quick``, and their data."""
 RATES = ("100mbit", "1gbit", "10gbit")
 RATE_BPS = {"100mbit": 1e8, "1gbit": 1e9, "10gbit": 1e10}
 COMPRESSIONS: dict[str, dict[str, Any]] = {
@@ -96,6 +106,37 @@ MODELS: dict[str, dict[str, Any]] = {
         "data": {"kind": "sklearn", "name": "digits"},
         "describe": "mlp 64-2048-2048-10 (4,349,962 parameters) on scikit-learn digits",
     },
+    "resnet": {
+        "model": MODEL_SIZE.resnet,
+        "describe": "resnet-8, width 16 (74,900 parameters), on 32x32 generated shapes "
+        "(benchmarks.models' quick data: 4 classes, pixel noise)",
+    },
+    "gpt": {
+        "model": MODEL_SIZE.gpt,
+        "describe": "gpt, 2 layers of width 32 (34,688 parameters), byte tokens, context 32, "
+        "on examples/corpus",
+    },
+}
+"""Each model the benchmark trains: its model spec, and the data of the MLPs (``resnet``'s
+and ``gpt``'s data come from ``benchmarks.models.task_data``, written per run)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """How a model other than the MLPs is trained and judged (the MLPs take the plan's
+    steps, evaluation period and target, ``LR`` and ``BATCH``)."""
+
+    steps: int
+    eval_every: int
+    target: float
+    """Test accuracy (``gpt``: of the next byte) that defines time-to-accuracy."""
+    lr: float
+    batch: int
+
+
+TASKS = {
+    "resnet": Task(steps=240, eval_every=20, target=0.9, lr=0.05, batch=32),
+    "gpt": Task(steps=300, eval_every=25, target=0.3, lr=0.5, batch=16),
 }
 TARGET = 0.95
 """Test accuracy the MLP reaches on digits within a few hundred steps by every method."""
@@ -132,6 +173,14 @@ QUICK_CONFIGS = (
     ("dense", "allgather"),
     ("dense", "allreduce"),
 )
+# --configs lean: the larger models' rows, without QSGD and the object store.
+LEAN_CONFIGS = (
+    ("topk_1pct_fp16", "collective"),
+    ("powersgd_r2", "collective"),
+    ("dense", "collective"),
+    ("dense", "allreduce"),
+)
+CONFIG_SETS = {"all": ALL_CONFIGS, "quick": QUICK_CONFIGS, "lean": LEAN_CONFIGS}
 PLANS = {
     "smoke": Plan(
         ("mlp",), (2,), ("1gbit",),
@@ -154,21 +203,42 @@ DDP_S_PER_STEP_BOUND = 1.0
 _PORTS = itertools.count(29517)
 
 
-def job_spec(plan: Plan, model: str, world: int, **extra: Any) -> dict[str, Any]:
+def settings(plan: Plan, model: str) -> Task:
+    """The steps, evaluation period, target, learning rate and batch ``model`` trains with."""
+    if model in TASKS:
+        return TASKS[model]
+    return Task(plan.steps, plan.eval_every, plan.target, LR, BATCH)
+
+
+def job_spec(
+    plan: Plan,
+    model: str,
+    world: int,
+    data_paths: dict[str, Path] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """The measured job as a client sends it; ``extra`` adds ``compression`` and
-    ``exchange``. DDP trains the same spec (``benchmarks.ddp_baseline``)."""
-    chosen = dict(MODELS[model]["model"])
-    if plan.hidden is not None and chosen["kind"] == "mlp":
-        chosen["hidden"] = list(plan.hidden)
+    ``exchange``; ``data_paths`` (``task_data``'s) hold the ResNet's and GPT's data. DDP
+    trains the same spec (``benchmarks.ddp_baseline``)."""
+    task = settings(plan, model)
+    if model in TASKS:
+        if data_paths is None:
+            raise ValueError(f"model {model!r} needs its data (benchmarks.models.task_data)")
+        fields = task_fields(model, MODEL_SIZE, data_paths[model])
+        chosen, data = fields["model"], fields["data"]
+    else:
+        chosen, data = dict(MODELS[model]["model"]), MODELS[model]["data"]
+        if plan.hidden is not None and chosen["kind"] == "mlp":
+            chosen["hidden"] = list(plan.hidden)
     return {
         "model": chosen,
-        "data": MODELS[model]["data"],
+        "data": data,
         "optimizer": {"kind": "sgd", "momentum": MOMENTUM},
-        "schedule": {"kind": "constant", "lr": LR},
+        "schedule": {"kind": "constant", "lr": task.lr},
         "workers": {"count": world, "placement": "SPREAD"},
-        "batch_size": BATCH,
-        "steps": plan.steps,
-        "eval": {"every": plan.eval_every},
+        "batch_size": task.batch,
+        "steps": task.steps,
+        "eval": {"every": task.eval_every},
         "seed": 0,
         **extra,
     }
@@ -284,23 +354,29 @@ def run_ddp(
 
 
 def _rows_for(
-    cluster: Cluster, plan: Plan, model: str, world: int, rate: str
+    cluster: Cluster,
+    plan: Plan,
+    model: str,
+    world: int,
+    rate: str,
+    data_paths: dict[str, Path] | None,
 ) -> list[dict[str, Any]]:
     """Every configuration of ``plan`` at one model, world size and rate."""
     rows: list[dict[str, Any]] = []
     where = {"model": model, "world": world, "rate": rate}
+    target = settings(plan, model).target
     for name, transport in plan.configs:
         spec = job_spec(
-            plan, model, world, compression=COMPRESSIONS[name], memory=MEMORY[name],
-            exchange=EXCHANGES[transport],
+            plan, model, world, data_paths, compression=COMPRESSIONS[name],
+            memory=MEMORY[name], exchange=EXCHANGES[transport],
         )  # fmt: skip
-        figures = run_sparsetrain(cluster, spec, plan.target)
+        figures = run_sparsetrain(cluster, spec, target)
         label = f"sparsetrain {name} ({transport})"
         rows.append({**where, "method": label, "system": "sparsetrain", "compression": name,
                      "transport": transport, "memory": MEMORY[name], **figures})  # fmt: skip
         _say(rows[-1])
-    ddp_spec = job_spec(plan, model, world, compression=COMPRESSIONS["powersgd_r2"])
-    for hook, figures in run_ddp(cluster, ddp_spec, plan.hooks, plan.target).items():
+    ddp_spec = job_spec(plan, model, world, data_paths, compression=COMPRESSIONS["powersgd_r2"])
+    for hook, figures in run_ddp(cluster, ddp_spec, plan.hooks, target).items():
         rows.append({**where, "method": f"DDP {hook}", "system": "ddp", "hook": hook, **figures})
         _say(rows[-1])
     return rows
@@ -324,13 +400,18 @@ def measure(plan: Plan) -> list[dict[str, Any]]:
     """Every run of ``plan``: one cluster per model and world size, its links re-shaped
     for each rate."""
     rows: list[dict[str, Any]] = []
-    for model in plan.models:
-        for world in plan.worlds:
-            with Cluster(nodes=world, link=Link(rate=plan.rates[0]), cpus_per_node=1) as cluster:
-                for rate in plan.rates:
-                    for node in range(world):
-                        cluster.shape(node, Link(rate=rate))
-                    rows += _rows_for(cluster, plan, model, world, rate)
+    with contextlib.ExitStack() as stack:
+        data_paths = None
+        if any(model in TASKS for model in plan.models):
+            data_paths = stack.enter_context(task_data(MODEL_SIZE, seed=0))
+        for model in plan.models:
+            for world in plan.worlds:
+                link = Link(rate=plan.rates[0])
+                with Cluster(nodes=world, link=link, cpus_per_node=1) as cluster:
+                    for rate in plan.rates:
+                        for node in range(world):
+                            cluster.shape(node, Link(rate=rate))
+                        rows += _rows_for(cluster, plan, model, world, rate, data_paths)
     return rows
 
 
@@ -413,7 +494,7 @@ def plot(rows: list[dict[str, Any]], plan: Plan, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("link rate (bit/s)")
-        ax.set_ylabel(f"time to {plan.target:.0%} test accuracy (s)")
+        ax.set_ylabel(f"time to {settings(plan, model).target:.0%} test accuracy (s)")
         ax.set_title(f"{model}, W = {world}")
         ax.legend(fontsize=7)
         bars = axes[1][column]
@@ -444,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), help="override the plan's")
     parser.add_argument("--rates", nargs="+", choices=RATES, help="override the plan's")
     parser.add_argument("--worlds", nargs="+", type=int, help="override the plan's W")
+    parser.add_argument(
+        "--configs",
+        choices=sorted(CONFIG_SETS),
+        help="override the plan's sparsetrain runs (lean: top-k, PowerSGD and dense through "
+        "the collective transport, and dense through the ring all-reduce)",
+    )
     args = parse_args(parser, argv)
     if args.worlds is not None and any(world < 2 or world > 8 for world in args.worlds):
         parser.error("--worlds: each W must be between 2 and 8")
@@ -457,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         models=tuple(args.models or plan.models),
         rates=tuple(args.rates or plan.rates),
         worlds=tuple(args.worlds or plan.worlds),
+        configs=CONFIG_SETS[args.configs] if args.configs else plan.configs,
     )
     load_before, started = _load(), time.perf_counter()
     rows = measure(plan)
@@ -473,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": f"sgd momentum {MOMENTUM}, constant lr {LR}, seed 0",
         "target": {"metric": "test_accuracy", "value": plan.target},
         "eval_every": plan.eval_every,
+        "tasks": {
+            model: dataclasses.asdict(settings(plan, model))
+            for model in plan.models
+            if model in TASKS
+        },
         "time_to_accuracy": "steps to target x median step_s (after the first "
         f"{WARMUP_STEPS} steps); evaluations excluded on both sides",
         "load_average": {"before": load_before, "after": _load()},

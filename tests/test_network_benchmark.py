@@ -6,10 +6,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
-from benchmarks.network import DDP_HOOKS, PLANS, main, steps_to_target, summarise
+from benchmarks.ddp_baseline import _test_accuracy
+from benchmarks.network import (
+    COMPRESSIONS,
+    DDP_HOOKS,
+    LR,
+    PLANS,
+    TASKS,
+    job_spec,
+    main,
+    steps_to_target,
+    summarise,
+)
+from sparsetrain.spec import JobSpec
 from tests.harness_gate import require_harness
 
 
@@ -38,6 +52,37 @@ def test_time_to_target_is_steps_times_the_median_step_after_warmup() -> None:
     assert figures["breakdown_s"]["apply"] == pytest.approx(0.00125)
     never = summarise(steps, [{"step": 50, "test_accuracy": 0.5}], 0.95, sparsetrain=False)
     assert never["steps_to_target"] is None and never["time_to_target_s"] is None
+
+
+def test_the_larger_models_train_their_own_task_on_the_data_they_are_given(
+    tmp_path: Path,
+) -> None:
+    plan = PLANS["quick"]
+    paths = {"resnet": tmp_path / "shapes", "gpt": tmp_path / "corpus.txt"}
+    for model in ("resnet", "gpt"):
+        spec = job_spec(plan, model, 2, paths, compression=COMPRESSIONS["dense"])
+        task = TASKS[model]
+        assert spec["model"]["kind"] == model
+        assert spec["data"]["path"] == str(paths[model])
+        assert (spec["steps"], spec["eval"]["every"]) == (task.steps, task.eval_every)
+        assert (spec["schedule"]["lr"], spec["batch_size"]) == (task.lr, task.batch)
+        JobSpec.model_validate(spec)
+        with pytest.raises(ValueError, match="needs its data"):
+            job_spec(plan, model, 2, compression=COMPRESSIONS["dense"])
+    mlp = job_spec(plan, "mlp", 2)
+    assert (mlp["steps"], mlp["schedule"]["lr"]) == (plan.steps, LR)
+
+
+def test_ddp_test_accuracy_counts_a_language_models_tokens() -> None:
+    """Two test rows of three tokens, four tokens right: 4/6, as sparsetrain counts it."""
+    targets = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    logits = torch.nn.functional.one_hot(torch.tensor([[1, 2, 0], [4, 0, 6]]), 7).float()
+    dataset = SimpleNamespace(n_test=2, rows=lambda start, stop, split: (logits, targets))
+    objective = SimpleNamespace(correct=lambda out, y: int((out.argmax(-1) == y).sum()))
+    setup = SimpleNamespace(dataset=dataset, objective=objective)
+    module = torch.nn.Identity()
+    assert _test_accuracy(setup, module) == pytest.approx(4 / 6)  # type: ignore[arg-type]
+    assert module.training
 
 
 @pytest.mark.slow
