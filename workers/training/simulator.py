@@ -67,8 +67,10 @@ def simulate(
     replica does; they are replaced by their mean over the workers where the Ray run does
     it (``buffer_sync_due``): before an evaluation, a checkpoint, a join and the end.
 
-    Deterministic: the same spec (and seed) gives the same trajectory. Raises
-    ``TrainingError`` on a non-finite gradient, ``SpecError``/``DataError`` on bad input.
+    Deterministic: the same spec (and seed) gives the same trajectory at the same number of
+    torch threads (a Ray worker runs with one per CPU it holds; CPU matrix products may sum
+    in another order with more). Raises ``TrainingError`` on a non-finite gradient,
+    ``SpecError``/``DataError`` on bad input.
     """
     setup = prepare(spec, device=device, dataset=dataset)
     model = setup.model
