@@ -64,7 +64,10 @@ class CheckpointError(SparsetrainError, ValueError):
 
 
 class TrainingError(SparsetrainError, RuntimeError):
-    """Training cannot continue (e.g. a non-finite gradient)."""
+    """Training cannot continue (e.g. a non-finite gradient).
+
+    Subclasses may take other constructor arguments: every one pickles as its message and
+    attributes without calling its constructor again."""
 
     def __init__(self, message: str, step: int | None = None, rank: int | None = None) -> None:
         self.step = step
@@ -76,6 +79,20 @@ class TrainingError(SparsetrainError, RuntimeError):
         if rank is not None:
             where.append(f"rank {rank}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args, dict(vars(self)))
+
+
+def _restore(
+    cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+) -> BaseException:
+    """The error of class ``cls`` with ``args`` and attributes ``state``, its constructor
+    not called (``TrainingError.__reduce__``)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 # -- the SDK's errors: what the REST API answered, or that it could not be reached ----------
