@@ -29,6 +29,18 @@ SMALL_JOB: Mapping[str, Any] = {
     "seed": 3,
 }
 
+# Two workers with evaluation and checkpoint boundaries between runs of collective steps (the
+# integration tests of the collective aggregation paths); each adds its compression.
+COLLECTIVE_JOB: Mapping[str, Any] = {
+    "data": {"kind": "synthetic", "n": 800, "d": 40},
+    "workers": {"count": 2},
+    "batch_size": 8,
+    "steps": 30,
+    "eval": {"every": 15},
+    "checkpoint": {"every": 10},
+    "schedule": {"kind": "constant", "lr": 0.3},
+}
+
 # Every ``data.kind`` a spec may name: what the dataset registry and ``GET /v1/datasets`` hold.
 DATA_KINDS = frozenset(
     {"synthetic", "libsvm", "sklearn", "image_folder", "parquet", "csv", "jsonl", "text", "custom"}

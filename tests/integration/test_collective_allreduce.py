@@ -19,24 +19,17 @@ from sparsetrain.workers.runtime.launch import run_job
 from sparsetrain.workers.training.elastic import Change
 from sparsetrain.workers.training.result import TrainResult
 from tests.same_state import assert_same_state
-from tests.specs import job_spec_model
+from tests.specs import COLLECTIVE_JOB, job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 DEADLINE_S = 120.0
 
 ALLREDUCE_JOB: dict[str, Any] = {
-    "data": {"kind": "synthetic", "n": 800, "d": 40},
     "compression": {"kind": "none"},
-    "workers": {"count": 2},
-    "batch_size": 8,
-    "steps": 30,
-    "eval": {"every": 15},
-    "checkpoint": {"every": 10},
-    "schedule": {"kind": "constant", "lr": 0.3},
     "exchange": {"transport": "collective", "aggregation": "allreduce"},
     "seed": 11,
 }
-_spec = partial(job_spec_model, ALLREDUCE_JOB)
+_spec = partial(job_spec_model, COLLECTIVE_JOB, ALLREDUCE_JOB)
 
 
 def _ring_steps(ray_run: TrainResult, simulated: TrainResult, gathered: TrainResult) -> list[int]:

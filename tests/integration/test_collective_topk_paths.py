@@ -17,7 +17,7 @@ from sparsetrain.workers import simulate
 from sparsetrain.workers.runtime.launch import run_job
 from sparsetrain.workers.training.elastic import Change
 from tests.same_state import assert_same_state
-from tests.specs import job_spec_model
+from tests.specs import COLLECTIVE_JOB, job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 DEADLINE_S = 120.0
@@ -26,17 +26,11 @@ PATHS = ["gtopk", "partitioned"]
 MESSAGES_AT_TWO = {"gtopk": 1, "partitioned": 2}  # what a rank sends per step at W = 2
 
 TOPK_JOB: dict[str, Any] = {
-    "data": {"kind": "synthetic", "n": 800, "d": 40},
     "compression": {"kind": "topk", "ratio": 0.1},
-    "workers": {"count": 2},
-    "batch_size": 8,
     "steps": 40,
-    "eval": {"every": 15},
-    "checkpoint": {"every": 10},
-    "schedule": {"kind": "constant", "lr": 0.3},
     "seed": 5,
 }
-_spec = partial(job_spec_model, TOPK_JOB)
+_spec = partial(job_spec_model, COLLECTIVE_JOB, TOPK_JOB)
 
 
 def _on(path: str, **fields: Any) -> Any:

@@ -18,7 +18,7 @@ from sparsetrain.workers import simulate
 from sparsetrain.workers.runtime.launch import run_job
 from sparsetrain.workers.training.elastic import Change
 from tests.same_state import assert_same_state
-from tests.specs import job_spec_model
+from tests.specs import COLLECTIVE_JOB, job_spec_model
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 DEADLINE_S = 120.0
@@ -27,16 +27,10 @@ POWERSGD_JOB: dict[str, Any] = {
     "model": {"kind": "mlp", "hidden": [16]},
     "data": {"kind": "synthetic", "n": 800, "d": 20},
     "compression": {"kind": "powersgd", "rank": 2},
-    "workers": {"count": 2},
-    "batch_size": 8,
-    "steps": 30,
-    "eval": {"every": 15},
-    "checkpoint": {"every": 10},
-    "schedule": {"kind": "constant", "lr": 0.3},
     "exchange": {"transport": "collective", "aggregation": "allreduce"},
     "seed": 13,
 }
-_spec = partial(job_spec_model, POWERSGD_JOB)
+_spec = partial(job_spec_model, COLLECTIVE_JOB, POWERSGD_JOB)
 
 
 def test_two_workers_equal_the_simulator_and_resume_exactly(tmp_path: Path) -> None:
