@@ -107,18 +107,17 @@ MODELS: dict[str, dict[str, Any]] = {
         "describe": "mlp 64-2048-2048-10 (4,349,962 parameters) on scikit-learn digits",
     },
     "resnet": {
-        "model": MODEL_SIZE.resnet,
         "describe": "resnet-8, width 16 (74,900 parameters), on 32x32 generated shapes "
         "(benchmarks.models' quick data: 4 classes, pixel noise)",
     },
     "gpt": {
-        "model": MODEL_SIZE.gpt,
         "describe": "gpt, 2 layers of width 32 (34,688 parameters), byte tokens, context 32, "
         "on examples/corpus",
     },
 }
-"""Each model the benchmark trains: its model spec, and the data of the MLPs (``resnet``'s
-and ``gpt``'s data come from ``benchmarks.models.task_data``, written per run)."""
+"""Each model the benchmark trains: what it is, and the model and data specs of the MLPs
+(``resnet``'s and ``gpt``'s come from ``benchmarks.models.task_fields`` and its
+``task_data``, written per run)."""
 
 
 @dataclass(frozen=True)
