@@ -6,10 +6,30 @@ import pytest
 import torch
 
 from sparsetrain.spec import RandKSpec, ThresholdSpec, TopKSpec, WangniSpec
-from sparsetrain.workers.compression import SparseUpdate, build_compressor, decode, encode
+from sparsetrain.workers.compression import SparseUpdate, build_compressor, decode, encode, varint
 from sparsetrain.workers.compression.payload import HEADER_NBYTES, decode_view, index_dtype
 from sparsetrain.workers.compression.selection import SAMPLED_MIN_NUMEL, top_magnitudes
 from sparsetrain.workers.compression.varint import decode_gaps, encoded_gaps
+
+
+@pytest.fixture(params=["numpy", "tensor passes"])
+def coder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each implementation of the coding: numpy (what the CPU runs) and the tensor passes
+    (what other devices run), the latter routed through the CPU's entry points here."""
+    if request.param == "tensor passes":
+        monkeypatch.setattr(
+            varint,
+            "_encode_numpy",
+            lambda wide: varint._encode_torch(torch.from_numpy(wide)).numpy(),
+        )
+        monkeypatch.setattr(
+            varint,
+            "_decode_numpy",
+            lambda coded, count, numel: varint._decode_torch(
+                torch.from_numpy(coded), count, numel
+            ).numpy(),
+        )
+    return str(request.param)
 
 
 def _leb128(indices: list[int]) -> bytes:
@@ -46,7 +66,7 @@ def _assert_round_trip(payload: SparseUpdate) -> SparseUpdate:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_random_updates_round_trip_bit_exactly(seed: int) -> None:
+def test_random_updates_round_trip_bit_exactly(seed: int, coder: str) -> None:
     generator = torch.Generator().manual_seed(1000 + seed)
     numel = int(torch.randint(1, 200_000, (1,), generator=generator))
     k = int(torch.randint(0, numel + 1, (1,), generator=generator))
@@ -116,7 +136,7 @@ def test_unsorted_entries_are_sent_sorted_and_repeats_are_refused() -> None:
     ],
 )
 def test_malformed_index_bytes_are_refused(
-    coded: bytes, count: int, numel: int, message: str
+    coded: bytes, count: int, numel: int, message: str, coder: str
 ) -> None:
     tensor = torch.frombuffer(bytearray(coded), dtype=torch.uint8)
     with pytest.raises(ValueError, match=message):
