@@ -169,6 +169,16 @@ class ExchangeSpec(StrictModel):
         "with error feedback) or partitioned (topk) where the transport runs it; else "
         "allgather.",
     )
+    overlap: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=0,
+        description="collective transport: 0 (or 1) applies every step's aggregate before "
+        "the next step computes. N >= 2 runs a step's exchange while the next step computes "
+        "and applies its aggregate one step late; that next step takes its gradient at a "
+        "lookahead point, the parameters less the optimizer's momentum times the last "
+        "applied aggregate. The pipeline empties every N steps, at evaluations, "
+        "checkpoints, membership changes and the end, and on the gtopk, partitioned and "
+        "PowerSGD all-reduce paths. Not with precision fp16 or a sampler.",
+    )
     step_timeout_s: Annotated[float, Field(gt=0.0, le=86_400.0)] | None = Field(
         default=30.0,
         description="sync: once the first worker has answered a step, the others have this "
@@ -358,6 +368,8 @@ class JobSpec(StrictModel):
                 "precision 'fp16' skips overflowing steps on every replica together, which "
                 "needs exchange mode 'sync' and no sampler: use 'bf16'"
             )
+        if self.exchange.overlap > 1:
+            self._overlap_fits()
         if isinstance(self.sampler, SGLDFPSpec) and self.exchange.mode == "async":
             raise ValueError("sampler 'sgldfp' is supported in sync mode only; use 'sgld'")
         if (
@@ -370,6 +382,23 @@ class JobSpec(StrictModel):
                 "grow without bound: use memory 'none' with rescale, or rescale false"
             )
         return self
+
+    def _overlap_fits(self) -> None:
+        """Refuse ``exchange.overlap`` where a step's aggregate cannot be applied late: off
+        the collective transport, with fp16 (a skipped step is undone before the next one
+        computes) and with a sampler (its noise follows each applied mean)."""
+        if self.exchange.mode != "sync" or self.exchange.transport != "collective":
+            raise ValueError(
+                "exchange.overlap runs a step's exchange while the next step computes, which "
+                "needs transport 'collective' in sync mode (or overlap 0)"
+            )
+        if self.precision == "fp16":
+            raise ValueError(
+                "exchange.overlap cannot apply an fp16 step late: an overflowing step is "
+                "undone before the next one computes. Use precision 'bf16' or overlap 0"
+            )
+        if self.sampler is not None:
+            raise ValueError("exchange.overlap: a sampler's chain needs each mean at once")
 
     @model_validator(mode="after")
     def _aggregation_fits(self) -> JobSpec:

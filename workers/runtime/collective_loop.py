@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sparsetrain.errors import TrainingError
 from sparsetrain.supervision import EventValue, SupervisorEventKind
 from sparsetrain.workers.runtime.collective import Rendezvous
 from sparsetrain.workers.runtime.collective_steps import unpack_header
@@ -36,6 +37,7 @@ from sparsetrain.workers.runtime.gather import WorkerDiedError, gather
 from sparsetrain.workers.runtime.group import Member
 from sparsetrain.workers.runtime.outcomes import Happening, Note, StepOutcome
 from sparsetrain.workers.runtime.sync_loop import SyncLoop, check_digests
+from sparsetrain.workers.training.overlap import chunk_end
 
 CHUNK_S = 0.5
 """About how long one call runs."""
@@ -58,11 +60,12 @@ class CollectiveLoop(SyncLoop):
     def plan(self, step: int, total: int, leavers: list[Member], evaluate: bool) -> int:
         """The step after the last of the chunk that starts at ``step``: ``step`` + 1 when
         ``step`` takes the object-store path; else before the next evaluation, at the next
-        checkpoint boundary, at ``total``, after about ``CHUNK_S`` seconds."""
+        checkpoint boundary, at ``total``, after about ``CHUNK_S`` seconds (an overlapped
+        job's: at the window boundary after that, ``overlap.chunk_end``)."""
         if not self.enabled or evaluate or leavers or self.regroup or self._dead:
             return step + 1
         steps = FIRST_CHUNK_STEPS if self._step_s is None else round(CHUNK_S / self._step_s)
-        end = min(total, step + max(1, min(MAX_CHUNK_STEPS, steps)))
+        end = min(total, chunk_end(self.spec, step, step + max(1, min(MAX_CHUNK_STEPS, steps))))
         for every in (self.spec.eval.every, self.spec.checkpoint.every):
             if every:
                 end = min(end, (step // every + 1) * every)
@@ -135,6 +138,8 @@ class CollectiveLoop(SyncLoop):
             for rank, result in enumerate(results)
             if not isinstance(result, WorkerDiedError)
         }
+        if any(_rolled_back(report) for report in reports.values()):
+            return self._roll_back(first, members, reports, results), first + 1
         place = {rank: _place(report, first, last) for rank, report in reports.items()}
         top = max(place.values(), default=first - 1)
         if top < first:  # the group could not be formed: nothing ran anywhere
@@ -197,6 +202,38 @@ class CollectiveLoop(SyncLoop):
             happened += self._record(step, members, infos, False, step_s)
         return happened
 
+    def _roll_back(
+        self,
+        first: int,
+        members: list[Member],
+        reports: dict[int, dict[str, Any]],
+        results: list[Any],
+    ) -> StepOutcome:
+        """An overlapped chunk whose transfer failed on some member (which returned to the
+        chunk's start): return the members that finished it to their start too, then run
+        step ``first`` through the object store, where the dead are lost (as the
+        simulator's replay of a loss in ``first`` has it)."""
+        self._formed = None
+        finished = [rank for rank, report in reports.items() if not _rolled_back(report)]
+        calls = [members[rank].actor.roll_back.remote() for rank in finished]
+        for rank, answer in zip(finished, gather(calls, first, ranks=finished), strict=True):
+            if isinstance(answer, WorkerDiedError):
+                self._dead.add(members[rank].slot)
+            elif not answer:
+                raise TrainingError(
+                    f"worker {rank} kept no state to return to step {first}", step=first
+                )
+        self._dead.update(m.slot for m, r in zip(members, results, strict=True) if _died(r))
+        cause = next(r["broken"]["cause"] for r in reports.values() if _rolled_back(r))
+        note = Note(
+            SupervisorEventKind.WORKER,
+            f"an overlapped transfer failed ({cause}): the workers returned to step {first}",
+            {"step": first},
+        )
+        outcome = self.step(first, [], evaluate=False)
+        outcome.happened.insert(0, note)
+        return outcome
+
     def _finish_broken(
         self,
         step: int,
@@ -226,6 +263,11 @@ class CollectiveLoop(SyncLoop):
             happened.append(self._lose(members[rank], rank, step, why))
         self.removed = True
         return StepOutcome(happened, survivors=len(ahead), world=len(members))
+
+
+def _rolled_back(report: dict[str, Any]) -> bool:
+    broken = report["broken"]
+    return broken is not None and bool(broken.get("rolled_back"))
 
 
 def _died(result: Any) -> bool:

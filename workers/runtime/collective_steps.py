@@ -54,7 +54,7 @@ from sparsetrain.workers.training.step import RankStats
 if TYPE_CHECKING:
     from sparsetrain.workers.runtime.worker import TrainingWorker
 
-_NOTHING = np.zeros(0, dtype=np.uint8)
+NOTHING = np.zeros(0, dtype=np.uint8)
 
 
 _FIELDS = fields(RankStats)
@@ -113,7 +113,7 @@ def run_steps(
         peer.join(rendezvous)
     except CollectiveError as error:
         report.update(formed=False, cause=str(error))
-        return _NOTHING, report
+        return NOTHING, report
     wait_s = 0.0
     reduced = False
     for step in range(first, last):
@@ -124,7 +124,7 @@ def run_steps(
         info["stats"] = stats
         started = time.perf_counter()
         try:
-            table, updates, reduced = _exchange(worker, rendezvous, sent, stats)
+            table, updates, reduced = exchange_step(worker, rendezvous, sent, stats)
         except CollectiveError as error:
             report["broken"] = {"step": step, "info": info, "cause": str(error)}
             return np.array(sent, copy=True), report
@@ -134,10 +134,10 @@ def run_steps(
             entry["digest"] = info["digest"]
         report["steps"].append(entry)
     worker.apply_updates(updates, reduced=reduced, own=rendezvous.rank)
-    return _NOTHING, report
+    return NOTHING, report
 
 
-def _exchange(
+def exchange_step(
     worker: TrainingWorker, rendezvous: Rendezvous, sent: np.ndarray, stats: RankStats
 ) -> tuple[np.ndarray, list[np.ndarray], bool]:
     """Exchange one step's update along the job's aggregation path for this group: gTop-k

@@ -16,6 +16,8 @@ import signal
 import time
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +28,7 @@ import torch
 from sparsetrain.spec import JobSpec
 from sparsetrain.workers.compression.lowrank import LowRankUpdate
 from sparsetrain.workers.data.datasets import Dataset
-from sparsetrain.workers.runtime import collective_steps
+from sparsetrain.workers.runtime import collective_overlap, collective_steps, restore_point
 from sparsetrain.workers.runtime.accumulated import bundle, unbundle
 from sparsetrain.workers.runtime.collective import CollectivePeer, Rendezvous
 from sparsetrain.workers.runtime.staging import HostStaging
@@ -34,6 +36,7 @@ from sparsetrain.workers.training.aggregation import Aggregator, accumulator
 from sparsetrain.workers.training.apply import ReplicaUpdate
 from sparsetrain.workers.training.elastic import flush_compressor
 from sparsetrain.workers.training.evaluate import evaluate_setup
+from sparsetrain.workers.training.overlap import Lookahead, lookahead_factor, window
 from sparsetrain.workers.training.prepare import prepare
 from sparsetrain.workers.training.samplers import build_chain
 from sparsetrain.workers.training.schedules import build_averager
@@ -80,9 +83,16 @@ class TrainingWorker:
         model = self.setup.model
         model.flat.copy_(torch.from_numpy(np.array(initial, dtype=np.float32)).to(device))
         self.chain = build_chain(spec, model, self.setup.objective, self.setup.dataset)
-        # The (step, lr) whose updates this replica has not applied yet: gradient mode's
+        # The (step, lr) of each step whose updates this replica has not applied yet, oldest
+        # first (two while an overlapped step's exchange is in flight): gradient mode's
         # optimizer steps at that lr; a sampling job adds that step's noise.
-        self._pending: tuple[int, float] | None = None
+        self.pending: list[tuple[int, float]] = []
+        # An overlapped chunk's starting state, kept until the next overlapped chunk
+        # replaces it or a roll-back uses it (``hold_restore_point``, ``roll_back``).
+        self._restore_point: dict[str, Any] | None = None
+        self._exchanger: ThreadPoolExecutor | None = None
+        overlapped = lookahead_factor(spec) if window(spec) else 0.0
+        self.lookahead = Lookahead(overlapped, device)
         self.state = WorkerState(
             rank=rank,
             world=world,
@@ -148,7 +158,7 @@ class TrainingWorker:
         if self.chain is not None and shared.get("chain") is not None:
             self.chain.load_state_dict(shared["chain"])
         pending = shared.get("pending")
-        self._pending = None if pending is None else (int(pending[0]), float(pending[1]))
+        self.pending = [] if pending is None else [(int(pending[0]), float(pending[1]))]
         self.update.load_state_dict(shared.get("optimizer"))
         self.update.load_scaler_state(shared.get("loss_scaler"))
         if self.aggregator.powersgd is not None:
@@ -172,14 +182,14 @@ class TrainingWorker:
             "velocity": None if velocity is None else velocity.detach().cpu().clone(),
             "averager": self.averager.state_dict() if self.averager is not None else None,
             "chain": self.chain.state_dict() if self.chain is not None else None,
-            "pending": self._pending,
+            "pending": self.pending[0] if self.pending else None,
             "optimizer": self.update.state_dict(),
             "loss_scaler": self.update.scaler_state(),
         }
 
     def pending_step(self) -> int:
-        """The step whose updates this replica has not applied yet (-1: none)."""
-        return -1 if self._pending is None else self._pending[0]
+        """The oldest step whose updates this replica has not applied yet (-1: none)."""
+        return self.pending[0][0] if self.pending else -1
 
     def _shares_subspace(self, world: int) -> bool:
         """Whether a step of ``world`` ranks takes PowerSGD's all-reduce, whose updates
@@ -206,21 +216,23 @@ class TrainingWorker:
             if all(acc is not None for _, acc in parts):
                 accumulators = [acc.to(model.device) for _, acc in parts if acc is not None]
         payloads = self.staging.receive(updates)
-        if self._pending is None and self.update.optimizer is not None:
+        if not self.pending and self.update.optimizer is not None:
             raise RuntimeError("updates arrived for a step whose learning rate is unknown")
-        step, lr = self._pending if self._pending is not None else (-1, 0.0)
-        if reduced:
-            skipped = self.update.apply_mean(model.flat, payloads[0], lr)
-        else:
-            holders = {} if own is None else {own: self.state}
-            applied = self.aggregator.apply_payloads(
-                model.flat, payloads, holders, lr, step, accumulators
-            )
-            skipped = applied.skipped
+        pending = self.pending.pop(0) if self.pending else None
+        step, lr = pending if pending is not None else (-1, 0.0)
+        update_mode = self.update.optimizer is None
+        with self.lookahead.applying(model.flat, payloads, update_mode):
+            if reduced:
+                skipped = self.update.apply_mean(model.flat, payloads[0], lr)
+            else:
+                holders = {} if own is None else {own: self.state}
+                applied = self.aggregator.apply_payloads(
+                    model.flat, payloads, holders, lr, step, accumulators
+                )
+                skipped = applied.skipped
         self.state.settle(skipped)
-        if self.chain is not None and self._pending is not None:
+        if self.chain is not None and pending is not None:
             self.chain.after_apply(step, lr)
-        self._pending = None
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
         return time.perf_counter() - started
@@ -264,17 +276,19 @@ class TrainingWorker:
             self.averager.update(self.setup.model.flat, step)
         scheduled = self.setup.schedule(step)
         lr = (self.chain.lr(step, scheduled) if self.chain else scheduled) * self.lr_scale
-        output = compute_update(
-            self.setup.model,
-            self.setup.objective,
-            self.state,
-            self.setup.dataset,
-            self._flush if flush else self.setup.compressor,
-            lr,
-            step,
-            loss_scale=self.update.loss_scale,
-        )
-        self._pending = (step, lr)
+        # An aggregate still pending (an overlapped step's): the gradient's lookahead point.
+        with self.lookahead.shifted(self.setup.model.flat) if self.pending else nullcontext():
+            output = compute_update(
+                self.setup.model,
+                self.setup.objective,
+                self.state,
+                self.setup.dataset,
+                self._flush if flush else self.setup.compressor,
+                lr,
+                step,
+                loss_scale=self.update.loss_scale,
+            )
+        self.pending.append((step, lr))
         self.buffers_synced = self.setup.model.buffer_layout.empty
         info["lr"] = lr
         sent = self.staging.send(output.payload)
@@ -332,7 +346,15 @@ class TrainingWorker:
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Run steps ``first``..``last``-1, exchanging through the collective group
         (``collective_steps.run_steps`` says what it returns)."""
-        return collective_steps.run_steps(self, first, last, updates, rendezvous, digest=digest)
+        run = collective_overlap.run_steps if window(self.spec) else collective_steps.run_steps
+        return run(self, first, last, updates, rendezvous, digest=digest)
+
+    def exchanger(self) -> ThreadPoolExecutor:
+        """The thread an overlapped step's exchange runs on (one at a time), made on first
+        use."""
+        if self._exchanger is None:
+            self._exchanger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exchange")
+        return self._exchanger
 
     def apply_updates(
         self, updates: Sequence[np.ndarray], *, reduced: bool = False, own: int | None = None
@@ -377,6 +399,21 @@ class TrainingWorker:
             "state": state,
             "averager": self.averager.state_dict() if self.averager is not None else None,
         }
+
+    def hold_restore_point(self) -> None:
+        """Keep a copy of everything a step changes (``restore_point.capture``), so
+        ``roll_back`` can return to now. An overlapped chunk holds one from its start: a
+        failed transfer rolls every survivor back to it."""
+        self._restore_point = restore_point.capture(self)
+
+    def roll_back(self) -> bool:
+        """Return to the state ``hold_restore_point`` kept, and forget it; False (and no
+        change) when none is kept. Mutates the replica and the rank state."""
+        point, self._restore_point = self._restore_point, None
+        if point is None:
+            return False
+        restore_point.restore(self, point)
+        return True
 
     def evaluate(self, step: int, samples: torch.Tensor | None = None) -> Any:
         averaged = self.averager.value if self.averager is not None else None

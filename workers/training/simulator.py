@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -29,6 +30,14 @@ from sparsetrain.workers.training.elastic import (
     lr_scale,
 )
 from sparsetrain.workers.training.evaluate import evaluate_setup
+from sparsetrain.workers.training.overlap import (
+    Lookahead,
+    change_drains,
+    lookahead_factor,
+    path_overlaps,
+    spec_drains,
+    window,
+)
 from sparsetrain.workers.training.prepare import JobSetup, prepare
 from sparsetrain.workers.training.result import TrainResult
 from sparsetrain.workers.training.samplers import Chain, build_chain
@@ -36,6 +45,7 @@ from sparsetrain.workers.training.schedules import build_averager
 from sparsetrain.workers.training.step import (
     Ledger,
     RankStats,
+    StepOutput,
     WorkerState,
     compute_update,
     round_metrics,
@@ -62,6 +72,11 @@ def simulate(
 
     A sampling job (``objective: sample``) adds the step's Langevin noise after each mean,
     once, as every Ray replica does, and returns its samples in ``TrainResult.samples``.
+
+    With ``exchange.overlap`` a step's aggregate is applied after the next step's gradient
+    (taken at the lookahead point), except at the drained steps
+    ``sparsetrain.workers.training.overlap`` defines, as the Ray workers' overlapped
+    collective steps do; a step is recorded once its aggregate is applied.
 
     Each logical worker trains on its own buffers (batch-norm statistics), as each Ray
     replica does; they are replaced by their mean over the workers where the Ray run does
@@ -91,6 +106,8 @@ def simulate(
     update = ReplicaUpdate(spec, model.numel, model.device)
     aggregator = Aggregator(spec, update, setup.compressor)
     result = TrainResult()
+    lookahead = Lookahead(lookahead_factor(spec) if window(spec) else 0.0, model.device)
+    update_mode = update.optimizer is None
 
     def record_eval(step: int) -> None:
         final = chain is not None and step == setup.total_steps
@@ -100,10 +117,39 @@ def simulate(
         if on_eval is not None:
             on_eval(metrics)
 
+    def close(computed: _Computed, sent: int, step_started: float | None = None) -> int:
+        """Apply ``computed``'s aggregate along the step's aggregation path and record the
+        step; returns ``sent`` (bytes so far) plus its bytes."""
+        step, lr, ranks = computed.step, computed.lr, computed.ranks
+        started = time.perf_counter()
+        with lookahead.applying(model.flat, [out.payload for _, _, out in ranks], update_mode):
+            applied = aggregator.apply(model.flat, [(w, out) for _, w, out in ranks], lr, step)
+        for _, worker, _ in ranks:
+            worker.settle(applied.skipped)
+        if chain is not None:
+            chain.after_apply(step, lr)
+        finished = time.perf_counter()
+        metrics = step_metrics(
+            step,
+            lr,
+            [
+                replace(RankStats.of(rank, out, exchange_s=finished - started), nbytes=nbytes)
+                for (rank, _, out), nbytes in zip(ranks, applied.sent, strict=True)
+            ],
+            model.numel,
+            step_s=finished - (started if step_started is None else step_started),
+        )
+        metrics.bytes_total = sent + metrics.bytes_sent
+        result.steps.append(metrics)
+        if on_step is not None:
+            on_step(metrics)
+        return metrics.bytes_total
+
     record_eval(0)
     every = spec.eval.every
     epoch, removed = 0, False
     sent = 0  # bytes sent so far
+    late: _Computed | None = None  # an overlapped step whose aggregate is not applied yet
     for step in range(setup.total_steps):
         joins, leaves, lost = changes_at(changes, step)
         if joins:  # joiners copy the replica's buffers, averaged first
@@ -125,45 +171,35 @@ def simulate(
         if averager is not None:
             averager.update(model.flat, step)
         outputs = []
-        for rank, worker in enumerate(workers):
-            if rank in lost:
-                continue
-            with buffers.computing(rank):
-                output = compute_update(
-                    model,
-                    setup.objective,
-                    worker,
-                    setup.dataset,
-                    flush if rank in leaving else worker.compressor or setup.compressor,
-                    lr,
-                    step,
-                    loss_scale=update.loss_scale,
-                )
-            outputs.append((rank, output))
-        started = time.perf_counter()
-        # The step's aggregation path (``exchange.aggregation``) and each rank's bytes on it.
-        applied = aggregator.apply(model.flat, [(workers[r], o) for r, o in outputs], lr, step)
-        skipped = applied.skipped
-        for rank, _ in outputs:
-            workers[rank].settle(skipped)
-        if chain is not None:
-            chain.after_apply(step, lr)
-        finished = time.perf_counter()
-        metrics = step_metrics(
-            step,
-            lr,
-            [
-                replace(RankStats.of(rank, out, exchange_s=finished - started), nbytes=nbytes)
-                for (rank, out), nbytes in zip(outputs, applied.sent, strict=True)
-            ],
-            model.numel,
-            step_s=finished - step_started,
+        with lookahead.shifted(model.flat) if late is not None else nullcontext():
+            for rank, worker in enumerate(workers):
+                if rank in lost:
+                    continue
+                with buffers.computing(rank):
+                    output = compute_update(
+                        model,
+                        setup.objective,
+                        worker,
+                        setup.dataset,
+                        flush if rank in leaving else worker.compressor or setup.compressor,
+                        lr,
+                        step,
+                        loss_scale=update.loss_scale,
+                    )
+                outputs.append((rank, output))
+        computed = _Computed(step, lr, [(rank, workers[rank], out) for rank, out in outputs])
+        # An overlapped job applies a step's aggregate after the next step's gradient, except
+        # at drained steps (``overlap``), as the Ray workers do.
+        if late is not None:
+            sent = close(late, sent)
+        drained = (
+            spec_drains(spec, step, setup.total_steps)
+            or change_drains(changes, step)
+            or not path_overlaps(aggregator.path(len(outputs)), aggregator.powersgd is not None)
         )
-        sent += metrics.bytes_sent
-        metrics.bytes_total = sent
-        result.steps.append(metrics)
-        if on_step is not None:
-            on_step(metrics)
+        late = None if drained else computed
+        if drained:
+            sent = close(computed, sent, step_started)
         removed = bool(leaving or lost)
         staying = [rank for rank in range(len(workers)) if rank not in leaving and rank not in lost]
         workers = [workers[rank] for rank in staying]
@@ -179,6 +215,16 @@ def simulate(
     result.memories = [w.memory.residual() for w in workers]
     result.samples = chain.sample_tensor() if chain is not None else None
     return result
+
+
+@dataclass(frozen=True)
+class _Computed:
+    """One step's payloads, before its aggregate is applied: (rank, its state, its output)
+    per computing rank, in rank order."""
+
+    step: int
+    lr: float
+    ranks: list[tuple[int, WorkerState, StepOutput]]
 
 
 def buffer_sync_due(spec: JobSpec, done: int, total: int) -> bool:
