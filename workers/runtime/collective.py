@@ -131,22 +131,22 @@ class CollectivePeer:
         headers travel with the payloads, padded to that length: top-k and dense payloads
         have one length); a longer one costs a second transfer of every payload. Raises
         ``CollectiveError`` (and closes the group) when a transfer fails."""
+        return self.start_all_gather(payload, header).result()
+
+    def start_all_gather(self, payload: np.ndarray, header: np.ndarray) -> PendingGather:
+        """``all_gather``, started: the transfer runs on gloo's threads until the returned
+        gather's ``result``. ``payload`` must not change before then. Raises
+        ``CollectiveError`` (and closes the group) when the transfer cannot start."""
         group = self._group
         if group is None:
             raise CollectiveError("no group: join a generation first")
         head = np.ascontiguousarray(header, dtype=np.float64).view(np.uint8)
-        width = len(head)
         try:
-            received = self._gather(group, [head, payload[: self._capacity]], self._capacity)
-            headers = np.stack([r[:width].view(np.float64) for r in received])
-            lengths = [int(h[0]) for h in headers]
-            if max(lengths) > self._capacity:
-                self._capacity = max(lengths)
-                received = self._gather(group, [head, payload], self._capacity)
+            started = self._start_gather(group, [head, payload[: self._capacity]], self._capacity)
         except RuntimeError as error:
             self.close()
             raise CollectiveError(f"a transfer failed: {_first_line(error)}") from None
-        return headers, [r[width : width + n] for r, n in zip(received, lengths, strict=True)]
+        return PendingGather(self, group, head, payload, started)
 
     def gather_headers(self, header: np.ndarray) -> np.ndarray:
         """Every member's ``header`` (a float64 vector, the same length on every member), in
@@ -243,9 +243,12 @@ class CollectivePeer:
         sent = 0 if mine is None else _LENGTH_NBYTES + len(mine)
         return theirs.numpy().tobytes(), sent
 
-    def _gather(self, group: Any, parts: list[np.ndarray], capacity: int) -> list[np.ndarray]:
-        """All-gather the concatenation of ``parts``, with the last padded to ``capacity``
-        bytes; every member's buffer, in rank order."""
+    def _start_gather(
+        self, group: Any, parts: list[np.ndarray], capacity: int
+    ) -> tuple[Any, list[torch.Tensor], torch.Tensor]:
+        """Start all-gathering the concatenation of ``parts``, with the last padded to
+        ``capacity`` bytes: (the work, the buffers it fills in rank order, the buffer it
+        sends, which must live until the work ends)."""
         size = sum(len(part) for part in parts[:-1]) + capacity
         mine = torch.zeros(size, dtype=torch.uint8)
         flat = mine.numpy()
@@ -254,7 +257,13 @@ class CollectivePeer:
             flat[at : at + len(part)] = part
             at += len(part)
         received = [torch.empty(size, dtype=torch.uint8) for _ in range(self.world)]
-        group.allgather([received], [mine]).wait()
+        return group.allgather([received], [mine]), received, mine
+
+    def _gather(self, group: Any, parts: list[np.ndarray], capacity: int) -> list[np.ndarray]:
+        """All-gather the concatenation of ``parts``, with the last padded to ``capacity``
+        bytes; every member's buffer, in rank order."""
+        work, received, _ = self._start_gather(group, parts, capacity)
+        work.wait()
         return [r.numpy() for r in received]
 
     def close(self) -> None:
@@ -263,6 +272,40 @@ class CollectivePeer:
         self.generation = None
         if group is not None:
             group.abort()
+
+
+class PendingGather:
+    """An all-gather in flight (``CollectivePeer.start_all_gather``)."""
+
+    def __init__(
+        self,
+        peer: CollectivePeer,
+        group: Any,
+        head: np.ndarray,
+        payload: np.ndarray,
+        started: tuple[Any, list[torch.Tensor], torch.Tensor],
+    ) -> None:
+        self._peer, self._group, self._head, self._payload = peer, group, head, payload
+        self._work, self._received, self._sent = started
+
+    def result(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Wait for the transfer; returns what ``CollectivePeer.all_gather`` returns (a
+        payload longer than the group's longest so far costs a second transfer now).
+        Raises ``CollectiveError`` (and closes the group) when a transfer fails."""
+        peer, width = self._peer, len(self._head)
+        try:
+            self._work.wait()
+            received = [r.numpy() for r in self._received]
+            headers = np.stack([r[:width].view(np.float64) for r in received])
+            lengths = [int(h[0]) for h in headers]
+            if max(lengths) > peer._capacity:
+                peer._capacity = max(lengths)
+                parts = [self._head, self._payload]
+                received = peer._gather(self._group, parts, peer._capacity)
+        except RuntimeError as error:
+            peer.close()
+            raise CollectiveError(f"a transfer failed: {_first_line(error)}") from None
+        return headers, [r[width : width + n] for r, n in zip(received, lengths, strict=True)]
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,7 +1,7 @@
 """Overlapped collective steps (``exchange.overlap``): a step's exchange runs beside the next.
 
 ``run_steps`` is ``collective_steps.run_steps`` with a pipeline of one step: once step t is
-compressed, its exchange starts on this worker's exchange thread and step t + 1 computes
+compressed, its exchange starts in the background and step t + 1 computes
 meanwhile, on parameters that hold the aggregates up to step t - 1; at the start of step
 t + 2 the worker applies step t's aggregate. A drained step (``overlap.spec_drains``, and
 the chunk's last) exchanges at once and its aggregate is applied before the next step,
@@ -9,7 +9,8 @@ as in a plain chunk, so a chunk ends with nothing in flight and the simulator re
 same schedule (``simulate``).
 
 One exchange is in flight at a time, and only on the paths whose exchange leaves the
-ranks' state alone (``overlap.path_overlaps``); other paths run the plain chunk.
+ranks' state alone (``overlap.path_overlaps``); other paths run the plain chunk. An
+all-gather runs on gloo's threads, a ring all-reduce on the worker's exchange thread.
 
 A failed transfer cannot be finished step by step as in a plain chunk: this rank has
 computed a step past it. The worker returns to the chunk's start instead
@@ -20,9 +21,9 @@ runs that step through the object store without the dead, who are lost in it.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +31,9 @@ import numpy as np
 
 from sparsetrain.workers.runtime import collective_steps
 from sparsetrain.workers.runtime.collective import CollectiveError, Rendezvous
-from sparsetrain.workers.runtime.collective_steps import NOTHING, exchange_step
+from sparsetrain.workers.runtime.collective_steps import NOTHING, exchange_step, pack_header
 from sparsetrain.workers.training.overlap import path_overlaps, spec_drains
+from sparsetrain.workers.training.step import RankStats
 
 if TYPE_CHECKING:
     from sparsetrain.workers.runtime.worker import TrainingWorker
@@ -92,7 +94,7 @@ def _pipeline(
     ended)."""
     own = rendezvous.rank
     ready: tuple[list[np.ndarray], bool] = ([], False)  # the aggregate to apply next
-    flight: tuple[Future[Exchanged], dict[str, Any]] | None = None
+    flight: tuple[Callable[[], Exchanged], dict[str, Any]] | None = None
     wait_s = 0.0  # this rank's wait for the last exchange (the next step's ``wait_s``)
     copy = worker.staging.staged  # a staged payload is a view of a reused buffer
     try:
@@ -103,18 +105,15 @@ def _pipeline(
             ready = ([], False)
             if flight is not None:
                 started = time.perf_counter()
-                future, earlier = flight
+                finish, earlier = flight
                 flight = None
-                ready = _entered(report, earlier, future.result(), digest)
+                ready = _entered(report, earlier, finish(), digest)
                 wait_s = time.perf_counter() - started
             stats = replace(info["stats"], wait_s=wait_s, call_s=wait_s + work_s)
             info["stats"] = stats
             if step + 1 < last and not spec_drains(worker.spec, step, last):
                 payload = np.array(sent, copy=True) if copy else sent
-                future = worker.exchanger().submit(
-                    exchange_step, worker, rendezvous, payload, stats
-                )
-                flight = (future, info)
+                flight = (_launch(worker, rendezvous, payload, stats), info)
                 wait_s = 0.0
                 continue
             # Drained: the aggregate of the step before goes in before this one's is known.
@@ -124,8 +123,28 @@ def _pipeline(
             wait_s = time.perf_counter() - started
     finally:
         if flight is not None:  # a failure while one was in flight: let it end first
-            flight[0].exception()
+            with contextlib.suppress(Exception):
+                flight[0]()
     worker.apply_updates(ready[0], reduced=ready[1], own=own)
+
+
+def _launch(
+    worker: TrainingWorker, rendezvous: Rendezvous, payload: np.ndarray, stats: RankStats
+) -> Callable[[], Exchanged]:
+    """Start exchanging one step's ``payload``; returns what waits for the result. The
+    all-gather runs on gloo's own threads (``CollectivePeer.start_all_gather``: no Python
+    runs beside the next step); the ring all-reduce, a sequence of point-to-point
+    transfers with sums between them, on the worker's exchange thread."""
+    if worker.aggregator.path(rendezvous.world) == "allgather":
+        header = pack_header(len(payload), stats)
+        pending = worker.collective.start_all_gather(payload, header)
+
+        def gathered() -> Exchanged:
+            table, updates = pending.result()
+            return table, updates, False
+
+        return gathered
+    return worker.exchanger().submit(exchange_step, worker, rendezvous, payload, stats).result
 
 
 def _entered(
