@@ -59,11 +59,8 @@ def run_steps(
     aggregator = worker.aggregator
     if not path_overlaps(aggregator.path(rendezvous.world), aggregator.powersgd is not None):
         return collective_steps.run_steps(worker, first, last, updates, rendezvous, digest=digest)
-    report: dict[str, Any] = {"steps": [], "formed": True, "broken": None}
-    try:
-        worker.collective.join(rendezvous)
-    except CollectiveError as error:
-        report.update(formed=False, cause=str(error))
+    report = collective_steps.joined(worker, rendezvous)
+    if not report["formed"]:
         return NOTHING, report
     started = time.perf_counter()
     if updates:

@@ -107,12 +107,8 @@ def run_steps(
     step before (the time this rank waited for the slowest peer and the bytes), ``call_s``
     that wait and the step's own work. Mutates the replica and the rank's state.
     """
-    peer = worker.collective
-    report: dict[str, Any] = {"steps": [], "formed": True, "broken": None}
-    try:
-        peer.join(rendezvous)
-    except CollectiveError as error:
-        report.update(formed=False, cause=str(error))
+    report = joined(worker, rendezvous)
+    if not report["formed"]:
         return NOTHING, report
     wait_s = 0.0
     reduced = False
@@ -135,6 +131,18 @@ def run_steps(
         report["steps"].append(entry)
     worker.apply_updates(updates, reduced=reduced, own=rendezvous.rank)
     return NOTHING, report
+
+
+def joined(worker: TrainingWorker, rendezvous: Rendezvous) -> dict[str, Any]:
+    """A chunk's empty report, once ``worker`` is in the generation ``rendezvous`` names
+    (joined when it is not yet); ``formed`` False with the ``cause`` when it could not
+    join."""
+    report: dict[str, Any] = {"steps": [], "formed": True, "broken": None}
+    try:
+        worker.collective.join(rendezvous)
+    except CollectiveError as error:
+        report.update(formed=False, cause=str(error))
+    return report
 
 
 def exchange_step(
